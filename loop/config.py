@@ -1,0 +1,275 @@
+"""The run's typed config: the single source of truth. YAML in, `--set a.b=c` on top.
+
+Every section forbids unknown keys; plug-in options are validated against the plug-in's
+own Options model; errors name the field, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_MODEL = ROOT / "loop" / "assets" / "tiny-qwen3"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunCfg(Section):
+    name: str = Field("run", description="run id prefix; the run directory is state_dir/runs/<name>-<time>")
+    seed: int = 0
+    state_dir: str = "state"
+
+
+class ModelCfg(Section):
+    path: str = Field("builtin:tiny-qwen3", description="'builtin:tiny-qwen3' or a local HF model directory")
+    max_model_len: int = Field(512, ge=16)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    def resolved_path(self) -> str:
+        if self.path == "builtin:tiny-qwen3":
+            return str(TINY_MODEL)
+        return self.path
+
+
+class QuantCfg(Section):
+    load_in_4bit: bool = True
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    prepare_for_kbit: bool = Field(
+        False, description="peft prepare_model_for_kbit_training; casts norms/embeddings to fp32 (slower, see ENVIRONMENT.md)")
+
+
+class LoraCfg(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class SamplingCfg(Section):
+    n: int = Field(4, ge=1, description="chains per problem")
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(160, ge=1)
+    eval_temperature: float = Field(0.0, ge=0, description="held-out eval decoding temperature (0 = greedy)")
+    rationalize: bool = Field(False, description="STaR: resample failed problems with the gold answer as a hint")
+
+
+class CategoryCfg(Section):
+    budget: int = Field(32, ge=0, description="training problems sampled in round 0")
+    difficulty: int = Field(1, ge=0, description="difficulty of round 0's problems")
+    heldout_difficulties: list[int] | None = Field(None, description="held-out levels; default: the start difficulty")
+
+
+class GeneratorCfg(Section):
+    family: str
+    options: dict[str, Any] = {}
+    categories: dict[str, CategoryCfg]
+
+
+class VerifierCfg(Section):
+    name: str
+    options: dict[str, Any] = {}
+    required: bool = Field(True, description="a sample passes only if every required verifier passes")
+
+
+class PolicyRef(Section):
+    name: str
+    options: dict[str, Any] = {}
+
+
+class PoliciesCfg(Section):
+    acceptance: PolicyRef = PolicyRef(name="verified")
+    targeting: PolicyRef = PolicyRef(name="uniform")
+    stopping: PolicyRef = PolicyRef(name="patience")
+
+
+class HeldoutCfg(Section):
+    fraction: float = Field(0.25, gt=0, lt=1, description="share of the id-hash space reserved for held-out")
+    per_category: int = Field(32, ge=1, description="held-out problems per category (frozen at run start)")
+
+
+class TrainingCfg(Section):
+    mode: Literal["restart", "continue"] = Field(
+        "restart", description="restart: each round trains a fresh adapter on the base (ReST-EM); continue: keeps training the last adapter")
+    epochs: float = Field(2.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_seq_len: int = Field(512, ge=16)
+    gradient_checkpointing: bool = True
+    packing: bool = Field(False, description="padding-free packing (needs flash-attention; CUDA only)")
+    replay_rounds: int = Field(1, ge=0, description="also train on accepted chains of this many previous rounds")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class LoopCfg(Section):
+    rounds: int = Field(3, ge=1)
+    total_budget: int | None = Field(None, ge=1, description="problems per round over all categories; default: sum of category budgets")
+
+
+class SamplerCfg(Section):
+    num_actors: int = Field(1, ge=1)
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+    kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
+    max_lora_rank: int = Field(16, ge=1)
+    enforce_eager: bool = True
+
+
+class ClusterCfg(Section):
+    address: str | None = Field(None, description="Ray address to join; None starts a local Ray")
+    num_cpus: int | None = Field(None, ge=1, description="local Ray CPUs; None = all")
+    sampler: SamplerCfg = SamplerCfg()
+    trainer_num_gpus: float = Field(0, ge=0)
+    gpu_sharing: Literal["none", "sleep", "release"] = Field(
+        "none", description="one GPU for both: 'sleep' puts vLLM to sleep while training, 'release' drops the engine")
+    verify_batch: int = Field(64, ge=1, description="samples per Ray verification task")
+
+
+class Config(Section):
+    run: RunCfg = RunCfg()
+    model: ModelCfg = ModelCfg()
+    quantization: QuantCfg = QuantCfg()
+    lora: LoraCfg = LoraCfg()
+    sampling: SamplingCfg = SamplingCfg()
+    generators: list[GeneratorCfg] = Field(min_length=1)
+    heldout: HeldoutCfg = HeldoutCfg()
+    verifiers: list[VerifierCfg] = Field(min_length=1)
+    policies: PoliciesCfg = PoliciesCfg()
+    training: TrainingCfg = TrainingCfg()
+    loop: LoopCfg = LoopCfg()
+    cluster: ClusterCfg = ClusterCfg()
+
+    @model_validator(mode="after")
+    def _plugins(self) -> "Config":
+        check_plugins(self)
+        return self
+
+    def category_keys(self) -> list[str]:
+        return [f"{g.family}/{c}" for g in self.generators for c in g.categories]
+
+    def total_budget(self) -> int:
+        return self.loop.total_budget or sum(c.budget for g in self.generators for c in g.categories.values())
+
+
+class ConfigError(ValueError):
+    """The config is wrong; str() is a message for the user."""
+
+
+def check_plugins(cfg: Config) -> None:
+    """Every plug-in named exists, its options validate, its categories exist."""
+    import generators  # noqa: F401  (registers families)
+    import policies  # noqa: F401
+    import verifiers  # noqa: F401
+    from generators.base import GENERATORS
+    from policies.base import POLICIES
+    from verifiers.base import VERIFIERS
+
+    seen = set()
+    for i, g in enumerate(cfg.generators):
+        gen = GENERATORS.build(g.family, g.options)
+        have = set(gen.categories())
+        for c, cc in g.categories.items():
+            if c not in have:
+                raise ValueError(f"generators.{i} ({g.family}): unknown category {c!r}; "
+                                 f"available: {', '.join(sorted(have))}")
+            lo, hi = gen.difficulties(c)
+            for d in [cc.difficulty, *(cc.heldout_difficulties or [])]:
+                if not lo <= d <= hi:
+                    raise ValueError(f"generators.{i} ({g.family}/{c}): difficulty {d} is out of range [{lo}, {hi}]")
+            key = f"{g.family}/{c}"
+            if key in seen:
+                raise ValueError(f"generators: category {key} is listed twice; merge the entries")
+            seen.add(key)
+    for i, v in enumerate(cfg.verifiers):
+        VERIFIERS.options(v.name, v.options)
+    for role in ("acceptance", "targeting", "stopping"):
+        ref: PolicyRef = getattr(cfg.policies, role)
+        cls = POLICIES.get(ref.name)
+        if cls.role != role:
+            names = [n for n in POLICIES.names() if POLICIES.get(n).role == role]
+            raise ValueError(f"policies.{role}: {ref.name!r} is a {cls.role} policy; {role} policies: {', '.join(names)}")
+        POLICIES.options(ref.name, ref.options)
+
+
+def _coerce(value: str) -> Any:
+    """`--set` values are YAML scalars/flow collections: 3, 0.5, true, null, [a, b], {k: v}."""
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value, e.g. --set loop.rounds=5")
+    path, value = assignment.split("=", 1)
+    keys = path.strip().split(".")
+    node: Any = raw
+    for k in keys[:-1]:
+        if isinstance(node, list):
+            try:
+                node = node[int(k)]
+            except (ValueError, IndexError):
+                raise ConfigError(f"--set {path}: {k!r} is not a valid index (list of {len(node)})") from None
+        else:
+            node = node.setdefault(k, {})
+    last = keys[-1]
+    if isinstance(node, list):
+        try:
+            node[int(last)] = _coerce(value)
+        except (ValueError, IndexError):
+            raise ConfigError(f"--set {path}: {last!r} is not a valid index (list of {len(node)})") from None
+    else:
+        node[last] = _coerce(value)
+
+
+def format_validation_error(e: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; `launch.py run --help` and configs/default.yaml list the keys)"
+        ctx = err.get("ctx") or {}
+        if "expected" in ctx:
+            msg += f"; allowed: {ctx['expected']}"
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc}: {msg}{got_s}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), raw: dict[str, Any] | None = None) -> Config:
+    """Load YAML, apply overrides, validate. Raises ConfigError with a readable message."""
+    source = str(path) if path else "inline"
+    if raw is None:
+        p = Path(path)  # type: ignore[arg-type]
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist; see configs/ for examples")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} must be a mapping of sections, got {type(raw).__name__}")
+    for o in overrides:
+        apply_override(raw, o)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+    except ValueError as e:  # registry errors raised outside pydantic
+        raise ConfigError(f"invalid config ({source}): {e}") from None
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,211 @@
+"""The round controller: plain sequential code that reads as the loop.
+
+    freeze held-out -> baseline eval -> for each round:
+        problems -> sample -> verify -> analyze -> accept -> train -> evaluate -> plan
+
+Every stage goes through `RunDir.stage`, so each runs once; `resume` replays the
+manifest and continues at the first stage not done.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from loop import steps
+from loop.analysis import analyze, classify, format_round_table, refine_with_judge, verifier_health
+from loop.cluster import Cluster
+from loop.config import Config
+from loop.records import ErrorRecord, Plan, Problem, RoundAnalysis, Row, Sample, Verdict
+from loop.state import RunDir, read_json, read_jsonl, write_json, write_jsonl
+from policies.base import POLICIES
+
+log = logging.getLogger("loop")
+
+
+class Controller:
+    def __init__(self, cfg: Config, run: RunDir, cluster: Cluster):
+        self.cfg, self.run, self.cluster = cfg, run, cluster
+        p = cfg.policies
+        self.acceptance = POLICIES.build(p.acceptance.name, p.acceptance.options)
+        self.targeting = POLICIES.build(p.targeting.name, p.targeting.options)
+        self.stopping = POLICIES.build(p.stopping.name, p.stopping.options)
+        self.required = {v.name for v in cfg.verifiers if v.required}
+
+    # ---- the loop ------------------------------------------------------------------
+    def run_all(self) -> None:
+        heldout = self.freeze_heldout()
+        history = [self.evaluate("baseline", heldout, adapter=None, out=self.run.path / "baseline")["accuracy"]]
+        plan, adapter, prev = steps.initial_plan(self.cfg), None, None
+        for r in range(self.cfg.loop.rounds):
+            rd = self.run.round_dir(r)
+            problems = self.stage(r, "problems", lambda: steps.make_problems(self.cfg, plan, r),
+                                  rd / "problems.jsonl", Problem)
+            by_id = {p.id: p for p in problems} | {p.id: p for p in heldout}
+            samples = self.stage(r, "sample", lambda: self.sample(problems, r, adapter), rd / "samples.jsonl", Sample)
+            verdicts = self.stage(r, "verify", lambda: self.verify(by_id, samples), rd / "verdicts.jsonl", Verdict)
+            rows = self.rows(by_id, samples, verdicts)
+            errors = self.stage(r, "analyze", lambda: self.analyze_errors(rows), rd / "errors.jsonl", ErrorRecord)
+            rows = self.with_errors(rows, errors)
+            accepted = self.stage(r, "accept", lambda: self.accept(rows), rd / "accepted.jsonl", Sample)
+            train_metrics = self.run.stage(
+                f"round-{r}/train", lambda: self.train(r, accepted, by_id, adapter),
+                lambda m: write_json(rd / "train.json", m), lambda: read_json(rd / "train.json"))
+            adapter = train_metrics["adapter"]
+            heldout_m = self.evaluate(f"round-{r}/evaluate", heldout, adapter, rd / "heldout")
+            history.append(heldout_m["accuracy"])
+            analysis = analyze(r, rows, heldout_m["by_category"], heldout_m["accuracy"])
+            plan = self.run.stage(
+                f"round-{r}/plan", lambda: self.targeting.plan(analysis, plan, self.cfg.total_budget(),
+                                                               steps.difficulty_ranges(self.cfg)),
+                lambda p: write_json(rd / "plan.json", p), lambda: Plan.model_validate(read_json(rd / "plan.json")))
+            self.finish_round(r, rows, analysis, prev, samples, accepted, train_metrics, heldout_m, plan)
+            prev = analysis
+            stop, why = self.stopping.should_stop(history)
+            if stop and r + 1 < self.cfg.loop.rounds:
+                log.info("stopping after round %d: %s", r, why)
+                self.run.manifest["stopped_early"] = why
+                break
+        self.run.set_status("completed", final_adapter=adapter)
+
+    # ---- stages ------------------------------------------------------------------------
+    def stage(self, r: int, name: str, compute, path: Path, model):
+        return self.run.stage(f"round-{r}/{name}", compute, lambda recs: write_jsonl(path, recs),
+                              lambda: read_jsonl(path, model), on_skip=lambda k: log.info("resume: %s already done", k))
+
+    def freeze_heldout(self) -> list[Problem]:
+        path = self.run.path / "eval" / "problems.jsonl"
+        return self.run.stage("setup/heldout", lambda: steps.freeze_heldout(self.cfg),
+                              lambda ps: write_jsonl(path, ps), lambda: read_jsonl(path, Problem))
+
+    def sample(self, problems: list[Problem], r: int, adapter: str | None) -> list[Sample]:
+        s = self.cfg.sampling
+        outs = self.cluster.generate([[m.model_dump() for m in p.prompt] for p in problems], n=s.n,
+                                     temperature=s.temperature, max_tokens=s.max_tokens,
+                                     seed=steps._seed(self.cfg.run.seed, "sample", r),
+                                     adapter=self.adapter_ref(adapter), desc=f"round {r} sample")
+        samples = steps.to_samples(problems, outs, r, adapter)
+        if s.rationalize:
+            samples += self.rationalize(problems, samples, r, adapter)
+        return samples
+
+    def rationalize(self, problems: list[Problem], samples: list[Sample], r: int, adapter: str | None) -> list[Sample]:
+        """STaR: problems with no passing chain are sampled again with the gold answer as a
+        hint. Acceptance later keeps only correct, leak-free ones (generators/rationalize.py)."""
+        from generators.rationalize import hinted_prompt
+
+        by_id = {p.id: p for p in problems}
+        rows = self.rows(by_id, samples, self.verify(by_id, samples))
+        solved = {row.problem.id for row in rows if row.outcome == "pass"}
+        failed = [p for p in problems if p.id not in solved and p.reference.answer]
+        if not failed:
+            return []
+        gens = steps.generators_by_family(self.cfg)
+        prompts = [[m.model_dump() for m in hinted_prompt(gens[p.family], p)] for p in failed]
+        s = self.cfg.sampling
+        outs = self.cluster.generate(prompts, n=1, temperature=s.temperature, max_tokens=s.max_tokens,
+                                     seed=steps._seed(self.cfg.run.seed, "hint", r),
+                                     adapter=self.adapter_ref(adapter), desc=f"round {r} rationalize")
+        return steps.to_samples(failed, outs, r, adapter, hinted=True)
+
+    def verify(self, by_id: dict[str, Problem], samples: list[Sample]) -> list[Verdict]:
+        out = self.cluster.verify(by_id, samples)
+        return [v for s in samples for v in out[s.id]]
+
+    def rows(self, by_id: dict[str, Problem], samples: list[Sample], verdicts: list[Verdict]) -> list[Row]:
+        grouped: dict[str, list[Verdict]] = {s.id: [] for s in samples}
+        for v in verdicts:
+            grouped[v.sample_id].append(v)
+        return steps.build_rows(self.cfg, by_id, samples, grouped)
+
+    def analyze_errors(self, rows: list[Row]) -> list[ErrorRecord]:
+        records = [e for e in (classify(r, self.required) for r in rows) if e is not None]
+        judge = next((v for v in self.cfg.verifiers if v.name == "llm_judge"), None)
+        if judge is not None and judge.options.get("classify_errors", True):
+            from verifiers.base import VERIFIERS
+
+            j = VERIFIERS.build(judge.name, judge.options)
+            j.bind_engine(self.cluster.judge_engine())
+            records = refine_with_judge(records, rows, j.classify)
+        return records
+
+    @staticmethod
+    def with_errors(rows: list[Row], errors: list[ErrorRecord]) -> list[Row]:
+        by = {e.sample_id: e for e in errors}
+        return [r.model_copy(update={"error": by.get(r.sample.id)}) for r in rows]
+
+    def accept(self, rows: list[Row]) -> list[Sample]:
+        return [r.sample for r in self.acceptance.accept(rows)]
+
+    def train(self, r: int, accepted: list[Sample], by_id: dict[str, Problem], adapter: str | None) -> dict:
+        """Accepted chains of this round plus `replay_rounds` earlier rounds."""
+        rows = [(by_id[s.problem_id], s) for s in accepted]
+        for back in range(1, self.cfg.training.replay_rounds + 1):
+            old = self.run.round_dir(r - back)
+            if r - back >= 0 and (old / "accepted.jsonl").exists():
+                probs = {p.id: p for p in read_jsonl(old / "problems.jsonl", Problem)}
+                rows += [(probs[s.problem_id], s) for s in read_jsonl(old / "accepted.jsonl", Sample)]
+        if not rows:
+            log.warning("round %d: no accepted chains; keeping the previous adapter", r)
+            return {"adapter": adapter, "examples": 0, "skipped": "no accepted chains"}
+        examples = steps.training_examples([Row(problem=p, sample=s, verdicts=[], outcome="pass") for p, s in rows])
+        out = self.run.round_dir(r) / "adapter"
+        init = adapter if self.cfg.training.mode == "continue" else None
+        log.info("round %d: training on %d chains (%s)", r, len(examples), self.cfg.training.mode)
+        metrics = self.cluster.train(examples, out, init, steps._seed(self.cfg.run.seed, "train", r))
+        return {"adapter": str(out), **metrics}
+
+    def evaluate(self, key: str, heldout: list[Problem], adapter: str | None, out: Path) -> dict:
+        def compute() -> dict:
+            s = self.cfg.sampling
+            outs = self.cluster.generate([[m.model_dump() for m in p.prompt] for p in heldout], n=1,
+                                         temperature=s.eval_temperature, max_tokens=s.max_tokens,
+                                         seed=steps._seed(self.cfg.run.seed, "eval"),
+                                         adapter=self.adapter_ref(adapter), desc=f"{key} held-out")
+            samples = steps.to_samples(heldout, outs, -1, adapter)
+            by_id = {p.id: p for p in heldout}
+            rows = self.rows(by_id, samples, self.verify(by_id, samples))
+            write_jsonl(out / "samples.jsonl", samples)
+            write_jsonl(out / "outcomes.jsonl", [{"sample_id": r.sample.id, "category": r.category_key,
+                                                  "difficulty": r.problem.difficulty, "outcome": r.outcome}
+                                                 for r in rows])
+            acc, by_cat = steps.accuracy(rows)
+            return {"accuracy": acc, "by_category": by_cat, "adapter": adapter, "n": len(rows)}
+
+        return self.run.stage(key, compute, lambda m: write_json(out / "metrics.json", m),
+                              lambda: read_json(out / "metrics.json"))
+
+    def adapter_ref(self, adapter: str | None) -> tuple[str, str] | None:
+        if adapter is None:
+            return None
+        return (f"{self.run.path.name}/{Path(adapter).parent.name}", adapter)
+
+    def finish_round(self, r: int, rows: list[Row], analysis: RoundAnalysis, prev: RoundAnalysis | None,
+                     samples: list[Sample], accepted: list[Sample], train_m: dict, heldout_m: dict, plan: Plan) -> None:
+        rd = self.run.round_dir(r)
+        secs = self.run.manifest.get("seconds", {})
+        metrics = {
+            "round": r,
+            "heldout": {"accuracy": heldout_m["accuracy"], "by_category": heldout_m["by_category"]},
+            "samples": len(samples), "accepted": len(accepted),
+            "tokens_sampled": sum(s.num_tokens for s in samples),
+            "stage_seconds": {k.split("/", 1)[1]: v for k, v in secs.items() if k.startswith(f"round-{r}/")},
+            "adapter": train_m.get("adapter"), "train": train_m,
+            "errors": {c: sum(st.errors.get(c, 0) for st in analysis.categories.values())
+                       for c in sorted({c for st in analysis.categories.values() for c in st.errors})},
+            "budget": {k: cp.budget for k, cp in self.current_plan(r).categories.items()},
+            "verifier_health": verifier_health(rows),
+        }
+        write_json(rd / "analysis.json", analysis)
+        write_json(rd / "metrics.json", metrics)
+        self.run.manifest["rounds_completed"] = max(self.run.manifest.get("rounds_completed", 0), r + 1)
+        self.run.save()
+        print(f"\n== round {r} ==  held-out {heldout_m['accuracy']:.3f}  samples {len(samples)}  "
+              f"accepted {len(accepted)}  tokens {metrics['tokens_sampled']}  "
+              f"stages {', '.join(f'{k} {v:.0f}s' for k, v in metrics['stage_seconds'].items())}")
+        print(format_round_table(analysis, prev), flush=True)
+
+    def current_plan(self, r: int) -> Plan:
+        if r == 0:
+            return steps.initial_plan(self.cfg)
+        return Plan.model_validate(read_json(self.run.round_dir(r - 1) / "plan.json"))

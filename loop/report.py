@@ -1,0 +1,178 @@
+"""The run report: run_dir/report/summary.md and PNG plots, read from a run directory.
+
+It reads only what the loop wrote (manifest.json, baseline.json or baseline/metrics.json,
+round-NNN/metrics.json, analysis.json, plan.json) and tolerates a run in progress: a round without metrics.json
+is skipped and named in the notes, an unreadable file is named and skipped.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from loop.analysis import error_table
+from loop.records import ERROR_CLASSES, RoundAnalysis
+
+log = logging.getLogger(__name__)
+
+_ROUND_DIR = re.compile(r"^round-(\d+)$")
+
+
+def _load(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        notes.append(f"{path.name} in {path.parent.name} could not be read ({e}); skipped")
+        return None
+    if not isinstance(data, dict):
+        notes.append(f"{path.parent.name}/{path.name} is not a JSON object; skipped")
+        return None
+    return data
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3f}"
+        return "-" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return out
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """Everything the report needs: manifest, baseline, finished rounds, notes."""
+    notes: list[str] = []
+    manifest = _load(run_dir / "manifest.json", notes)
+    if manifest is None:
+        notes.append("manifest.json is missing: the run may not have started properly")
+    # The baseline (held-out eval before round 0): baseline.json {"heldout": {...}}, or the
+    # eval stage's own baseline/metrics.json {"accuracy", "by_category", ...}.
+    baseline = _load(run_dir / "baseline.json", notes)
+    baseline = (baseline.get("heldout", baseline) if baseline is not None
+                else _load(run_dir / "baseline" / "metrics.json", notes))
+    rounds, analyses, plans = [], {}, {}
+    dirs = sorted((int(m.group(1)), p) for p in run_dir.iterdir()
+                  if p.is_dir() and (m := _ROUND_DIR.match(p.name)))
+    for i, d in dirs:
+        metrics = _load(d / "metrics.json", notes)
+        if metrics is None:
+            notes.append(f"{d.name} has no metrics.json (unfinished round); left out of the tables and plots")
+            continue
+        rounds.append((i, metrics))
+        if (a := _load(d / "analysis.json", notes)) is not None:
+            analyses[i] = a
+        if (p := _load(d / "plan.json", notes)) is not None:
+            plans[i] = p
+    return {"manifest": manifest or {}, "baseline": baseline, "rounds": rounds,
+            "analyses": analyses, "plans": plans, "notes": notes}
+
+
+def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) -> str:
+    man, base, rounds = run["manifest"], run["baseline"], run["rounds"]
+    lines = [f"# Run report: {run_dir.name}", "",
+             f"- status: {man.get('status', 'unknown')}",
+             f"- rounds completed: {man.get('rounds_completed', len(rounds))}",
+             f"- cursor: {man.get('cursor', '-')}", ""]
+
+    cols = (["base"] if base else []) + [f"round {i}" for i, _ in rounds]
+    hs = ([base] if base else []) + [m.get("heldout") or {} for _, m in rounds]
+    cats = sorted({c for h in hs for c in (h.get("by_category") or {})})
+    lines += ["## Held-out accuracy", ""]
+    if hs:
+        rows = [[c, *[(h.get("by_category") or {}).get(c) for h in hs]] for c in cats]
+        rows.append(["**overall**", *[h.get("accuracy") for h in hs]])
+        lines += _table(["category", *cols], rows)
+    else:
+        lines.append("No held-out evaluation yet.")
+
+    lines += ["", "## Rounds", ""]
+    if rounds:
+        rows = []
+        for i, m in rounds:
+            n, acc = m.get("samples", 0), m.get("accepted", 0)
+            secs = sum((m.get("stage_seconds") or {}).values())
+            rows.append([i, n, acc, acc / n if n else None, m.get("tokens_sampled"), f"{secs:.1f}",
+                         m.get("adapter")])
+        lines += _table(["round", "samples", "accepted", "acceptance", "tokens sampled", "seconds", "adapter"], rows)
+        stages = list(dict.fromkeys(s for _, m in rounds for s in (m.get("stage_seconds") or {})))
+        lines += ["", "### Seconds per stage", ""]
+        lines += _table(["round", *stages], [[i, *[f"{(m.get('stage_seconds') or {}).get(s, 0.0):.1f}"
+                                                    for s in stages]] for i, m in rounds])
+        lines += ["", "### Error classes", ""]
+        lines += _table(["round", *ERROR_CLASSES], [[i, *[(m.get("errors") or {}).get(c, 0) for c in ERROR_CLASSES]]
+                                                     for i, m in rounds])
+        bcats = sorted({c for _, m in rounds for c in (m.get("budget") or {})})
+        lines += ["", "### Budget per category", ""]
+        lines += _table(["round", *bcats], [[i, *[(m.get("budget") or {}).get(c, 0) for c in bcats]]
+                                            for i, m in rounds])
+    else:
+        lines.append("No finished round yet.")
+
+    health = [(i, m["verifier_health"]) for i, m in rounds if isinstance(m.get("verifier_health"), dict)]
+    if health:
+        i, h = health[-1]
+        outs = ("pass", "fail", "abstain", "error")
+        lines += ["", f"## Verifier health (round {i})", ""]
+        lines += _table(["verifier", *outs], [[k, *[c.get(o, 0) for o in outs]]
+                                              for k, c in sorted((h.get("verifiers") or {}).items())])
+        j = h.get("judge") or {}
+        if j.get("compared"):
+            lines += ["", f"Judge {j.get('name')} agrees with the programmatic outcome on {j.get('agree')} of "
+                          f"{j.get('compared')} decided samples ({j['agree'] / j['compared']:.0%})."]
+    if run["analyses"]:
+        last = max(run["analyses"])
+        try:
+            tbl = error_table(RoundAnalysis.model_validate(run["analyses"][last]))
+            lines += ["", f"## Errors by category (round {last})", ""] + _table(tbl[0], tbl[1:])
+        except ValueError as e:
+            run["notes"].append(f"round-{last:03d}/analysis.json does not match RoundAnalysis ({e}); skipped")
+    if run["plans"]:
+        last = max(run["plans"])
+        plan = run["plans"][last]
+        lines += ["", f"## Plan for round {plan.get('round', last + 1)} (policy {plan.get('policy', '?')})", ""]
+        lines += _table(["category", "budget", "difficulty", "reason"],
+                        [[k, c.get("budget"), c.get("difficulty"), c.get("reason", "")]
+                         for k, c in sorted((plan.get("categories") or {}).items())])
+
+    made = {k: p for k, p in plots.items() if p is not None}
+    if made:
+        lines += ["", "## Plots", ""] + [f"![{k}]({p.name})" for k, p in made.items()]
+    if run["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in run["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write run_dir/report/summary.md and the plots; returns the summary's path."""
+    from loop import plots  # matplotlib is imported only when a report is made
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist; pass a directory under state/runs/")
+    run = read_run(run_dir)
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    rounds = run["rounds"]
+    made = {
+        "held-out accuracy": plots.heldout(run["baseline"], rounds, out / "heldout.png"),
+        "error classes": plots.errors(rounds, out / "errors.png"),
+        "acceptance rate": plots.acceptance(rounds, out / "acceptance.png"),
+        "tokens and seconds": plots.cost(rounds, out / "cost.png"),
+        "budget": plots.budget(rounds, out / "budget.png"),
+    }
+    path = out / "summary.md"
+    _write(path, _summary(run_dir, run, made))
+    log.info("report written to %s", path)
+    return path

@@ -1,0 +1,107 @@
+"""Start, resume and evaluate runs: the glue between the CLI and the controller."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from loop.config import Config, ConfigError, dump_config, load_config
+from loop.state import RunDir, find_run
+
+log = logging.getLogger("loop")
+
+# Keys a resume may change: extending a run by more rounds is the common case.
+RESUMABLE_CHANGES = {"loop.rounds"}
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, list)) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_diff(old: Config, new: Config) -> list[str]:
+    a, b = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+
+
+def _execute(cfg: Config, run: RunDir) -> RunDir:
+    from loop.cluster import Cluster
+    from loop.controller import Controller
+
+    cluster = Cluster(cfg)
+    try:
+        Controller(cfg, run, cluster).run_all()
+    except KeyboardInterrupt:
+        run.set_status("interrupted")
+        log.error("interrupted; finished stages are saved. Continue with: python launch.py resume %s", run.path)
+        raise
+    except BaseException as e:
+        run.set_status("failed", error=f"{type(e).__name__}: {e}")
+        log.error("run failed at %s: %s. Finished stages are saved; after fixing the cause continue with: "
+                  "python launch.py resume %s", run.manifest.get("cursor"), e, run.path)
+        raise
+    finally:
+        cluster.shutdown()
+    log.info("run %s completed: %d rounds. Report: python launch.py report %s", run.path.name,
+             run.manifest["rounds_completed"], run.path)
+    return run
+
+
+def start(cfg: Config) -> RunDir:
+    run = RunDir.create(Path(cfg.run.state_dir), cfg.run.name)
+    (run.path / "config.yaml").write_text(dump_config(cfg))
+    log.info("run directory: %s", run.path)
+    return _execute(cfg, run)
+
+
+def resume(run_ref: str, state_dir: str, overrides: list[str]) -> RunDir:
+    run = find_run(Path(state_dir), run_ref)
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    old = load_config(None, raw=dict(saved))
+    cfg = load_config(None, overrides, raw=yaml.safe_load((run.path / "config.yaml").read_text()))
+    changed = config_diff(old, cfg)
+    if changed:
+        raise ConfigError("refusing to resume with a changed config (the finished rounds were made with the old "
+                          "one); start a new run instead. Changed:\n  " + "\n  ".join(changed))
+    if run.manifest.get("status") == "completed" and cfg.loop.rounds <= run.manifest["rounds_completed"]:
+        log.info("run %s is already complete (%d rounds); extend it with --set loop.rounds=N",
+                 run.path.name, run.manifest["rounds_completed"])
+        return run
+    if cfg.loop.rounds != old.loop.rounds:
+        (run.path / "config.yaml").write_text(dump_config(cfg))
+    run.manifest["attempts"] = run.manifest.get("attempts", 1) + 1
+    run.set_status("running")
+    log.info("resuming %s at %s", run.path.name, run.manifest.get("cursor"))
+    return _execute(cfg, run)
+
+
+def evaluate_only(cfg: Config, adapter: str | None) -> dict:
+    """Held-out accuracy of the model (+ adapter) per category, in a throwaway run dir."""
+    import tempfile
+
+    from loop.cluster import Cluster
+    from loop.controller import Controller
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir.create(Path(tmp), "eval")
+        cluster = Cluster(cfg)
+        try:
+            ctl = Controller(cfg, run, cluster)
+            heldout = ctl.freeze_heldout()
+            m = ctl.evaluate("eval", heldout, str(Path(adapter).resolve()) if adapter else None, run.path / "eval-out")
+        finally:
+            cluster.shutdown()
+    print(f"\nheld-out accuracy {m['accuracy']:.3f} over {m['n']} problems"
+          f" ({cfg.model.path}{' + ' + adapter if adapter else ''})")
+    for cat, acc in m["by_category"].items():
+        print(f"  {cat:<32} {acc:.3f}")
+    return m

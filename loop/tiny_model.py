@@ -1,0 +1,144 @@
+"""The embedded default model: a ~2.4M-parameter Qwen3 with a byte-level tokenizer.
+
+`python -m loop.tiny_model` rebuilds `loop/assets/tiny-qwen3/` from scratch on the CPU:
+a random-init Qwen3 (transformers `Qwen3Config`), a byte-level BPE tokenizer with no merges
+(one token per byte, so one per ASCII character) carrying Qwen's chat template and think
+tags, then a short full-parameter warm start on easy problems of the default families so
+the loop starts from "clearly non-zero but weak". It loads unchanged in transformers, vLLM
+and PEFT because it *is* a Qwen3 checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+THINK = ["<think>", "</think>"]  # added tokens that stay visible in decoded text, as in Qwen3
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def build_tokenizer():
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE, model_max_length=1024, clean_up_tokenization_spaces=False,
+    )
+
+
+def build_model(vocab_size: int, seed: int):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(
+        vocab_size=int(math.ceil(vocab_size / 64) * 64), hidden_size=256, intermediate_size=512,
+        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+        max_position_embeddings=1024, tie_word_embeddings=True, rope_theta=10000.0,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None, torch_dtype="float32",
+    )
+    return Qwen3ForCausalLM(cfg)
+
+
+# Warm-start curriculum: easy levels of the default families. The loop then has room to
+# improve on the harder held-out levels (see configs/default.yaml).
+WARM_START = [
+    ("arithmetic", "add", [1, 2], 3000), ("arithmetic", "sub", [1, 2], 3000), ("arithmetic", "mul", [1], 2000),
+]
+
+
+def warm_start_examples(seed: int) -> list[tuple[list[dict], str]]:
+    from generators.base import GENERATORS
+    import generators  # noqa: F401
+
+    out = []
+    for fam, cat, levels, count in WARM_START:
+        gen = GENERATORS.build(fam, {})
+        for d in levels:
+            for p in gen.generate(cat, d, count // len(levels), seed + d):
+                if p.is_heldout(0.25):  # never warm-start on what the loop holds out
+                    continue
+                out.append(([m.model_dump() for m in p.prompt], p.reference.chain))
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def encode(tokenizer, prompt: list[dict], reply: str, max_len: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels with the loss on the assistant turn only (prompt masked with -100)."""
+    head = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    p_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(reply + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    ids = (p_ids + r_ids)[:max_len]
+    labels = ([-100] * len(p_ids) + r_ids)[:max_len]
+    return ids, labels
+
+
+def train(model, tokenizer, examples, steps: int, batch: int, lr: float, seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    data = [encode(tokenizer, p, r, 512) for p, r in examples]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    rng = random.Random(seed)
+    t0 = time.time()
+    for step in range(steps):
+        chunk = rng.sample(data, batch)
+        n = max(len(i) for i, _ in chunk)
+        ids = torch.tensor([i + [0] * (n - len(i)) for i, _ in chunk])
+        lab = torch.tensor([l + [-100] * (n - len(l)) for _, l in chunk])
+        att = torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i, _ in chunk])
+        loss = model(input_ids=ids, attention_mask=att, labels=lab).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(); sched.step(); opt.zero_grad()
+        if step % 50 == 0 or step == steps - 1:
+            log.info("warm start step %d/%d loss %.3f (%.0fs)", step, steps, loss.item(), time.time() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(__file__).parent / "assets" / "tiny-qwen3"))
+    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import torch
+
+    torch.set_num_threads(2)
+    tok = build_tokenizer()
+    model = build_model(len(tok), args.seed)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.config.eos_token_id = tok.eos_token_id
+    model.config.pad_token_id = tok.pad_token_id
+    log.info("tiny Qwen3: %.2fM parameters, vocab %d", sum(p.numel() for p in model.parameters()) / 1e6, len(tok))
+    if args.steps:
+        train(model, tok, warm_start_examples(args.seed), args.steps, args.batch, args.lr, args.seed)
+    model.eval()
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out, safe_serialization=True)
+    tok.save_pretrained(args.out)
+    log.info("saved to %s", args.out)
+
+
+if __name__ == "__main__":
+    main()

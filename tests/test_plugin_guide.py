@@ -1,0 +1,78 @@
+"""docs/plugins.md is executed exactly as written: its plug-ins register, its config loads,
+its test passes, and its example verifier judges a passing and a failing sample."""
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loop.config import load_config
+from loop.records import Message, Problem, Reference, Sample
+from verifiers.base import VERIFIERS
+
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
+BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.DOTALL | re.MULTILINE)
+
+
+def blocks(lang: str) -> list[str]:
+    return [body for tag, body in BLOCK.findall(GUIDE.read_text()) if tag == lang]
+
+
+@pytest.fixture(scope="module")
+def guide():
+    """Execute every python block of the guide in order, in one namespace."""
+    ns: dict = {"__name__": "plugin_guide"}
+    for i, code in enumerate(blocks("python")):
+        exec(compile(code, f"{GUIDE}:python-block-{i}", "exec"), ns)
+    return ns
+
+
+def sample(problem: Problem, text: str, i: int = 0) -> Sample:
+    return Sample(id=f"{problem.id}:r0:{i}", problem_id=problem.id, round=0, index=i, text=text,
+                  num_tokens=0, finish_reason="stop")
+
+
+def test_guide_has_the_three_examples(guide):
+    assert len(blocks("python")) >= 4 and len(blocks("yaml")) == 1
+    from generators.base import GENERATORS
+    from policies.base import POLICIES
+
+    assert "guide_squares" in GENERATORS.names() and "guide_target_accuracy" in POLICIES.names()
+    assert VERIFIERS.get("guide_stdout_answer").__doc__.startswith("Runs the chain's python block")
+
+
+def test_guide_verifier_is_about_thirty_lines():
+    verifier_block = next(b for b in blocks("python") if "guide_stdout_answer" in b)
+    assert 25 <= len(verifier_block.strip().splitlines()) <= 45
+
+
+def test_guide_tests_pass(guide):
+    tests = [f for name, f in guide.items() if name.startswith("test_") and callable(f)]
+    assert tests
+    for t in tests:
+        t()
+
+
+def test_example_verifier_on_passing_and_failing_samples(guide):
+    p = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="print 7*6")],
+                reference=Reference(answer="42"))
+    v = VERIFIERS.build("guide_stdout_answer", {"timeout_s": 2})
+    good, wrong, slow, none = v.verify([p] * 4, [
+        sample(p, "<think>\n7*6\n</think>\n```python\nprint(7 * 6)\n```", 0),
+        sample(p, "```python\nprint(41)\n```", 1),
+        sample(p, "```python\nwhile True: pass\n```", 2),
+        sample(p, "42", 3)])
+    assert (good.outcome, good.score) == ("pass", 1.0)
+    assert wrong.outcome == "fail" and "41" in wrong.reason
+    assert slow.outcome == "fail" and slow.evidence["status"] == "timeout"
+    assert (none.outcome, none.reason) == ("fail", "no code block")
+    q = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="x")])
+    assert v.verify([q], [sample(q, "```python\nprint(1)\n```")])[0].outcome == "abstain"
+
+
+def test_guide_config_snippet_validates(guide):
+    raw = yaml.safe_load(blocks("yaml")[0])
+    cfg = load_config(None, raw=raw)
+    assert [v.name for v in cfg.verifiers] == ["guide_stdout_answer", "code_tests"]
+    assert cfg.policies.stopping.name == "guide_target_accuracy"
+    assert cfg.category_keys() == ["guide_squares/squares", "humaneval/humaneval"]
