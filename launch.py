@@ -30,25 +30,31 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set loop.rounds=5 (repeatable; values are YAML)")
 
+    stop_help = ("stop cleanly after this stage completes, e.g. round-0/verify or setup/baseline "
+                 "(stages: setup/heldout, baseline, round-N/{problems,sample,verify,analyze,accept,train,evaluate,plan})")
     p = sub.add_parser("run", help="start a new run", description="Start a new multi-round run from a config.")
     cfg_args(p)
+    p.add_argument("--stop-after", metavar="STAGE", help=stop_help)
     p = sub.add_parser("resume", help="continue a run from its last completed stage",
                        description="Continue an interrupted or failed run; finished stages are never redone. "
                                    "Only loop.rounds may change (to extend a run).")
     p.add_argument("run", help="run directory, run id under <state_dir>/runs, or 'latest'")
-    p.add_argument("--state-dir", default="state")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--state-dir", default="state", help="root of run directories (runs live in <state-dir>/runs)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="only loop.rounds may change, e.g. --set loop.rounds=5 to extend a finished run")
+    p.add_argument("--stop-after", metavar="STAGE", help=stop_help)
     for name, hlp in (("report", "write <run>/report/: summary.md and PNG plots"),
                       ("export", "package the final adapter as an RL-ready bundle in <run>/export/")):
         p = sub.add_parser(name, help=hlp, description=hlp)
         p.add_argument("run", help="run directory, run id, or 'latest'")
-        p.add_argument("--state-dir", default="state")
+        p.add_argument("--state-dir", default="state", help="root of run directories (runs live in <state-dir>/runs)")
     p = sub.add_parser("eval", help="held-out accuracy of a model (and adapter) per category",
                        description="Evaluate the config's model, optionally with a LoRA adapter, on the config's "
                                    "held-out set, per category.")
     cfg_args(p)
     p.add_argument("--adapter", help="PEFT adapter directory (e.g. state/runs/<id>/round-002/adapter)")
-    sub.add_parser("list", help="every registered generator family, verifier and policy, with options")
+    hlp = "every registered generator family, verifier and policy, with options"
+    sub.add_parser("list", help=hlp, description=hlp + " (the names the config's family/name fields accept)")
     return ap
 
 
@@ -67,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "run":
             from loop.runner import start
 
-            start(load_config(args.config, args.overrides))
+            start(load_config(args.config, args.overrides), args.stop_after)
         elif args.cmd == "resume":
             from loop.runner import resume
 
-            resume(args.run, args.state_dir, args.overrides)
+            resume(args.run, args.state_dir, args.overrides, args.stop_after)
         elif args.cmd == "report":
             from loop.report import write_report
             from loop.state import find_run

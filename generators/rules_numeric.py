@@ -100,7 +100,8 @@ def numeral_system(rng: random.Random, difficulty: int) -> Puzzle:
         if n == 0:
             break
     answer = to_base(q, base)
-    steps.append(f"remainders from last to first: {answer}")
+    # "d d d -> answer" reads as a derivation (generators/rationalize.py), not a copied answer.
+    steps.append(f"remainders from last to first: {' '.join(answer)} -> {answer}")
     return Puzzle(
         intro="numbers are secretly written in a different numeral system",
         examples=ex, query=str(q), answer=answer, steps=steps, rule={"base": base},

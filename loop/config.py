@@ -5,6 +5,8 @@ own Options model; errors name the field, the bad value and what is allowed.
 """
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,29 +177,42 @@ def check_plugins(cfg: Config) -> None:
 
     seen = set()
     for i, g in enumerate(cfg.generators):
-        gen = GENERATORS.build(g.family, g.options)
+        _named(f"generators.{i}.family", GENERATORS.get, g.family)
+        gen = _named(f"generators.{i}.options ({g.family})", GENERATORS.build, g.family, g.options)
         have = set(gen.categories())
         for c, cc in g.categories.items():
             if c not in have:
-                raise ValueError(f"generators.{i} ({g.family}): unknown category {c!r}; "
+                raise ValueError(f"generators.{i}.categories ({g.family}): unknown category {c!r}; "
                                  f"available: {', '.join(sorted(have))}")
             lo, hi = gen.difficulties(c)
             for d in [cc.difficulty, *(cc.heldout_difficulties or [])]:
                 if not lo <= d <= hi:
-                    raise ValueError(f"generators.{i} ({g.family}/{c}): difficulty {d} is out of range [{lo}, {hi}]")
+                    raise ValueError(f"generators.{i}.categories.{c} ({g.family}/{c}): difficulty {d} is out of "
+                                     f"range; allowed: {lo}..{hi}")
             key = f"{g.family}/{c}"
             if key in seen:
-                raise ValueError(f"generators: category {key} is listed twice; merge the entries")
+                raise ValueError(f"generators.{i}.categories.{c}: category {key} is already listed by an earlier "
+                                 "generators entry; merge the entries")
             seen.add(key)
     for i, v in enumerate(cfg.verifiers):
-        VERIFIERS.options(v.name, v.options)
+        _named(f"verifiers.{i}.name", VERIFIERS.get, v.name)
+        _named(f"verifiers.{i}.options ({v.name})", VERIFIERS.options, v.name, v.options)
     for role in ("acceptance", "targeting", "stopping"):
         ref: PolicyRef = getattr(cfg.policies, role)
-        cls = POLICIES.get(ref.name)
+        cls = _named(f"policies.{role}.name", POLICIES.get, ref.name)
         if cls.role != role:
             names = [n for n in POLICIES.names() if POLICIES.get(n).role == role]
-            raise ValueError(f"policies.{role}: {ref.name!r} is a {cls.role} policy; {role} policies: {', '.join(names)}")
-        POLICIES.options(ref.name, ref.options)
+            raise ValueError(f"policies.{role}.name: {ref.name!r} is {'an' if cls.role[0] in 'aeiou' else 'a'} "
+                             f"{cls.role} policy; {role} policies: {', '.join(names)}")
+        _named(f"policies.{role}.options ({ref.name})", POLICIES.options, ref.name, ref.options)
+
+
+def _named(field: str, fn, *args):
+    """Call a registry method; its error message gets the config field it is about in front."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        raise ValueError(f"{field}: {str(e).strip()}") from None
 
 
 def _coerce(value: str) -> Any:
@@ -208,13 +223,24 @@ def _coerce(value: str) -> Any:
         return value
 
 
+def _check_section(path: str, prefix: list[str], node: Any) -> None:
+    if not isinstance(node, (dict, list)):
+        at = ".".join(prefix)
+        raise ConfigError(f"--set {path}: {at} is a value ({node!r}), not a section with keys; "
+                          f"set it directly, e.g. --set {at}=...")
+
+
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected key.path=value, e.g. --set loop.rounds=5")
     path, value = assignment.split("=", 1)
     keys = path.strip().split(".")
+    if not all(k.strip() for k in keys):
+        raise ConfigError(f"--set {assignment!r}: empty key in {path.strip()!r}; expected key.path=value, "
+                          "e.g. --set loop.rounds=5")
     node: Any = raw
-    for k in keys[:-1]:
+    for depth, k in enumerate(keys[:-1]):
+        _check_section(path, keys[:depth], node)
         if isinstance(node, list):
             try:
                 node = node[int(k)]
@@ -223,6 +249,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         else:
             node = node.setdefault(k, {})
     last = keys[-1]
+    _check_section(path, keys[:-1], node)
     if isinstance(node, list):
         try:
             node[int(last)] = _coerce(value)
@@ -232,15 +259,43 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         node[last] = _coerce(value)
 
 
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) in (typing.Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
+
+
+def _section_keys(loc: tuple) -> list[str]:
+    """The keys allowed in the config section at `loc` (through lists, dicts and optionals)."""
+    tp: Any = Config
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if part not in tp.model_fields:
+                return []
+            tp = tp.model_fields[part].annotation
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]  # `part` is the index / key
+        else:
+            return []
+    tp = _unwrap(tp)
+    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
 def format_validation_error(e: ValidationError, source: str) -> str:
     lines = [f"invalid config ({source}):"]
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; `launch.py run --help` and configs/default.yaml list the keys)"
+            allowed = _section_keys(tuple(err["loc"][:-1]))
+            msg = "unknown key (check the spelling" + (f"; allowed keys here: {', '.join(allowed)})" if allowed else ")")
+        elif err["type"] == "value_error" and not err["loc"]:
+            # check_plugins' messages already name the field
+            lines.append("  " + msg.removeprefix("Value error, ").strip())
+            continue
         ctx = err.get("ctx") or {}
-        if "expected" in ctx:
+        if "expected" in ctx and str(ctx["expected"]) not in msg:
             msg += f"; allowed: {ctx['expected']}"
         got = err.get("input")
         got_s = "" if isinstance(got, dict) else f" (got {got!r})"
@@ -258,7 +313,10 @@ def load_config(path: str | Path | None, overrides: list[str] = (), raw: dict[st
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"config file {p} is not valid YAML{where}: {what}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {p} must be a mapping of sections, got {type(raw).__name__}")
     for o in overrides:

@@ -170,7 +170,9 @@ class Controller:
                                                   "difficulty": r.problem.difficulty, "outcome": r.outcome}
                                                  for r in rows])
             acc, by_cat = steps.accuracy(rows)
-            return {"accuracy": acc, "by_category": by_cat, "adapter": adapter, "n": len(rows)}
+            by_level = steps.accuracy_by_difficulty(rows)
+            return {"accuracy": acc, "by_category": by_cat, "by_category_difficulty": by_level,
+                    "adapter": adapter, "n": len(rows)}
 
         return self.run.stage(key, compute, lambda m: write_json(out / "metrics.json", m),
                               lambda: read_json(out / "metrics.json"))

@@ -49,7 +49,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             raise RegistryError(
-                f"unknown {self.kind} {name!r}; registered {self.kind}s: {', '.join(self.names()) or '(none)'}"
+                f"unknown {self.kind} {name!r}; registered: {', '.join(self.names()) or '(none)'}"
             ) from None
 
     def options(self, name: str, raw: dict[str, Any] | None) -> BaseModel:

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from loop.config import Config, ConfigError, dump_config, load_config
-from loop.state import RunDir, find_run
+from loop.state import RunDir, StopAfter, find_run
 
 log = logging.getLogger("loop")
 
@@ -40,6 +40,10 @@ def _execute(cfg: Config, run: RunDir) -> RunDir:
     cluster = Cluster(cfg)
     try:
         Controller(cfg, run, cluster).run_all()
+    except StopAfter as e:
+        run.set_status("stopped")
+        log.info("stopped after %s as asked; continue with: python launch.py resume %s", e, run.path)
+        return run
     except KeyboardInterrupt:
         run.set_status("interrupted")
         log.error("interrupted; finished stages are saved. Continue with: python launch.py resume %s", run.path)
@@ -56,15 +60,17 @@ def _execute(cfg: Config, run: RunDir) -> RunDir:
     return run
 
 
-def start(cfg: Config) -> RunDir:
+def start(cfg: Config, stop_after: str | None = None) -> RunDir:
     run = RunDir.create(Path(cfg.run.state_dir), cfg.run.name)
+    run.stop_after = stop_after
     (run.path / "config.yaml").write_text(dump_config(cfg))
     log.info("run directory: %s", run.path)
     return _execute(cfg, run)
 
 
-def resume(run_ref: str, state_dir: str, overrides: list[str]) -> RunDir:
+def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str | None = None) -> RunDir:
     run = find_run(Path(state_dir), run_ref)
+    run.stop_after = stop_after
     saved = yaml.safe_load((run.path / "config.yaml").read_text())
     old = load_config(None, raw=dict(saved))
     cfg = load_config(None, overrides, raw=yaml.safe_load((run.path / "config.yaml").read_text()))
@@ -104,4 +110,6 @@ def evaluate_only(cfg: Config, adapter: str | None) -> dict:
           f" ({cfg.model.path}{' + ' + adapter if adapter else ''})")
     for cat, acc in m["by_category"].items():
         print(f"  {cat:<32} {acc:.3f}")
+    for lvl, acc in m["by_category_difficulty"].items():
+        print(f"    {lvl:<30} {acc:.3f}")
     return m

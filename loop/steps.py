@@ -98,6 +98,16 @@ def accuracy(rows: list[Row]) -> tuple[float, dict[str, float]]:
     return overall, {c: k / n for c, (n, k) in sorted(by.items())}
 
 
+def accuracy_by_difficulty(rows: list[Row]) -> dict[str, float]:
+    """{"family/category@difficulty": accuracy}."""
+    by: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        k = f"{r.category_key}@{r.problem.difficulty}"
+        by[k][0] += 1
+        by[k][1] += r.outcome == "pass"
+    return {k: p / n for k, (n, p) in sorted(by.items())}
+
+
 def training_examples(rows: list[Row]) -> list[dict]:
     """Prompt/completion pairs (conversational), so the loss falls on the assistant turn.
     Rationalized chains are trained on the plain prompt, not the hinted one (STaR)."""

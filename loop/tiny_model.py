@@ -58,8 +58,9 @@ def build_model(vocab_size: int, seed: int):
 
 # Warm-start curriculum: easy levels of the default families. The loop then has room to
 # improve on the harder held-out levels (see configs/default.yaml).
-WARM_START = [
-    ("arithmetic", "add", [1, 2], 3000), ("arithmetic", "sub", [1, 2], 3000), ("arithmetic", "mul", [1], 2000),
+WARM_START = [  # (family, category, {difficulty: examples})
+    ("arithmetic", "add", {1: 1500, 2: 1500, 3: 150}), ("arithmetic", "sub", {1: 1500, 2: 1500, 3: 150}),
+    ("arithmetic", "mul", {1: 2000, 2: 150}),
 ]
 
 
@@ -68,10 +69,10 @@ def warm_start_examples(seed: int) -> list[tuple[list[dict], str]]:
     import generators  # noqa: F401
 
     out = []
-    for fam, cat, levels, count in WARM_START:
+    for fam, cat, levels in WARM_START:
         gen = GENERATORS.build(fam, {})
-        for d in levels:
-            for p in gen.generate(cat, d, count // len(levels), seed + d):
+        for d, count in levels.items():
+            for p in gen.generate(cat, d, count, seed + d):
                 if p.is_heldout(0.25):  # never warm-start on what the loop holds out
                     continue
                 out.append(([m.model_dump() for m in p.prompt], p.reference.chain))

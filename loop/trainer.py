@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from typing import Any
 
@@ -86,6 +87,7 @@ class TrainerWorker:
         result = trainer.train()
         model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
+        shutil.rmtree(os.path.join(out_dir, "_trainer"), ignore_errors=True)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         metrics = {
             "examples": len(examples), "steps": trainer.state.global_step, "train_loss": result.training_loss,

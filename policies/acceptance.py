@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from generators.rationalize import leaks_hint
 from loop.records import Row
 from loop.taxonomy import FORMAT_VERIFIER, PROCESS_VERIFIER, verdict_of
 from policies.base import POLICIES, AcceptancePolicy
@@ -39,13 +40,16 @@ class Verified(AcceptancePolicy):
             description="drop a chain whose difflib ratio to an accepted chain of the same problem is >= this; "
                         "null = only exact duplicates (after whitespace normalization); e.g. 0.9")
         max_per_problem: int = Field(4, ge=1, description="most chains accepted per problem")
-        include_hinted: bool = Field(True, description="accept STaR rationalized (hinted) chains too")
+        include_hinted: bool = Field(
+            True, description="accept STaR rationalized (hinted) chains too; those that leak the hint are always dropped")
         format_verifier: str = Field(FORMAT_VERIFIER, description="name of the format verifier")
         process_verifier: str = Field(PROCESS_VERIFIER, description="name of the process (step) verifier")
 
     def _clean(self, row: Row) -> bool:
         o = self.options
-        if row.outcome != "pass" or (row.sample.hinted and not o.include_hinted):
+        if row.outcome != "pass":
+            return False
+        if row.sample.hinted and (not o.include_hinted or leaks_hint(row.sample.text, row.problem)):
             return False
         if o.require_format:
             fmt = verdict_of(row, o.format_verifier)

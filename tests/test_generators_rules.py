@@ -67,7 +67,7 @@ def test_numeral_system():
         assert all(int(y, base) == int(x) for x, y in p.metadata["examples"])
         assert any(len(y) > 1 for _, y in p.metadata["examples"]), "base must be identifiable"
         assert int(p.reference.answer, base) == int(p.metadata["query"])
-        assert _steps(p)[-1].endswith(": " + p.reference.answer)
+        assert _steps(p)[-1].endswith(" -> " + p.reference.answer)
 
 
 def test_symbolic():

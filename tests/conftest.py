@@ -1,0 +1,48 @@
+"""Shared fixtures. Integration tests use the real tiny model, vLLM, Ray, bitsandbytes and TRL."""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Small enough for a 2-core CPU, big enough that every stage does real work: the tiny
+# model solves 2-digit addition often, so rounds accept chains and train.
+TINY_RUN = {
+    "run": {"name": "t", "seed": 0},
+    "model": {"path": "builtin:tiny-qwen3", "max_model_len": 1024, "dtype": "float32"},
+    "sampling": {"n": 4, "temperature": 0.7, "max_tokens": 64},
+    "generators": [{"family": "arithmetic",
+                    "categories": {"add": {"budget": 12, "difficulty": 2}, "sub": {"budget": 8, "difficulty": 2}}}],
+    "heldout": {"per_category": 8},
+    "verifiers": [{"name": "exact_match"}, {"name": "format", "required": False},
+                  {"name": "process", "required": False}],
+    "policies": {"acceptance": {"name": "verified"}, "targeting": {"name": "uniform"}, "stopping": {"name": "never"}},
+    "training": {"epochs": 1, "batch_size": 8, "max_seq_len": 128, "learning_rate": 0.002},
+    "loop": {"rounds": 2},
+}
+
+
+@pytest.fixture
+def tiny_run_config():
+    """A function: (state_dir, **section overrides) -> config dict."""
+    def make(state_dir: Path, **over) -> dict:
+        cfg = copy.deepcopy(TINY_RUN)
+        cfg["run"]["state_dir"] = str(state_dir)
+        for k, v in over.items():
+            cfg[k] = v
+        return cfg
+    return make
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
