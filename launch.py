@@ -30,9 +30,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set loop.rounds=5 (repeatable; values are YAML)")
 
-    stop_help = ("stop cleanly after this stage completes, e.g. round-0/verify or setup/baseline "
+    stop_help = ("stop cleanly after this stage completes, e.g. round-0/verify or baseline "
                  "(stages: setup/heldout, baseline, round-N/{problems,sample,verify,analyze,accept,train,evaluate,plan})")
-    p = sub.add_parser("run", help="start a new run", description="Start a new multi-round run from a config.")
+    p = sub.add_parser("run", help="start a new run", description="Start a new multi-round run from a config.",
+                       epilog="Config sections: run, model, quantization, lora, sampling, generators, heldout, "
+                              "verifiers, policies, training, loop, cluster (loop/config.py documents every field; "
+                              "`launch.py list` shows the plug-ins and their options).")
     cfg_args(p)
     p.add_argument("--stop-after", metavar="STAGE", help=stop_help)
     p = sub.add_parser("resume", help="continue a run from its last completed stage",

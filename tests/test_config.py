@@ -121,3 +121,8 @@ def test_config_diff_names_changes_and_ignores_rounds():
     assert diff == [f"generators.0.categories.add.budget: {budget} -> 7"]
     extra = load_config(None, raw={**copy.deepcopy(RAW), "verifiers": RAW["verifiers"] + [{"name": "numeric"}]})
     assert any(d.startswith("verifiers.3.name: None -> 'numeric'") for d in config_diff(old, extra))
+
+
+def test_every_shipped_config_validates():
+    for path in sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")):
+        load_config(path)

@@ -54,6 +54,7 @@ def full_run(tmp_path_factory, request):
     cfg = copy.deepcopy(TINY_RUN)
     cfg["run"]["state_dir"] = str(tmp / "state")
     cfg["verifiers"].append({"name": "llm_judge", "required": False, "options": {"max_tokens": 16, "batch_size": 64}})
+    cfg["sampling"]["rationalize"] = True  # STaR: failed problems are resampled with the answer as a hint
     base = ROOT / "loop" / "assets" / "tiny-qwen3" / "model.safetensors"
     before = sha(base)
     launch("run", "-c", str(write_config(tmp / "cfg.yaml", cfg)))
@@ -74,7 +75,14 @@ def test_two_real_rounds(full_run):
                                                  "evaluate", "plan"}
         assert 0.0 <= metrics["heldout"]["accuracy"] <= 1.0
         assert set(metrics["heldout"]["by_category"]) == {"arithmetic/add", "arithmetic/sub"}
-        assert metrics["samples"] == 20 * 4 and metrics["tokens_sampled"] > 0
+        samples = [json.loads(x) for x in (rd / "samples.jsonl").read_text().splitlines()]
+        plain = [s for s in samples if not s["hinted"]]
+        assert len(plain) == 20 * 4 and metrics["samples"] == len(samples) and metrics["tokens_sampled"] > 0
+        # Rationalized samples exist only for problems none of whose plain samples passed.
+        verdicts = [json.loads(x) for x in (rd / "verdicts.jsonl").read_text().splitlines()]
+        passed = {v["sample_id"] for v in verdicts if v["verifier"] == "exact_match" and v["outcome"] == "pass"}
+        solved = {s["problem_id"] for s in plain if s["id"] in passed}
+        assert not solved & {s["problem_id"] for s in samples if s["hinted"]}
         assert metrics["accepted"] > 0, "the tiny model solves 2-digit addition; some chains must be accepted"
         assert (rd / "adapter" / "adapter_model.safetensors").exists()
         assert (rd / "adapter" / "adapter_config.json").exists()
@@ -93,7 +101,8 @@ def test_judge_ran_through_vllm(full_run):
     d, _ = full_run
     verdicts = [json.loads(line) for line in (d / "round-000" / "verdicts.jsonl").read_text().splitlines()]
     judged = [v for v in verdicts if v["verifier"] == "llm_judge"]
-    assert len(judged) == 20 * 4
+    samples = (d / "round-000" / "samples.jsonl").read_text().splitlines()
+    assert len(judged) == len(samples) >= 20 * 4
     assert {v["outcome"] for v in judged} <= {"pass", "fail", "abstain", "error"}
     health = json.loads((d / "round-000" / "metrics.json").read_text())["verifier_health"]
     assert "llm_judge" in json.dumps(health)
