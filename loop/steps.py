@@ -87,25 +87,23 @@ def build_rows(cfg: Config, problems: dict[str, Problem], samples: list[Sample],
                 outcome=combine(verdicts[s.id], required)) for s in samples]
 
 
-def accuracy(rows: list[Row]) -> tuple[float, dict[str, float]]:
-    """Held-out accuracy overall and per category (pass = every required verifier passed)."""
+def _pass_rates(rows: list[Row], key) -> dict[str, float]:
     by: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in rows:
-        by[r.category_key][0] += 1
-        by[r.category_key][1] += r.outcome == "pass"
-    total = sum(n for n, _ in by.values())
-    overall = sum(k for _, k in by.values()) / total if total else 0.0
-    return overall, {c: k / n for c, (n, k) in sorted(by.items())}
+        by[key(r)][0] += 1
+        by[key(r)][1] += r.outcome == "pass"
+    return {k: p / n for k, (n, p) in sorted(by.items())}
+
+
+def accuracy(rows: list[Row]) -> tuple[float, dict[str, float]]:
+    """Held-out accuracy overall and per category (pass = every required verifier passed)."""
+    overall = sum(r.outcome == "pass" for r in rows) / len(rows) if rows else 0.0
+    return overall, _pass_rates(rows, lambda r: r.category_key)
 
 
 def accuracy_by_difficulty(rows: list[Row]) -> dict[str, float]:
     """{"family/category@difficulty": accuracy}."""
-    by: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for r in rows:
-        k = f"{r.category_key}@{r.problem.difficulty}"
-        by[k][0] += 1
-        by[k][1] += r.outcome == "pass"
-    return {k: p / n for k, (n, p) in sorted(by.items())}
+    return _pass_rates(rows, lambda r: f"{r.category_key}@{r.problem.difficulty}")
 
 
 def training_examples(rows: list[Row]) -> list[dict]:
