@@ -4,6 +4,15 @@ Examples are conversational prompt/completion pairs, so TRL puts the loss on the
 assistant turn only. `restart` trains a fresh adapter on the base each round (ReST-EM);
 `continue` loads the last adapter and keeps training it. Adapters are saved in PEFT's
 layout (adapter_model.safetensors + adapter_config.json), which vLLM loads as a LoRA.
+
+Speed and memory levers (each measured on the H200 by benchmarks/gpu_h200.py):
+- no fp32 upcast: `quantization.prepare_for_kbit: false` keeps norms and the tied
+  embedding in the compute dtype (peft's prepare_model_for_kbit_training casts them to fp32);
+- `training.packing: true`: best-fit-decreasing packing into rows of `max_seq_len`, padding-free
+  (only real tokens are computed), with per-sequence causal attention (loop/packed_attention.py),
+  so a micro-batch is a token budget of `batch_size * max_seq_len` rather than a count of chains;
+- TRL's fused LM head projects only the positions that carry a loss, in tiles, so the
+  151,936-wide logits of a Qwen3 are never materialised.
 """
 from __future__ import annotations
 
@@ -42,6 +51,10 @@ class TrainerWorker:
                 bnb_4bit_compute_dtype=_dtype(q["compute_dtype"]),
             )
         kwargs["dtype"] = _dtype(q["compute_dtype"])
+        if self.training["packing"]:
+            from loop.packed_attention import register
+
+            kwargs["attn_implementation"] = register()
         model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
         if q["load_in_4bit"] and q["prepare_for_kbit"]:
             from peft import prepare_model_for_kbit_training
@@ -63,6 +76,8 @@ class TrainerWorker:
 
         t0 = time.time()
         tr = self.training
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
         tok = AutoTokenizer.from_pretrained(self.model_path)
         model = self._load_base()
         if init_adapter and tr["mode"] == "continue":
@@ -77,13 +92,14 @@ class TrainerWorker:
             output_dir=os.path.join(out_dir, "_trainer"), num_train_epochs=tr["epochs"], learning_rate=tr["learning_rate"],
             per_device_train_batch_size=tr["batch_size"], gradient_accumulation_steps=tr["grad_accum"],
             max_length=tr["max_seq_len"], gradient_checkpointing=tr["gradient_checkpointing"],
-            gradient_checkpointing_kwargs={"use_reentrant": False}, packing=tr["packing"],
+            gradient_checkpointing_kwargs={"use_reentrant": False}, packing=tr["packing"], packing_strategy="bfd",
             padding_free=tr["packing"], completion_only_loss=True, use_cpu=not self.cuda,
             bf16=self.cuda and self.quant["compute_dtype"] == "bfloat16", fp16=False, seed=seed, data_seed=seed,
             save_strategy="no", report_to=[], logging_steps=max(1, len(examples) // tr["batch_size"] // 4),
             lr_scheduler_type="cosine", warmup_steps=0, dataloader_num_workers=0, disable_tqdm=False,
         )
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+        tokens = _real_tokens(trainer.train_dataset)
         result = trainer.train()
         model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
@@ -94,8 +110,26 @@ class TrainerWorker:
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "seconds": time.time() - t0, "device": "cuda" if self.cuda else "cpu",
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if self.cuda else None,
+            # real (non-padding) tokens per epoch and those that carry the loss; tokens/s over the training loop
+            "tokens": tokens["tokens"], "loss_tokens": tokens["loss_tokens"],
+            "train_seconds": result.metrics.get("train_runtime"),
+            "tokens_per_s": tokens["tokens"] * tr["epochs"] / max(result.metrics.get("train_runtime") or 0, 1e-9),
+            "packing": tr["packing"], "tokens_per_micro_batch": tr["batch_size"] * tr["max_seq_len"] if tr["packing"] else None,
         }
         del trainer, model
         if self.cuda:
             torch.cuda.empty_cache()
         return metrics
+
+
+def _real_tokens(dataset) -> dict:
+    """Tokens the trainer computes on, without padding (the prepared dataset holds no padding:
+    the collator adds it per batch), and those under the loss (completion tokens)."""
+    cols = dataset.column_names
+    tokens = sum(len(x) for x in dataset["input_ids"])
+    loss = None
+    if "completion_mask" in cols:
+        loss = sum(sum(m) for m in dataset["completion_mask"])
+    elif "labels" in cols:
+        loss = sum(sum(1 for v in lab if v != -100) for lab in dataset["labels"])
+    return {"tokens": tokens, "loss_tokens": loss}
