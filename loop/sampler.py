@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,10 @@ class SamplerWorker:
     def __init__(self, model_path: str, max_model_len: int, dtype: str, seed: int, max_lora_rank: int,
                  kv_cache_gib: int, gpu_memory_utilization: float, enforce_eager: bool, sleep_mode: bool):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        # No usage-stats thread: it posts to a server (no network on GPU boxes) from the engine
+        # core while the model loads; the one 4B start that did not stall had it off (issue 10).
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        os.environ.setdefault("DO_NOT_TRACK", "1")
         from vllm import LLM
 
         t0 = time.time()
@@ -25,11 +30,13 @@ class SamplerWorker:
             model=model_path, max_model_len=max_model_len, seed=seed, enable_lora=True,
             max_lora_rank=max_lora_rank, max_loras=2, enforce_eager=enforce_eager,
         )
-        if dtype != "auto":
-            kwargs["dtype"] = dtype
         import torch
 
         self.cuda = torch.cuda.is_available()
+        if self.cuda and dtype == "auto":
+            dtype = serving_dtype(model_path)
+        if dtype != "auto":
+            kwargs["dtype"] = dtype
         if self.cuda:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enable_sleep_mode"] = sleep_mode
@@ -40,6 +47,10 @@ class SamplerWorker:
 
     def ready(self) -> float:
         return self.build_seconds
+
+    def max_num_seqs(self) -> int:
+        """Sequences the engine runs at once at most (its scheduler's limit)."""
+        return int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
 
     def load_adapter(self, name: str, path: str) -> None:
         """Register an adapter under a new name; ids are never reused, so vLLM never
@@ -76,8 +87,41 @@ class SamplerWorker:
                                  lora_request=lora, use_tqdm=False)
         return [{tok: lp.logprob for tok, lp in o.outputs[0].logprobs[0].items()} for o in outs]
 
-    def sleep(self) -> None:
+    def sleep(self) -> dict:
+        """Level 1: weights to host memory, KV cache dropped. Returns seconds and the GPU memory
+        it gave back (device-wide free memory before and after, so it counts the engine core's)."""
+        before = _free_gib() if self.cuda else None
+        t0 = time.time()
         self.llm.sleep(level=1)
+        out = {"seconds": time.time() - t0}
+        if self.cuda:
+            out["freed_gib"] = _free_gib() - before
+        return out
 
-    def wake_up(self) -> None:
+    def wake_up(self) -> dict:
+        t0 = time.time()
         self.llm.wake_up()
+        return {"seconds": time.time() - t0}
+
+
+def _free_gib() -> float:
+    import torch
+
+    torch.cuda.synchronize()
+    return torch.cuda.mem_get_info()[0] / 2**30
+
+
+def serving_dtype(model_path: str) -> str:
+    """`auto` on a GPU: the checkpoint's dtype, except float32, which vLLM's CUDA LoRA kernels
+    refuse (fp16/bf16 only): then bfloat16."""
+    import json
+
+    try:
+        cfg = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return "auto"
+    saved = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"
+    if saved == "float32":
+        log.info("%s is float32; serving it in bfloat16 (vLLM's CUDA LoRA kernels take fp16/bf16 only)", model_path)
+        return "bfloat16"
+    return "auto"

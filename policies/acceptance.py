@@ -4,11 +4,12 @@ from __future__ import annotations
 import difflib
 import re
 from collections import defaultdict
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from generators.rationalize import leaks_hint
-from loop.records import Row
+from loop.records import Row, Sample
 from loop.taxonomy import FORMAT_VERIFIER, PROCESS_VERIFIER, verdict_of
 from policies.base import POLICIES, AcceptancePolicy
 
@@ -28,7 +29,9 @@ def is_near_duplicate(a: str, b: str, threshold: float) -> bool:
 
 @POLICIES.register("verified")
 class Verified(AcceptancePolicy):
-    """Accept chains whose combined outcome is pass, deduplicated and capped per problem."""
+    """Accept chains whose combined outcome is pass, deduplicated and capped per problem;
+    optionally replay the problems' reference chains next to them (`gold_replay`, as in
+    ReST/RFT-style mixes of gold and self-generated data)."""
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -44,6 +47,11 @@ class Verified(AcceptancePolicy):
             True, description="accept STaR rationalized (hinted) chains too; those that leak the hint are always dropped")
         format_verifier: str = Field(FORMAT_VERIFIER, description="name of the format verifier")
         process_verifier: str = Field(PROCESS_VERIFIER, description="name of the process (step) verifier")
+        gold_replay: Literal["off", "unsolved", "all"] = Field(
+            "off", description="ReST/RFT gold replay: also train on the problems' reference chains "
+                               "(reference.chain), next to the accepted self-generated ones. 'unsolved': only for "
+                               "problems with no accepted chain this round; 'all': for every problem of the round. "
+                               "Problems without a reference chain add nothing. Replayed chains are marked gold.")
 
     def _clean(self, row: Row) -> bool:
         o = self.options
@@ -81,4 +89,22 @@ class Verified(AcceptancePolicy):
                     continue
                 kept.append(norm)
                 out.append(r)
+        if o.gold_replay != "off":
+            out += gold_rows(rows, skip={r.problem.id for r in out} if o.gold_replay == "unsolved" else set())
         return out
+
+
+def gold_rows(rows: list[Row], skip: set[str]) -> list[Row]:
+    """One row per problem of `rows` (not in `skip`) that has a reference chain: that chain as a
+    `gold` sample of the problem's round, outcome pass (it is the reference, not a model's claim)."""
+    out: list[Row] = []
+    seen = set(skip)
+    for r in rows:
+        p = r.problem
+        if p.id in seen or not (p.reference.chain or "").strip():
+            continue
+        seen.add(p.id)
+        sample = Sample(id=f"{p.id}:r{r.sample.round}:gold", problem_id=p.id, round=r.sample.round, index=-1,
+                        text=p.reference.chain, num_tokens=0, finish_reason="stop", adapter=None, gold=True)
+        out.append(Row(problem=p, sample=sample, verdicts=[], outcome="pass"))
+    return out

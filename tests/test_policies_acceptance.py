@@ -60,3 +60,27 @@ def test_similarity_helpers():
     assert normalize_chain("  a\n\n b\t c ") == "a b c"
     assert is_near_duplicate("7+5=12 12*11=132", "7+5=12 12*11=132.", 0.95)
     assert not is_near_duplicate("7+5=12 12*11=132", "9*9=81 81-1=80", 0.5)
+
+
+def test_gold_replay_adds_reference_chains_next_to_the_models_own():
+    from loop.records import Reference
+
+    chain = "<think>\n7+5=12\n12*11=132\n</think>\nAnswer: 132"
+    solved = problem("What is (7+5)*11?", "132").model_copy(update={"reference": Reference(answer="132", chain=chain)})
+    unsolved = problem("What is 9*9-1?", "80").model_copy(
+        update={"reference": Reference(answer="80", chain="<think>\n9*9=81\n81-1=80\n</think>\nAnswer: 80")})
+    no_chain = problem("What is 2*2?", "4")
+    fail = {**OK, "exact_match": ("fail", {})}
+    rows = [row(solved, chain.replace("7+5", "5+7"), OK, 0), row(solved, "Answer: 1", fail, 1),
+            row(unsolved, "Answer: 79", fail, 0), row(unsolved, "Answer: 81", fail, 1), row(no_chain, "Answer: 5", fail, 0)]
+    assert [r.sample.gold for r in POLICIES.build("verified").accept(rows)] == [False]  # default: off
+
+    every = POLICIES.build("verified", {"gold_replay": "all"}).accept(rows)
+    gold = [r for r in every if r.sample.gold]
+    assert [r.problem.id for r in gold] == [solved.id, unsolved.id]  # once per problem; none without a chain
+    assert [r.sample.text for r in gold] == [solved.reference.chain, unsolved.reference.chain]
+    assert all(r.outcome == "pass" and r.sample.id.endswith(":gold") and r.sample.round == 0 for r in gold)
+    assert len({r.sample.id for r in every}) == len(every)
+
+    only = POLICIES.build("verified", {"gold_replay": "unsolved"}).accept(rows)
+    assert [r.problem.id for r in only if r.sample.gold] == [unsolved.id]
