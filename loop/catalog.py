@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 
-def catalog() -> list[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
+def catalog(plugins: list[str] = ()) -> list[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
     import generators  # noqa: F401  (register)
     import policies  # noqa: F401
     import verifiers  # noqa: F401
+    from loop.plugins import load_plugins
+
+    load_plugins(plugins)  # installed packages' entry points, and the given plugins: entries
     from generators.base import GENERATORS
     from policies.base import POLICIES
     from verifiers.base import VERIFIERS
@@ -18,13 +21,18 @@ def catalog() -> list[tuple[str, list[tuple[str, str, dict[str, str]]]]]:
     return sections
 
 
-def print_catalog() -> None:
+def print_catalog(plugins: list[str] = ()) -> None:
     from generators.base import GENERATORS
+    from policies.base import POLICIES
+    from verifiers.base import VERIFIERS
 
-    for title, rows in catalog():
+    for title, rows in catalog(plugins):
         print(f"\n{title}:")
+        registry = GENERATORS if title.startswith("generator") else VERIFIERS if title.startswith("verifier") \
+            else POLICIES
         for name, desc, opts in rows:
             print(f"  {name:<16} {desc}")
+            print(f"  {'':<16}   from: {registry.source(name)}")
             if title.startswith("generator"):
                 try:
                     cats = GENERATORS.build(name, {}).categories()

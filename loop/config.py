@@ -5,13 +5,14 @@ own Options model; errors name the field, the bad value and what is allowed.
 """
 from __future__ import annotations
 
+import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL = ROOT / "loop" / "assets" / "tiny-qwen3"
@@ -20,11 +21,29 @@ TINY_MODEL = ROOT / "loop" / "assets" / "tiny-qwen3"
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: Any) -> Any:
+        # pydantic takes `n: true` as 1; a yes/no where a number belongs is a mistake.
+        if isinstance(v, bool) and _unwrap(cls.model_fields[info.field_name].annotation) in (int, float):
+            raise ValueError("expected a number, got a boolean (true/false)")
+        return v
+
 
 class RunCfg(Section):
-    name: str = Field("run", description="run id prefix; the run directory is state_dir/runs/<name>-<time>")
+    name: str = Field("run", description="run id prefix (a plain name: letters, digits, . _ -); the run "
+                                         "directory is state_dir/runs/<name>-<time>")
     seed: int = 0
     state_dir: str = "state"
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v):
+            raise ValueError("must be a plain name (letters, digits, '.', '_', '-'; no '/', no leading '.' or '-', "
+                             "at most 64 characters): it names a directory under state_dir/runs; set run.state_dir "
+                             "to choose where runs go")
+        return v
 
 
 class ModelCfg(Section):
@@ -79,6 +98,9 @@ class VerifierCfg(Section):
     name: str
     options: dict[str, Any] = {}
     required: bool = Field(True, description="a sample passes only if every required verifier passes")
+    max_error_share: float = Field(
+        0.05, ge=0, le=1, description="a required verifier returning `error` on more than this share of a stage's "
+                                      "samples fails the stage (instead of recording accuracy 0)")
 
 
 class PolicyRef(Section):
@@ -106,7 +128,9 @@ class TrainingCfg(Section):
     grad_accum: int = Field(1, ge=1)
     max_seq_len: int = Field(512, ge=16)
     gradient_checkpointing: bool = True
-    packing: bool = Field(False, description="padding-free packing (needs flash-attention; CUDA only)")
+    packing: bool = Field(False, description="padding-free packing into rows of max_seq_len (best-fit decreasing), "
+                                             "per-sequence causal attention (loop/packed_attention.py); a micro-batch "
+                                             "is then batch_size * max_seq_len tokens")
     replay_rounds: int = Field(1, ge=0, description="also train on accepted chains of this many previous rounds")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -137,6 +161,9 @@ class ClusterCfg(Section):
 
 
 class Config(Section):
+    plugins: list[str] = Field(
+        [], description="modules (my_pkg.checks) or .py files to import before the config is checked: "
+                        "plug-ins from outside the repo (installed packages' entry points load by themselves)")
     run: RunCfg = RunCfg()
     model: ModelCfg = ModelCfg()
     quantization: QuantCfg = QuantCfg()
@@ -174,7 +201,10 @@ def check_plugins(cfg: Config) -> None:
     from generators.base import GENERATORS
     from policies.base import POLICIES
     from verifiers.base import VERIFIERS
+    from loop.plugins import absolute_spec, load_plugins
 
+    cfg.plugins = [absolute_spec(s) for s in cfg.plugins]
+    load_plugins(cfg.plugins)
     seen = set()
     for i, g in enumerate(cfg.generators):
         _named(f"generators.{i}.family", GENERATORS.get, g.family)
@@ -194,6 +224,7 @@ def check_plugins(cfg: Config) -> None:
                 raise ValueError(f"generators.{i}.categories.{c}: category {key} is already listed by an earlier "
                                  "generators entry; merge the entries")
             seen.add(key)
+    check_structure(cfg)
     for i, v in enumerate(cfg.verifiers):
         _named(f"verifiers.{i}.name", VERIFIERS.get, v.name)
         _named(f"verifiers.{i}.options ({v.name})", VERIFIERS.options, v.name, v.options)
@@ -207,6 +238,34 @@ def check_plugins(cfg: Config) -> None:
         _named(f"policies.{role}.options ({ref.name})", POLICIES.options, ref.name, ref.options)
 
 
+def check_structure(cfg: Config) -> None:
+    """Config that validates field by field but cannot make sense as a whole; all at once."""
+    problems = []
+    fams: dict[str, int] = {}
+    for i, g in enumerate(cfg.generators):
+        if g.family in fams:
+            problems.append(f"generators.{i}.family: {g.family!r} is already listed as generators.{fams[g.family]}; "
+                            "merge the two entries (one entry per family, with all its categories)")
+        fams.setdefault(g.family, i)
+    if not any(cc.budget > 0 for g in cfg.generators for cc in g.categories.values()):
+        problems.append("generators: no category has budget > 0, so a round would have no problems; list at least "
+                        "one category with budget >= 1")
+    names: dict[str, int] = {}
+    for i, v in enumerate(cfg.verifiers):
+        if v.name in names:
+            problems.append(f"verifiers.{i}.name: {v.name!r} is already listed as verifiers.{names[v.name]}; list "
+                            "each verifier once (merge their options)")
+        names.setdefault(v.name, i)
+    if not any(v.required for v in cfg.verifiers):
+        problems.append("verifiers: no verifier has required: true, so every sample would be `abstain` and accuracy "
+                        "could only be 0; make at least one answer-checking verifier required")
+    if cfg.cluster.sampler.num_gpus > 0 and cfg.model.dtype == "float32":
+        problems.append("model.dtype: float32 with vLLM LoRA on a GPU (cluster.sampler.num_gpus > 0) is not "
+                        "supported by vLLM's LoRA kernels; set model.dtype: bfloat16 (or float16)")
+    if problems:
+        raise ValueError("\n  ".join(problems))
+
+
 def _named(field: str, fn, *args):
     """Call a registry method; its error message gets the config field it is about in front."""
     try:
@@ -215,12 +274,33 @@ def _named(field: str, fn, *args):
         raise ValueError(f"{field}: {str(e).strip()}") from None
 
 
-def _coerce(value: str) -> Any:
+def _coerce(value: str, assignment: str = "") -> Any:
     """`--set` values are YAML scalars/flow collections: 3, 0.5, true, null, [a, b], {k: v}."""
     try:
-        return yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
+        return yaml.load(value, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--set {assignment or value!r}: the value {value!r} is not valid YAML ({what}); quote "
+                          f"it to mean a string, e.g. --set 'key=\"{value}\"'") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+                seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader reports it itself
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first}); each key may appear once per "
+                    "section, delete or merge one of them", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _check_section(path: str, prefix: list[str], node: Any) -> None:
@@ -252,11 +332,11 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     _check_section(path, keys[:-1], node)
     if isinstance(node, list):
         try:
-            node[int(last)] = _coerce(value)
+            node[int(last)] = _coerce(value, assignment)
         except (ValueError, IndexError):
             raise ConfigError(f"--set {path}: {last!r} is not a valid index (list of {len(node)})") from None
     else:
-        node[last] = _coerce(value)
+        node[last] = _coerce(value, assignment)
 
 
 def _unwrap(tp: Any) -> Any:
@@ -290,6 +370,8 @@ def format_validation_error(e: ValidationError, source: str) -> str:
         if err["type"] == "extra_forbidden":
             allowed = _section_keys(tuple(err["loc"][:-1]))
             msg = "unknown key (check the spelling" + (f"; allowed keys here: {', '.join(allowed)})" if allowed else ")")
+        elif err["type"] == "value_error" and err["loc"]:
+            msg = msg.removeprefix("Value error, ")
         elif err["type"] == "value_error" and not err["loc"]:
             # check_plugins' messages already name the field
             lines.append("  " + msg.removeprefix("Value error, ").strip())
@@ -310,8 +392,17 @@ def load_config(path: str | Path | None, overrides: list[str] = (), raw: dict[st
         p = Path(path)  # type: ignore[arg-type]
         if not p.exists():
             raise ConfigError(f"config file {p} does not exist; see configs/ for examples")
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a directory; give a YAML file in it (-c {p / '<name>.yaml'}), "
+                              "e.g. configs/default.yaml")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError as e:
+            line = p.read_bytes()[:e.start].count(b"\n") + 1
+            raise ConfigError(f"config file {p} is not UTF-8 text (byte 0x{e.object[e.start]:02x} on line {line}); "
+                              "save it as UTF-8") from None
+        except OSError as e:
+            raise ConfigError(f"config file {p} cannot be read ({e.strerror}); check its permissions") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -3,10 +3,16 @@
 A plug-in is a class with a `name`, a one-line `description` (its docstring's first
 line by default) and a pydantic `Options` model; the config names it and passes options,
 which are validated against `Options` before anything runs.
+
+Plug-ins from outside the repository arrive by one of two routes, both handled by
+`load_plugins` (loop/plugins.py): a Python entry point in one of the groups of
+`ENTRY_POINT_GROUPS` (an installed package), or a module / .py file named in the config's
+`plugins:` list. Each registry remembers where every name came from (`source(name)`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, TypeVar
+import contextlib
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -21,25 +27,57 @@ class RegistryError(ValueError):
     """A plug-in name or its options are wrong; the message says how to fix it."""
 
 
+BUILTIN_PACKAGES = ("verifiers", "generators", "policies", "loop")
+_loading: list[str] = []  # what is being imported right now (an entry point, a plugins: entry)
+
+
+@contextlib.contextmanager
+def loading_from(source: str) -> Iterator[None]:
+    """Plug-ins registered inside this block are recorded as coming from `source`."""
+    _loading.append(source)
+    try:
+        yield
+    finally:
+        _loading.pop()
+
+
+def _source_of(cls: type) -> str:
+    if _loading:
+        return _loading[-1]
+    top = cls.__module__.split(".")[0]
+    return "built-in" if top in BUILTIN_PACKAGES else f"module {cls.__module__}"
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, type[T]] = {}
+        self._sources: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         def deco(cls: type[T]) -> type[T]:
             if name in self._items:
+                old = self._items[name]
+                if (old.__module__, old.__qualname__) == (cls.__module__, cls.__qualname__) and _loading:
+                    return old  # the same plug-in module loaded again (e.g. by a second config): no clash
                 raise RegistryError(
                     f"{self.kind} {name!r} is already registered by "
-                    f"{self._items[name].__module__}.{self._items[name].__qualname__}; pick another name"
+                    f"{old.__module__}.{old.__qualname__} ({self._sources.get(name, 'built-in')}); "
+                    f"pick another name"
                 )
             cls.name = name  # type: ignore[attr-defined]
             if not hasattr(cls, "Options"):
                 cls.Options = NoOptions  # type: ignore[attr-defined]
             self._items[name] = cls
+            self._sources[name] = _source_of(cls)
             return cls
 
         return deco
+
+    def source(self, name: str) -> str:
+        """Where `name` came from: 'built-in', 'entry point ...', 'plugins: ...' or 'module ...'."""
+        self.get(name)
+        return self._sources.get(name, "built-in")
 
     def names(self) -> list[str]:
         return sorted(self._items)
