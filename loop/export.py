@@ -1,19 +1,24 @@
-"""Package a run's adapter as the starting point of an RL stage (GRPO / PPO), in <run>/export/.
+"""Package a run's best adapter as the starting point of an RL stage, in <run>/export/.
 
-    export/adapter_model.safetensors, adapter_config.json, tokenizer files   (PEFT layout)
-    export/problems.jsonl   the train problems of every round: a dataset with a problem_id column
-    export/README.md        how to load it with transformers + peft and train it with TRL
-    export/bundle.json      base model, adapter round, held-out accuracy, config, reward verifiers (written last)
+    adapter_model.safetensors, adapter_config.json   the adapter (PEFT layout; vLLM LoRARequest)
+    tokenizer files, chat_template.jinja             the tokenizer it was trained with
+    base/                                            the base model, when it is the embedded tiny one
+    train.jsonl, val.jsonl                           RL prompt pool (train split, 0 < pass rate < 1) and
+                                                     validation (held-out), with a problem_id column (TRL)
+    train.parquet, val.parquet, reward_verl.py       the same in verl's layout, and its compute_score
+    pass_rates.jsonl                                 every train problem's measured pass rate
+    train_grpo.py, README.md                         a GRPO recipe (TRL) that runs as written
+    bundle.json                                      what was chosen and why, base model, sampling,
+                                                     quantization, chat template, reward specs (last)
 
-The verifiers of the run become the RL reward functions through `verifiers.base.as_reward_func`;
-`reward_funcs(export_dir)` rebuilds them from bundle.json.
+Every path in bundle.json is relative to the bundle (a hub id stays a hub id). The bundle
+is built in a temporary directory and swapped in whole, so `export/` is never half-written.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -22,80 +27,24 @@ from typing import Any, Callable
 
 import yaml
 
-from loop.export_readme import render_readme
+from loop.export_choice import ADAPTER_FILES, AdapterChoice, ExportError, choose_adapter
+from loop.export_pool import heldout_problems, pool_rows, problem_row, train_problems
+from loop.export_pool import pass_rates as measure_pass_rates
+from loop.export_readme import GRPO_SCRIPT, render_readme
+from loop.export_verl import REWARD_FILE, REWARD_SOURCE, write_parquet
 from loop.records import Problem
-from loop.state import RunDir, atomic_write_text, read_json, read_jsonl, write_json, write_jsonl
+from loop.state import RunDir, atomic_write_text, read_json, write_json, write_jsonl
 
 log = logging.getLogger("loop")
 
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
                    "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model")
+BUILTIN_PREFIX = "builtin:"
 
 
-@dataclass(frozen=True)
-class AdapterChoice:
-    path: Path            # the adapter directory
-    round: int | None     # the round that trained it
-    eval_round: int       # the last completed round: its held-out metrics evaluated this adapter
-    partial: bool         # the run is not completed
-
-
-def _round_of(path: Path) -> int | None:
-    m = re.fullmatch(r"round-(\d+)", path.parent.name)
-    return int(m.group(1)) if m else None
-
-
-def _resolve(run: RunDir, adapter: str) -> Path:
-    """Adapter paths are recorded as given at run time (often relative to the cwd then)."""
-    p = Path(adapter)
-    if p.is_absolute() or p.exists():
-        return p
-    return run.path / p.parent.name / p.name
-
-
-def choose_adapter(run: RunDir) -> AdapterChoice:
-    """The completed run's final adapter, or the last completed round's (partial)."""
-    m, rid = run.manifest, run.path.name
-    status, done = m.get("status"), int(m.get("rounds_completed", 0))
-    if done == 0:
-        raise FileNotFoundError(
-            f"run {rid} has no completed round (status {status!r}), so there is no adapter to export; "
-            f"continue it with `python launch.py resume {run.path}`")
-    partial = status != "completed"
-    if partial:
-        metrics = run.round_dir(done - 1) / "metrics.json"
-        adapter = read_json(metrics).get("adapter") if metrics.exists() else None
-    else:
-        adapter = m.get("final_adapter")
-    if not adapter:
-        raise FileNotFoundError(
-            f"run {rid} has no trained adapter: no round accepted any chain, so every round skipped training "
-            f"(see {run.path}/round-*/train.json). Run more rounds (`python launch.py resume {run.path} "
-            f"--set loop.rounds=N`) or start a new run with easier difficulties or more samples (sampling.n)")
-    path = _resolve(run, adapter)
-    missing = [f for f in ADAPTER_FILES if not (path / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"adapter directory {path} of run {rid} lacks {', '.join(missing)}; "
-                                "the run directory was moved or damaged")
-    if partial:
-        log.warning("run %s has status %r, not completed: exporting the adapter of its last completed round (%d); "
-                    "bundle.json says partial: true", rid, status, done - 1)
-    return AdapterChoice(path, _round_of(path), done - 1, partial)
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, src.open("rb") as f:
-            shutil.copyfileobj(f, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # a bundle is meant to be shared (mkstemp makes 0600)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _copy(src: Path, dst: Path) -> None:
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o644)  # a bundle is meant to be shared
 
 
 def _heldout(path: Path, nested: bool) -> dict[str, Any] | None:
@@ -106,35 +55,17 @@ def _heldout(path: Path, nested: bool) -> dict[str, Any] | None:
     return {"accuracy": m.get("accuracy"), "by_category": m.get("by_category", {})}
 
 
-def train_problems(run: RunDir) -> list[dict[str, Any]]:
-    """Every round's train problems, once each: the RL dataset rows."""
-    rows: dict[str, dict[str, Any]] = {}
-    for rd in sorted(run.path.glob("round-[0-9]*")):
-        if not (rd / "problems.jsonl").exists():
-            continue
-        for p in read_jsonl(rd / "problems.jsonl", Problem):
-            if p.id not in rows:
-                # Flat, same-typed columns so `datasets` loads any family; the whole
-                # problem rides along as a JSON string for the reward functions.
-                rows[p.id] = {"problem_id": p.id, "prompt": [m.model_dump() for m in p.prompt],
-                              "answer": p.reference.answer, "family": p.family, "category": p.category,
-                              "difficulty": p.difficulty, "problem": p.model_dump_json()}
-    return list(rows.values())
-
-
-def _chat_template(export: Path, base: Path) -> str | None:
-    for d in (export, base):
-        if (d / "chat_template.jinja").is_file():
-            return (d / "chat_template.jinja").read_text(encoding="utf-8")
-        if (d / "tokenizer_config.json").is_file():
-            tpl = read_json(d / "tokenizer_config.json").get("chat_template")
-            if tpl:
-                return tpl
+def _chat_template(d: Path) -> str | None:
+    if (d / "chat_template.jinja").is_file():
+        return (d / "chat_template.jinja").read_text(encoding="utf-8")
+    if (d / "tokenizer_config.json").is_file():
+        return read_json(d / "tokenizer_config.json").get("chat_template")
     return None
 
 
 def _verifiers(cfg) -> list[dict[str, Any]]:
-    import verifiers  # noqa: F401  (registers the built-ins)
+    """The run's verifiers as reward specs: a verifier is a reward when it is required and
+    needs no model (the LLM judge needs the sampler, which an RL trainer does not have)."""
     from verifiers.base import VERIFIERS
 
     out = []
@@ -142,84 +73,211 @@ def _verifiers(cfg) -> list[dict[str, Any]]:
         cls = VERIFIERS.get(v.name)
         out.append({"name": v.name, "options": VERIFIERS.options(v.name, v.options).model_dump(mode="json"),
                     "required": v.required, "needs_engine": bool(cls.needs_engine),
-                    "reward": v.required and not cls.needs_engine})
+                    "reward": v.required and not cls.needs_engine, "source": VERIFIERS.source(v.name)})
     return out
 
 
-def export_run(run: RunDir) -> Path:
-    """Write <run>/export/ (see the module docstring) and return its path."""
-    from loop.config import load_config
+def _base_model(cfg, out: Path, final: Path) -> tuple[dict[str, Any], Path | None]:
+    """How the bundle names its base: copied in (the embedded model), a local directory
+    (relative to the bundle), or a hub id. Returns (record, directory to read files from)."""
+    given = cfg.model.path
+    src = Path(cfg.model.resolved_path())
+    if given.startswith(BUILTIN_PREFIX):
+        shutil.copytree(src, out / "base", copy_function=_copy)
+        return {"path": "base", "configured": given, "copied": True}, src
+    if src.is_dir():
+        return {"path": os.path.relpath(src.resolve(), final.resolve()), "configured": given,
+                "copied": False}, src
+    return {"path": given, "configured": given, "copied": False, "hub_id": True}, None
 
+
+def _write_adapter(choice: AdapterChoice, base_dir: Path | None, base_ref: str, out: Path) -> list[str]:
+    files = []
+    for name in ADAPTER_FILES + TOKENIZER_FILES:
+        src = choice.path / name
+        if not src.is_file() and name in TOKENIZER_FILES and base_dir is not None:
+            src = base_dir / name  # an adapter saved without its tokenizer: the base model's is the same
+        if src.is_file():
+            _copy(src, out / name)
+            files.append(name)
+    cfg_path = out / "adapter_config.json"
+    adapter_cfg = read_json(cfg_path)
+    # The run's absolute base path means nothing elsewhere; name the base as bundle.json does.
+    adapter_cfg["base_model_name_or_path"] = base_ref
+    write_json(cfg_path, adapter_cfg)
+    if base_dir is not None and (base_dir / "config.json").is_file():
+        # Tokenizer loaders (vLLM's among them) read config.json next to the tokenizer for its
+        # model_type and log an ERROR without it; the base's config is the right one.
+        _copy(base_dir / "config.json", out / "config.json")
+        files.append("config.json")
+    return files
+
+
+def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = False, pass_rates: str = "auto",
+               samples: int | None = None) -> Path:
+    """Write <run>/export/ (see the module docstring) and return its path.
+
+    round_: export this round's adapter instead of the best; allow_no_gain: export even if no
+    adapter beats the base; pass_rates: auto | measure | samples (loop.export_pool); samples:
+    completions per problem when measuring (default sampling.n)."""
+    from loop.config import load_config
     if not (run.path / "config.yaml").exists():
         raise FileNotFoundError(f"{run.path}/config.yaml is missing; cannot tell the base model and verifiers")
     raw = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8"))
     cfg = load_config(None, raw=json.loads(json.dumps(raw)))  # a copy: validation must not touch `raw`
-    choice = choose_adapter(run)
-    out = run.path / "export"
-    out.mkdir(parents=True, exist_ok=True)
-    base = Path(cfg.model.resolved_path())
-    files = []
-    for name in ADAPTER_FILES + TOKENIZER_FILES:
-        src = choice.path / name
-        if not src.is_file() and name in TOKENIZER_FILES and base.is_dir():
-            src = base / name  # an adapter saved without its tokenizer: the base model's is the same
-        if src.is_file():
-            _atomic_copy(src, out / name)
-            files.append(name)
-    problems = train_problems(run)
-    write_jsonl(out / "problems.jsonl", problems)
-    bundle = {
-        "run_id": run.manifest.get("run_id", run.path.name),
-        "partial": choice.partial,
-        "status": run.manifest.get("status"),
-        "base_model": str(base),
-        "model": cfg.model.model_dump(mode="json"),
-        "adapter_round": choice.round,
-        "adapter_source": str(choice.path),
-        "heldout": {"baseline": _heldout(run.path / "baseline" / "metrics.json", nested=False),
-                    "final": _heldout(run.round_dir(choice.eval_round) / "metrics.json", nested=True),
-                    "final_round": choice.eval_round},
-        "verifiers": _verifiers(cfg),
-        "sampling": cfg.sampling.model_dump(mode="json"),
-        "chat_template": _chat_template(out, base),
-        "quantization": cfg.quantization.model_dump(mode="json"),
-        "lora": cfg.lora.model_dump(mode="json"),
-        "problems": {"file": "problems.jsonl", "count": len(problems)},
-        "files": files,
-        "config": raw,
-    }
-    atomic_write_text(out / "README.md", render_readme(bundle, out))
-    write_json(out / "bundle.json", bundle)  # last: its presence means the export is whole
-    for name in ("problems.jsonl", "README.md", "bundle.json"):
-        os.chmod(out / name, 0o644)
-    log.info("exported %s adapter of round %s to %s", "partial" if choice.partial else "final", choice.round, out)
-    return out
+    choice = choose_adapter(run, round_, allow_no_gain)
+    problems = train_problems(run, cfg)
+    heldout = heldout_problems(run)
+    rates = measure_pass_rates(run, cfg, choice.path, problems, pass_rates, samples)
+    pool, left_out = pool_rows(problems, rates)
+    val = [problem_row(p, "val") for p in heldout]
+    measured = [{"problem_id": pid, "pass_rate": rates.rate(pid), **dict(c)} for pid, c in rates.counts.items()]
+
+    final = run.path / "export"
+    out = Path(tempfile.mkdtemp(dir=run.path, prefix=".export-"))
+    try:
+        write_jsonl(out / "pass_rates.jsonl", measured)
+        if not pool:
+            keep = run.path / "export-pass-rates.jsonl"
+            shutil.copyfile(out / "pass_rates.jsonl", keep)
+            raise ExportError(
+                f"no train problem of run {run.path.name} has a pass rate strictly between 0 and 1 under round "
+                f"{choice.round}'s adapter ({', '.join(f'{v} {k}' for k, v in left_out.items())}); an RL group "
+                f"learns nothing from those. Pass rates from {rates.detail}; saved to {keep}. Try --samples N "
+                f"(more completions per problem) or --pass-rates measure")
+        base, base_dir = _base_model(cfg, out, final)
+        files = _write_adapter(choice, base_dir, base["path"], out)
+        write_jsonl(out / "train.jsonl", pool)
+        write_jsonl(out / "val.jsonl", val)
+        write_parquet(out / "train.parquet", pool)
+        write_parquet(out / "val.parquet", val)
+        atomic_write_text(out / REWARD_FILE, REWARD_SOURCE)
+        atomic_write_text(out / "train_grpo.py", GRPO_SCRIPT)
+        bundle = {
+            "format": 2,
+            "run_id": run.manifest.get("run_id", run.path.name),
+            "partial": choice.partial,
+            "status": run.manifest.get("status"),
+            "base_model": base,
+            "model": cfg.model.model_dump(mode="json"),
+            "adapter": {"path": ".", "round": choice.round, "why": choice.why, "beats_base": choice.beats_base,
+                        "candidates": choice.candidates},
+            "heldout": {"baseline": _heldout(run.path / "baseline" / "metrics.json", nested=False),
+                        "final": _heldout(run.round_dir(choice.eval_round) / "metrics.json", nested=True),
+                        "final_round": choice.eval_round},
+            "verifiers": _verifiers(cfg),
+            "plugins": cfg.plugins,
+            "sampling": cfg.sampling.model_dump(mode="json"),
+            "chat_template": _chat_template(out),
+            "quantization": cfg.quantization.model_dump(mode="json"),
+            "lora": cfg.lora.model_dump(mode="json"),
+            "pool": {"train": "train.jsonl", "val": "val.jsonl", "train_count": len(pool), "val_count": len(val),
+                     "pass_rates": {"file": "pass_rates.jsonl", "source": rates.source, "detail": rates.detail,
+                                    "left_out": left_out}},
+            "verl": {"train": "train.parquet", "val": "val.parquet", "reward": {"path": REWARD_FILE,
+                                                                                 "name": "compute_score"}},
+            "trl": {"script": "train_grpo.py"},
+            "files": files,
+            "config": raw,
+        }
+        atomic_write_text(out / "README.md", render_readme(bundle, final))
+        write_json(out / "bundle.json", bundle)  # last: its presence means the bundle is whole
+        for p in out.rglob("*"):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        os.chmod(out, 0o755)
+        old = run.path / ".export-old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        out.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    log.info("exported round %s's adapter to %s: %d RL prompts (pass rates %s), %d validation problems",
+             choice.round, final, len(pool), rates.source, len(val))
+    return final
 
 
 # ---- for the RL stage ---------------------------------------------------------------------
 
+@dataclass
+class Bundle:
+    """An export read back: what an RL trainer needs, with paths resolved against the bundle."""
+    dir: Path
+    meta: dict[str, Any]
+
+    @property
+    def base_model(self) -> str:
+        """A local directory (absolute) or a hub id."""
+        b = self.meta["base_model"]
+        return b["path"] if b.get("hub_id") else str((self.dir / b["path"]).resolve())
+
+    def problems(self) -> dict[str, Problem]:
+        return load_problems(self.dir)
+
+    def reward_funcs(self, names: list[str] | None = None,
+                     log_to: str | Path | None = None) -> list[Callable[..., list[float | None]]]:
+        """TRL reward functions; with `log_to`, each call appends its completions and scores there."""
+        funcs = reward_funcs(self.dir, names)
+        return [_logged(f, Path(log_to)) for f in funcs] if log_to else funcs
+
+    def dataset(self, split: str = "train"):
+        from datasets import load_dataset
+
+        return load_dataset("json", data_files=str(self.dir / self.meta["pool"][split]), split="train")
+
+
+def _logged(fn: Callable[..., list[float | None]], path: Path) -> Callable[..., list[float | None]]:
+    def reward(prompts: list[Any], completions: list[Any], problem_id: list[str], **kw: Any) -> list[float | None]:
+        scores = fn(prompts=prompts, completions=completions, problem_id=problem_id, **kw)
+        with path.open("a", encoding="utf-8") as f:
+            for c, pid, sc in zip(completions, problem_id, scores):
+                text = c if isinstance(c, str) else c[-1]["content"]
+                f.write(json.dumps({"reward": fn.__name__, "problem_id": pid, "completion": text, "score": sc}) + "\n")
+        return scores
+
+    reward.__name__ = fn.__name__
+    return reward
+
+
+def load_bundle(export_dir: str | Path) -> Bundle:
+    d = Path(export_dir).resolve()
+    if not (d / "bundle.json").is_file():
+        raise FileNotFoundError(f"{d} is not a whole export (no bundle.json); run `python launch.py export <run>`")
+    return Bundle(d, read_json(d / "bundle.json"))
+
+
 def load_problems(export_dir: str | Path) -> dict[str, Problem]:
-    """problem_id -> Problem, from export/problems.jsonl."""
+    """problem_id -> Problem, from the bundle's train and val sets."""
     out = {}
-    with (Path(export_dir) / "problems.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                p = Problem.model_validate_json(json.loads(line)["problem"])
-                out[p.id] = p
+    for name in ("train.jsonl", "val.jsonl"):
+        with (Path(export_dir) / name).open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    p = Problem.model_validate_json(json.loads(line)["problem"])
+                    out[p.id] = p
     return out
 
 
-def reward_funcs(export_dir: str | Path, names: list[str] | None = None) -> list[Callable[..., list[float | None]]]:
-    """TRL reward functions of the bundle's verifiers (default: the required ones that need no engine)."""
-    import verifiers  # noqa: F401
-    from verifiers.base import VERIFIERS, as_reward_func
+def reward_verifiers(export_dir: str | Path, names: list[str] | None = None) -> list:
+    """The bundle's verifiers, built (default: its reward verifiers); plug-ins load first."""
+    from loop.plugins import load_plugins
+    from verifiers.base import VERIFIERS
 
     bundle = read_json(Path(export_dir) / "bundle.json")
+    load_plugins(bundle.get("plugins", []))
     chosen = [v for v in bundle["verifiers"] if (v["name"] in names if names is not None else v["reward"])]
     if names is not None:
         unknown = set(names) - {v["name"] for v in chosen}
         if unknown:
             raise ValueError(f"verifiers {sorted(unknown)} are not in this bundle; "
                              f"it has: {', '.join(v['name'] for v in bundle['verifiers'])}")
+    return [VERIFIERS.build(v["name"], v["options"]) for v in chosen]
+
+
+def reward_funcs(export_dir: str | Path, names: list[str] | None = None) -> list[Callable[..., list[float | None]]]:
+    """TRL reward functions of the bundle's verifiers (default: the required ones that need no engine)."""
+    from verifiers.base import as_reward_func
+
     problems = load_problems(export_dir)
-    return [as_reward_func(VERIFIERS.build(v["name"], v["options"]), problems) for v in chosen]
+    return [as_reward_func(v, problems) for v in reward_verifiers(export_dir, names)]
