@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 DEFAULT_CONFIG = "configs/default.yaml"
 log = logging.getLogger("loop")
@@ -47,17 +48,31 @@ def _parser() -> argparse.ArgumentParser:
                    help="only loop.rounds may change, e.g. --set loop.rounds=5 to extend a finished run")
     p.add_argument("--stop-after", metavar="STAGE", help=stop_help)
     for name, hlp in (("report", "write <run>/report/: summary.md and PNG plots"),
-                      ("export", "package the final adapter as an RL-ready bundle in <run>/export/")):
+                      ("export", "package the adapter with the best held-out accuracy as an RL-ready bundle in "
+                                 "<run>/export/ (TRL, verl, vLLM)")):
         p = sub.add_parser(name, help=hlp, description=hlp)
         p.add_argument("run", help="run directory, run id, or 'latest'")
         p.add_argument("--state-dir", default="state", help="root of run directories (runs live in <state-dir>/runs)")
+    p.add_argument("--round", type=int, metavar="N", help="export round N's adapter instead of the best one")
+    p.add_argument("--allow-no-gain", action="store_true",
+                   help="export even when no adapter beats the base model on held-out (a loud warning instead "
+                        "of a refusal)")
+    p.add_argument("--pass-rates", choices=("auto", "measure", "samples"), default="auto",
+                   help="how the RL prompt pool's pass rates are measured: 'measure' samples every train problem "
+                        "with the adapter (vLLM), 'samples' reuses the rounds' own samples made by that adapter, "
+                        "'auto' (default) reuses them when they exist, else measures")
+    p.add_argument("--samples", type=int, metavar="N", help="completions per problem when measuring (default sampling.n)")
     p = sub.add_parser("eval", help="held-out accuracy of a model (and adapter) per category",
                        description="Evaluate the config's model, optionally with a LoRA adapter, on the config's "
                                    "held-out set, per category.")
     cfg_args(p)
     p.add_argument("--adapter", help="PEFT adapter directory (e.g. state/runs/<id>/round-002/adapter)")
-    hlp = "every registered generator family, verifier and policy, with options"
-    sub.add_parser("list", help=hlp, description=hlp + " (the names the config's family/name fields accept)")
+    hlp = "every registered generator family, verifier and policy, with options and where it came from"
+    p = sub.add_parser("list", help=hlp, description=hlp + " (the names the config's family/name fields accept; "
+                       "plug-ins of installed packages appear through their entry points)")
+    p.add_argument("-c", "--config", help="also load the plug-ins named in this config's `plugins:` list")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="also load this module or .py file (repeatable)")
     return ap
 
 
@@ -67,12 +82,21 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(args.verbose)
     from loop.config import ConfigError, load_config
+    from loop.export_choice import ExportError
+    from loop.plugins import PluginError
 
+    from loop.registry import RegistryError
+    from loop.state import Interrupted, RunStateError, StageFailed, install_signal_handlers
+
+    install_signal_handlers()  # SIGTERM / SIGHUP end a run like Ctrl-C: marked interrupted, engines stopped
     try:
         if args.cmd == "list":
             from loop.catalog import print_catalog
 
-            print_catalog()
+            plugins = list(args.plugins)
+            if args.config:
+                plugins = load_config(args.config).plugins + plugins
+            print_catalog(plugins)
         elif args.cmd == "run":
             from loop.runner import start
 
@@ -91,16 +115,50 @@ def main(argv: list[str] | None = None) -> int:
             from loop.export import export_run
             from loop.state import find_run
 
-            out = export_run(find_run(args.state_dir, args.run))
+            out = export_run(find_run(args.state_dir, args.run), round_=args.round, allow_no_gain=args.allow_no_gain,
+                             pass_rates=args.pass_rates, samples=args.samples)
             print(f"RL bundle written to {out}")
         elif args.cmd == "eval":
             from loop.runner import evaluate_only
 
             evaluate_only(load_config(args.config, args.overrides), args.adapter)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, ExportError, PluginError, RunStateError, RegistryError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StageFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, Interrupted) as e:
+        print(f"interrupted ({e or 'Ctrl-C'}); finished work is saved", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug or a broken environment: one line, traceback to the log
+        return _unexpected(e, getattr(args, "state_dir", "state"))
     return 0
+
+
+def _unexpected(e: BaseException, state_dir: str) -> int:
+    """One line for the user; the full traceback goes to the run's log (or a crash log)."""
+    import traceback
+
+    from loop.config import ROOT
+    from loop.logs import write_traceback
+
+    where = write_traceback(e, state_dir)
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith(str(ROOT))
+              and "/.venv/" not in f.filename]
+    if isinstance(e, SyntaxError) and e.filename:
+        frames.append(traceback.FrameSummary(e.filename, e.lineno or 0, "<module>"))
+    at = ""
+    if frames:
+        f = Path(frames[-1].filename)
+        at = f" at {f.relative_to(ROOT) if f.is_relative_to(ROOT) else f}:{frames[-1].lineno}"
+    hint = ""
+    if isinstance(e, (ImportError, SyntaxError)):
+        hint = ("; a module failed to import: if it is a plug-in you added, fix it or remove its import line from "
+                "its package's __init__.py (or its `plugins:` entry)")
+    msg = str(e).splitlines()[0] if str(e) else ""
+    print(f"error: unexpected {type(e).__name__}{at}: {msg}{hint} (full traceback in {where})", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -102,9 +103,7 @@ class Cluster:
         if mode == "sleep":
             self.ray.get([s.sleep.remote() for s in self.samplers])
         elif mode == "release":
-            for s in self.samplers:
-                self.ray.kill(s)
-            self.samplers = []
+            self._stop_samplers()
 
     def wake_samplers(self) -> None:
         if self.cfg.cluster.gpu_sharing == "sleep" and self.samplers:
@@ -173,14 +172,54 @@ class Cluster:
             return [o[0]["text"] for o in outs]
         return generate
 
-    def shutdown(self) -> None:
+    def _stop_samplers(self) -> None:
+        """Engines are closed before their actors are killed: vLLM removes its /dev/shm
+        segments (psm_*) and stops its worker process only on shutdown, not when killed."""
+        if self.samplers:
+            try:
+                self.ray.get([s.__ray_call__.remote(_close_engine) for s in self.samplers], timeout=60)
+            except Exception as e:  # noqa: BLE001 - a dead or stuck actor: killing it is all that is left
+                log.warning("a vLLM engine did not shut down cleanly (%s); killing its actor", e)
         for s in self.samplers:
             self.ray.kill(s)
-        if self.trainer is not None:
-            self.ray.kill(self.trainer)
-        self.samplers, self.trainer = [], None
-        if not self.cfg.cluster.address:
-            self.ray.shutdown()
+        self.samplers = []
+        self.loaded.clear()
+
+    def shutdown(self) -> None:
+        """In order: engines, trainer, then a local Ray and its session directory."""
+        try:
+            self._stop_samplers()
+            if self.trainer is not None:
+                self.ray.kill(self.trainer)
+            self.trainer = None
+        finally:
+            if not self.cfg.cluster.address:
+                session = _session_dir(self.ray)
+                self.ray.shutdown()
+                if session and Path(session).name.startswith("session_"):
+                    shutil.rmtree(session, ignore_errors=True)
+                    latest = Path(session).parent / "session_latest"
+                    if latest.is_symlink() and not latest.exists():
+                        latest.unlink(missing_ok=True)
+
+
+def _close_engine(worker: Any) -> None:
+    """Runs inside a sampler actor (through __ray_call__): shut its vLLM engine down."""
+    import gc
+
+    llm = getattr(worker, "llm", None)
+    if llm is not None:
+        llm.llm_engine.engine_core.shutdown()
+        worker.llm = None
+        del llm
+        gc.collect()
+
+
+def _session_dir(ray: Any) -> str | None:
+    try:
+        return ray._private.worker._global_node.get_session_dir_path()
+    except Exception:  # noqa: BLE001 - private API; without it the directory simply stays
+        return None
 
 
 def _error_verdicts(name: str, samples: Sequence[Sample], what: str) -> list[Verdict]:

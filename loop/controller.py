@@ -150,10 +150,11 @@ class Controller:
             return {"adapter": adapter, "examples": 0, "skipped": "no accepted chains"}
         examples = steps.training_examples([Row(problem=p, sample=s, verdicts=[], outcome="pass") for p, s in rows])
         out = self.run.round_dir(r) / "adapter"
-        init = adapter if self.cfg.training.mode == "continue" else None
+        # Paths stored in the run are relative to it; the workers get absolute ones.
+        init = str(self.run.resolve(adapter)) if adapter and self.cfg.training.mode == "continue" else None
         log.info("round %d: training on %d chains (%s)", r, len(examples), self.cfg.training.mode)
-        metrics = self.cluster.train(examples, out, init, steps._seed(self.cfg.run.seed, "train", r))
-        return {"adapter": str(out), **metrics}
+        metrics = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "train", r))
+        return {"adapter": self.run.rel(out), **metrics}
 
     def evaluate(self, key: str, heldout: list[Problem], adapter: str | None, out: Path) -> dict:
         def compute() -> dict:
@@ -180,7 +181,7 @@ class Controller:
     def adapter_ref(self, adapter: str | None) -> tuple[str, str] | None:
         if adapter is None:
             return None
-        return (f"{self.run.path.name}/{Path(adapter).parent.name}", adapter)
+        return (f"{self.run.path.name}/{Path(adapter).parent.name}", str(self.run.resolve(adapter)))
 
     def finish_round(self, r: int, rows: list[Row], analysis: RoundAnalysis, prev: RoundAnalysis | None,
                      samples: list[Sample], accepted: list[Sample], train_m: dict, heldout_m: dict, plan: Plan) -> None:

@@ -19,9 +19,24 @@ Rounds = list[tuple[int, dict[str, Any]]]  # (round index, metrics.json)
 
 
 def _save(fig: Any, path: Path) -> Path:
+    """Written to a temp name and renamed, like every file of a run: a crash mid-write
+    leaves the old plot, never half a PNG."""
+    import os
+    import tempfile
+
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,9 @@ def _load(path: Path, notes: list[str]) -> dict[str, Any] | None:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from loop.state import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -62,13 +61,27 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     baseline = _load(run_dir / "baseline.json", notes)
     baseline = (baseline.get("heldout", baseline) if baseline is not None
                 else _load(run_dir / "baseline" / "metrics.json", notes))
-    rounds, analyses, plans = [], {}, {}
-    dirs = sorted((int(m.group(1)), p) for p in run_dir.iterdir()
-                  if p.is_dir() and (m := _ROUND_DIR.match(p.name)))
-    for i, d in dirs:
+    rounds, analyses, plans, missing = [], {}, {}, []
+    dirs = dict(sorted((int(m.group(1)), p) for p in run_dir.iterdir()
+                       if p.is_dir() and (m := _ROUND_DIR.match(p.name))))
+    finished = (manifest or {}).get("rounds_completed")
+    finished = finished if isinstance(finished, int) else 0
+    # A round the manifest calls finished must have its files: name every one that is gone.
+    for i in range(finished):
+        if i not in dirs:
+            missing.append(f"round-{i:03d}/")
+            notes.append(f"round-{i:03d}/ is missing although the manifest says round {i} finished (the run "
+                         "directory was damaged or edited); it is left out of the tables and plots")
+    for i, d in dirs.items():
         metrics = _load(d / "metrics.json", notes)
         if metrics is None:
-            notes.append(f"{d.name} has no metrics.json (unfinished round); left out of the tables and plots")
+            if i < finished:
+                missing.append(f"{d.name}/metrics.json")
+                notes.append(f"{d.name}/metrics.json is missing or unreadable although the manifest says round {i} "
+                             "finished (the run directory was damaged or edited); round "
+                             f"{i} is left out of the tables and plots")
+            else:
+                notes.append(f"{d.name} has no metrics.json (unfinished round); left out of the tables and plots")
             continue
         rounds.append((i, metrics))
         if (a := _load(d / "analysis.json", notes)) is not None:
@@ -76,14 +89,22 @@ def read_run(run_dir: Path) -> dict[str, Any]:
         if (p := _load(d / "plan.json", notes)) is not None:
             plans[i] = p
     return {"manifest": manifest or {}, "baseline": baseline, "rounds": rounds,
-            "analyses": analyses, "plans": plans, "notes": notes}
+            "analyses": analyses, "plans": plans, "notes": notes, "missing": missing}
 
 
 def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) -> str:
     man, base, rounds = run["manifest"], run["baseline"], run["rounds"]
+    status = man.get("status", "unknown")
+    if status == "running":
+        from loop.state import RunLock
+
+        if not RunLock(run_dir).is_held():
+            status = "running according to the manifest, but no process holds the run (killed?): resume it"
+    done = man.get("rounds_completed", len(rounds))
+    gone = f" ({', '.join(run['missing'])} missing: see Notes)" if run.get("missing") else ""
     lines = [f"# Run report: {run_dir.name}", "",
-             f"- status: {man.get('status', 'unknown')}",
-             f"- rounds completed: {man.get('rounds_completed', len(rounds))}",
+             f"- status: {status}",
+             f"- rounds completed: {done}; in this report: {len(rounds)}{gone}",
              f"- cursor: {man.get('cursor', '-')}", ""]
 
     cols = (["base"] if base else []) + [f"round {i}" for i, _ in rounds]
@@ -174,5 +195,8 @@ def write_report(run_dir: str | Path) -> Path:
     }
     path = out / "summary.md"
     _write(path, _summary(run_dir, run, made))
+    for m in run["missing"]:
+        log.warning("%s is missing although the manifest says that round finished; the report leaves it out "
+                    "(see its Notes)", m)
     log.info("report written to %s", path)
     return path

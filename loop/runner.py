@@ -1,14 +1,13 @@
 """Start, resume and evaluate runs: the glue between the CLI and the controller."""
 from __future__ import annotations
 
+import copy
 import logging
-import sys
 from pathlib import Path
 
-import yaml
-
 from loop.config import Config, ConfigError, dump_config, load_config
-from loop.state import RunDir, StopAfter, find_run
+from loop.logs import attach_run_log
+from loop.state import Interrupted, RunDir, RunStateError, StopAfter, atomic_write_text, find_run
 
 log = logging.getLogger("loop")
 
@@ -34,19 +33,24 @@ def config_diff(old: Config, new: Config) -> list[str]:
 
 
 def _execute(cfg: Config, run: RunDir) -> RunDir:
+    """Run the controller; whatever happens, the manifest says how it ended, the cluster is
+    shut down (engines before Ray) and the run's lock is released."""
     from loop.cluster import Cluster
     from loop.controller import Controller
 
-    cluster = Cluster(cfg)
+    cluster = None
     try:
+        cluster = Cluster(cfg)
         Controller(cfg, run, cluster).run_all()
     except StopAfter as e:
         run.set_status("stopped")
         log.info("stopped after %s as asked; continue with: python launch.py resume %s", e, run.path)
         return run
-    except KeyboardInterrupt:
-        run.set_status("interrupted")
-        log.error("interrupted; finished stages are saved. Continue with: python launch.py resume %s", run.path)
+    except (KeyboardInterrupt, Interrupted) as e:
+        run.set_status("interrupted", error=f"interrupted by {e}" if isinstance(e, Interrupted)
+                       else "interrupted by SIGINT (Ctrl-C)")
+        log.error("interrupted at %s; finished stages are saved. Continue with: python launch.py resume %s",
+                  run.manifest.get("cursor"), run.path)
         raise
     except BaseException as e:
         run.set_status("failed", error=f"{type(e).__name__}: {e}")
@@ -54,38 +58,66 @@ def _execute(cfg: Config, run: RunDir) -> RunDir:
                   "python launch.py resume %s", run.manifest.get("cursor"), e, run.path)
         raise
     finally:
-        cluster.shutdown()
+        try:
+            if cluster is not None:
+                cluster.shutdown()
+        finally:
+            run.release()
     log.info("run %s completed: %d rounds. Report: python launch.py report %s", run.path.name,
              run.manifest["rounds_completed"], run.path)
     return run
 
 
 def start(cfg: Config, stop_after: str | None = None) -> RunDir:
+    from loop.preflight import preflight
+
+    preflight(cfg, stop_after=stop_after)
     run = RunDir.create(Path(cfg.run.state_dir), cfg.run.name)
+    run.acquire("run")
+    attach_run_log(run.path)
     run.stop_after = stop_after
-    (run.path / "config.yaml").write_text(dump_config(cfg))
-    log.info("run directory: %s", run.path)
+    atomic_write_text(run.path / "config.yaml", dump_config(cfg))
+    log.info("run directory: %s (log: %s)", run.path, run.path / "run.log")
     return _execute(cfg, run)
 
 
 def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str | None = None) -> RunDir:
+    from loop.preflight import preflight
+
     run = find_run(Path(state_dir), run_ref)
-    run.stop_after = stop_after
-    saved = yaml.safe_load((run.path / "config.yaml").read_text())
-    old = load_config(None, raw=dict(saved))
-    cfg = load_config(None, overrides, raw=yaml.safe_load((run.path / "config.yaml").read_text()))
-    changed = config_diff(old, cfg)
-    if changed:
-        raise ConfigError("refusing to resume with a changed config (the finished rounds were made with the old "
-                          "one); start a new run instead. Changed:\n  " + "\n  ".join(changed))
-    if run.manifest.get("status") == "completed" and cfg.loop.rounds <= run.manifest["rounds_completed"]:
-        log.info("run %s is already complete (%d rounds); extend it with --set loop.rounds=N",
-                 run.path.name, run.manifest["rounds_completed"])
-        return run
-    if cfg.loop.rounds != old.loop.rounds:
-        (run.path / "config.yaml").write_text(dump_config(cfg))
-    run.manifest["attempts"] = run.manifest.get("attempts", 1) + 1
-    run.set_status("running")
+    run.acquire("resume")  # refused while another process writes this run
+    try:
+        attach_run_log(run.path)
+        run.stop_after = stop_after
+        saved = run.config_raw()
+        try:
+            old = load_config(None, raw=copy.deepcopy(saved))
+        except ConfigError as e:
+            raise RunStateError(f"{run.path / 'config.yaml'} no longer loads ({e}); it must be the config the "
+                                "run was made with: restore it, or start a new run") from None
+        cfg = load_config(None, overrides, raw=copy.deepcopy(saved))
+        changed = config_diff(old, cfg)
+        if changed:
+            raise ConfigError("refusing to resume with a changed config (the finished rounds were made with the "
+                              "old one); start a new run instead. Changed:\n  " + "\n  ".join(changed))
+        if run.manifest.get("status") == "completed" and cfg.loop.rounds <= run.manifest["rounds_completed"]:
+            log.info("run %s is already complete (%d rounds); extend it with --set loop.rounds=N",
+                     run.path.name, run.manifest["rounds_completed"])
+            run.release()
+            return run
+        preflight(cfg, stop_after=stop_after, run=run)
+        if run.manifest.get("status") == "running":
+            # We hold the lock, so the process that wrote `running` is gone (killed -9, power loss).
+            log.warning("run %s says `running` but no process holds it: treating it as interrupted",
+                        run.path.name)
+            run.set_status("interrupted", error="the process running it disappeared (killed?)")
+        if cfg.loop.rounds != old.loop.rounds:
+            atomic_write_text(run.path / "config.yaml", dump_config(cfg))
+        run.manifest["attempts"] = run.manifest.get("attempts", 1) + 1
+        run.set_status("running")
+    except BaseException:
+        run.release()
+        raise
     log.info("resuming %s at %s", run.path.name, run.manifest.get("cursor"))
     return _execute(cfg, run)
 
@@ -96,16 +128,20 @@ def evaluate_only(cfg: Config, adapter: str | None) -> dict:
 
     from loop.cluster import Cluster
     from loop.controller import Controller
+    from loop.preflight import preflight
 
+    preflight(cfg, adapter=adapter)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(Path(tmp), "eval")
-        cluster = Cluster(cfg)
+        cluster = None
         try:
+            cluster = Cluster(cfg)
             ctl = Controller(cfg, run, cluster)
             heldout = ctl.freeze_heldout()
             m = ctl.evaluate("eval", heldout, str(Path(adapter).resolve()) if adapter else None, run.path / "eval-out")
         finally:
-            cluster.shutdown()
+            if cluster is not None:
+                cluster.shutdown()
     print(f"\nheld-out accuracy {m['accuracy']:.3f} over {m['n']} problems"
           f" ({cfg.model.path}{' + ' + adapter if adapter else ''})")
     for cat, acc in m["by_category"].items():

@@ -4,8 +4,12 @@ either the old or the new version of each file, and `resume` trusts only the man
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
+import signal
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -64,32 +68,290 @@ class StopAfter(Exception):
     """Raised after the stage named by `--stop-after` completed; the run can be resumed."""
 
 
+class RunStateError(Exception):
+    """The run directory cannot be used as it is (damaged manifest, held lock, ...);
+    str() says what is wrong and how to get out of it."""
+
+
+class StageFailed(Exception):
+    """A stage could not produce trustworthy output (e.g. a required verifier kept erroring);
+    str() names the cause. Finished stages are kept; `resume` retries this one."""
+
+
+class Interrupted(BaseException):
+    """A terminating signal (SIGTERM, SIGHUP) arrived; raised like KeyboardInterrupt so
+    every `finally` runs and the run is marked `interrupted`."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def install_signal_handlers() -> None:
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread
+            pass
+
+
+LOCK = ".lock"
+MANIFEST_KEYS = {"run_id": str, "status": str, "rounds_completed": int, "done": list}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """One writer per run: `<run>/.lock` holds an flock for the life of the process and says
+    who holds it (pid, host). A lock whose holder is gone is taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.fd: int | None = None
+
+    def holder(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self, command: str) -> None:
+        for _ in range(10):
+            fd = self._lock_once()
+            # A holder that released (unlinked) between our open and flock leaves us holding
+            # an orphan inode; only the file still at the path counts.
+            try:
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        else:
+            raise RunStateError(f"could not take the lock {self.path}: it keeps changing; is another process "
+                                "starting this run at the same moment?")
+        old = self.holder()
+        if old.get("pid") and old.get("pid") != os.getpid():
+            logging.getLogger("loop").info("taking over the stale lock of pid %s on %s (that process is gone)",
+                                           old.get("pid"), old.get("host"))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                                  "since": time.time()}).encode(), 0)
+        self.fd = fd
+
+    def _lock_once(self) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunStateError(f"cannot create the lock file {self.path} ({e.strerror}); the run directory must "
+                                "be writable") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            h = self.holder()
+            gone = h.get("host") == socket.gethostname() and isinstance(h.get("pid"), int) and not _pid_alive(h["pid"])
+            who = f"pid {h.get('pid', '?')} on host {h.get('host', '?')} ({h.get('command', '?')}, since " \
+                  f"{time.strftime('%H:%M:%S', time.localtime(h['since'])) if isinstance(h.get('since'), (int, float)) else '?'})"
+            extra = (" That process is gone, but a child of it still holds the lock; stop it first."
+                     if gone else " Wait for it to finish or stop it (kill that pid), then try again.")
+            raise RunStateError(f"run {self.path.parent} is in use by {who}; one process at a time may write a "
+                                f"run.{extra}") from None
+        except OSError:
+            # No flock on this filesystem: fall back to the recorded pid.
+            h = self.holder()
+            if h.get("host") == socket.gethostname() and isinstance(h.get("pid"), int) \
+                    and h["pid"] != os.getpid() and _pid_alive(h["pid"]):
+                os.close(fd)
+                raise RunStateError(f"run {self.path.parent} is in use by pid {h['pid']} on host {h['host']}; "
+                                    "wait for it to finish or stop it, then try again") from None
+        return fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+    def is_held(self) -> bool:
+        """True if another live process holds the lock (for `report` and stale detection)."""
+        if self.fd is not None:
+            return True
+        if not self.path.exists():
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            h = self.holder()
+            return isinstance(h.get("pid"), int) and _pid_alive(h["pid"])
+        finally:
+            os.close(fd)
+
+
 class RunDir:
-    """The run directory and its manifest (status, rounds completed, stage cursor)."""
+    """The run directory and its manifest (status, rounds completed, stage cursor).
+
+    Paths stored in the manifest and in the run's files are relative to the run directory
+    (`run.rel(path)`); `run.resolve(stored)` turns one back into a usable path, also for
+    runs written before that rule (absolute or relative to the old working directory).
+    """
 
     def __init__(self, path: Path, stop_after: str | None = None):
         self.path = Path(path)
         self.stop_after = stop_after
         self.manifest_path = self.path / "manifest.json"
-        self.manifest: dict[str, Any] = read_json(self.manifest_path) if self.manifest_path.exists() else {}
+        self.lock = RunLock(self.path)
+        self.manifest: dict[str, Any] = self._read_manifest() if self.manifest_path.exists() else {}
+
+    def _read_manifest(self) -> dict[str, Any]:
+        bak = self.manifest_path.with_name("manifest.json.bak")
+        try:
+            data = read_json(self.manifest_path)
+            problem = None if isinstance(data, dict) else f"it holds a JSON {type(data).__name__}, not an object"
+            if problem is None:
+                bad = [k for k, t in MANIFEST_KEYS.items() if not isinstance(data.get(k), t)]
+                problem = f"fields missing or of the wrong type: {', '.join(bad)}" if bad else None
+        except UnicodeDecodeError:
+            problem = "it is not UTF-8 text"
+        except ValueError as e:
+            problem = "it is empty" if not self.manifest_path.read_bytes().strip() else f"it is not valid JSON ({e})"
+        except OSError as e:
+            raise RunStateError(f"cannot read {self.manifest_path}: {e.strerror}") from None
+        if problem is None:
+            return data
+        how = (f"The previous version is kept in {bak}: check it and restore it with\n"
+               f"  cp {bak} {self.manifest_path}\n"
+               "then run the command again (stages finished after that version are redone)."
+               if bak.exists() else
+               "There is no manifest.json.bak to restore; the finished files are still in the run "
+               "directory, but the run cannot be resumed safely: start a new run.")
+        raise RunStateError(f"{self.manifest_path} is damaged: {problem} (truncated by a full disk or a crash "
+                            f"while writing?). {how}")
 
     @classmethod
     def create(cls, root: Path, name: str) -> "RunDir":
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = Path(root) / "runs" / f"{name}-{stamp}"
-        n = 1
-        while path.exists():
-            n += 1
-            path = Path(root) / "runs" / f"{name}-{stamp}-{n}"
-        path.mkdir(parents=True)
+        runs = Path(root) / "runs"
+        try:
+            runs.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunStateError(f"run.state_dir: cannot create {runs} ({e.strerror}); set run.state_dir to a "
+                                "writable directory") from None
+        for n in range(1, 1000):
+            path = runs / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise RunStateError(f"run.state_dir: cannot create {path} ({e.strerror}); set run.state_dir to "
+                                    "a writable directory") from None
         run = cls(path)
         run.manifest = {"run_id": path.name, "status": "running", "rounds_completed": 0,
                         "cursor": None, "done": [], "created": time.time(), "attempts": 1}
         run.save()
         return run
 
+    # ---- one writer ------------------------------------------------------------------
+    def acquire(self, command: str) -> None:
+        """Take the run's lock (refused while another live process holds it) and mark
+        SIGTERM/SIGHUP as interruptions."""
+        self.lock.acquire(command)
+        install_signal_handlers()
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def is_stale_running(self) -> bool:
+        """The manifest says `running` but no live process holds the run."""
+        return self.manifest.get("status") == "running" and not self.lock.is_held()
+
+    # ---- paths -----------------------------------------------------------------------
+    def rel(self, path: str | Path | None) -> str | None:
+        """A path inside the run as stored in files: relative to the run directory."""
+        if path is None:
+            return None
+        p = Path(path)
+        try:
+            return p.resolve().relative_to(self.path.resolve()).as_posix()
+        except ValueError:
+            return str(p)
+
+    def resolve(self, stored: str | Path | None) -> Path | None:
+        """An absolute path for a path stored in the run (relative to the run directory, or,
+        in runs written by older versions, absolute / relative to the then working directory)."""
+        if stored is None:
+            return None
+        p = Path(stored)
+        if not p.is_absolute():
+            inside = self.path / p
+            if inside.exists() or not p.exists():
+                if not inside.exists() and self.path.name in p.parts:
+                    i = len(p.parts) - 1 - p.parts[::-1].index(self.path.name)
+                    inside = self.path.joinpath(*p.parts[i + 1:])
+                return inside.resolve()
+            return p.resolve()
+        if not p.exists() and self.path.name in p.parts:
+            i = len(p.parts) - 1 - p.parts[::-1].index(self.path.name)
+            return self.path.resolve().joinpath(*p.parts[i + 1:])
+        return p
+
+    def config_raw(self) -> dict[str, Any]:
+        """The run's config.yaml as a dict, with a clear error when it is missing or broken."""
+        import yaml
+
+        path = self.path / "config.yaml"
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunStateError(f"{path} is missing; the run cannot be resumed or exported without the config it "
+                                "ran with (restore it from a copy, or start a new run)") from None
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise RunStateError(f"{path} is damaged{where} ({str(e).splitlines()[0]}); it must be the config "
+                                "the run was made with: restore it from a copy, or start a new run") from None
+        if not isinstance(raw, dict):
+            raise RunStateError(f"{path} is damaged: expected a mapping of config sections, got "
+                                f"{type(raw).__name__}; restore it from a copy, or start a new run")
+        return raw
+
     def save(self) -> None:
         self.manifest["updated"] = time.time()
+        # Keep the previous manifest as manifest.json.bak: a hard link to the old file, so
+        # the atomic replace below leaves it intact (a way out if the new one is damaged).
+        if self.manifest_path.exists():
+            bak = self.manifest_path.with_name("manifest.json.bak")
+            tmp = self.manifest_path.with_name(f".manifest.json.bak.{os.getpid()}.tmp")
+            try:
+                tmp.unlink(missing_ok=True)
+                os.link(self.manifest_path, tmp)
+                os.replace(tmp, bak)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                atomic_write_text(bak, self.manifest_path.read_text(encoding="utf-8", errors="replace"))
         write_json(self.manifest_path, self.manifest)
 
     def round_dir(self, r: int) -> Path:

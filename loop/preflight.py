@@ -1,0 +1,326 @@
+"""Preflight: everything knowable from the config and the files, checked before Ray or
+vLLM start, and every problem reported at once.
+
+    preflight(cfg, stop_after=..., adapter=..., run=...)   # raises PreflightError
+
+Each problem is one line: the field or file, what is wrong, and what would fix it. The
+config's own validation (types, ranges, plug-in names and options, data rows) has already
+run in `load_config`; this adds what needs the filesystem, the tokenizer or the network.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from loop.config import Config, ConfigError
+from loop.state import STAGES
+
+if TYPE_CHECKING:
+    from loop.records import Problem
+    from loop.state import RunDir
+
+log = logging.getLogger("loop")
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks
+ADDRESS_TIMEOUT_S = 5.0
+
+
+class PreflightError(ConfigError):
+    """Problems found before anything expensive started; str() lists them, one a line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        n = len(problems)
+        super().__init__(f"preflight found {n} problem{'s' * (n != 1)} (nothing was started):\n  - "
+                         + "\n  - ".join(problems))
+
+
+def preflight(cfg: Config, *, stop_after: str | None = None, adapter: str | None = None,
+              run: "RunDir | None" = None, check_prompts: bool = True) -> None:
+    problems: list[str] = []
+    model_ok = check_model(cfg, problems)
+    check_lora(cfg, problems)
+    if adapter is not None:
+        check_adapter(Path(adapter), "--adapter", cfg, problems)
+    if stop_after is not None:
+        check_stop_after(stop_after, cfg.loop.rounds, problems)
+    if run is None and adapter is None:
+        check_state_dir(Path(cfg.run.state_dir), problems)
+    if run is not None:
+        check_run_files(run, problems)
+    check_devices(cfg, problems)
+    if cfg.cluster.address:
+        check_address(cfg.cluster.address, problems)
+    if model_ok and check_prompts:
+        check_prompt_lengths(cfg, problems)
+    if problems:
+        raise PreflightError(problems)
+
+
+# ---- model and adapters --------------------------------------------------------------
+def check_model(cfg: Config, problems: list[str]) -> bool:
+    m = cfg.model
+    if m.path.startswith("builtin:") and m.path != "builtin:tiny-qwen3":
+        problems.append(f"model.path: unknown builtin {m.path!r}; the only builtin is builtin:tiny-qwen3")
+        return False
+    p = Path(m.resolved_path()).expanduser()
+    if not p.exists():
+        hub = "/" in m.path and not m.path.startswith((".", "/", "~")) and len(Path(m.path).parts) == 2
+        why = (" (it looks like a Hugging Face hub id; nothing is downloaded at run time, so download it first and "
+               "give the local directory)" if hub else "")
+        problems.append(f"model.path: {m.path} does not exist{why}; set it to a local Hugging Face model directory "
+                        "(with config.json and tokenizer files) or builtin:tiny-qwen3")
+        return False
+    if not p.is_dir():
+        problems.append(f"model.path: {m.path} is a file, not a model directory; give the directory that holds "
+                        "config.json, the weights and the tokenizer")
+        return False
+    ok = True
+    cfg_file = p / "config.json"
+    try:
+        mc = json.loads(cfg_file.read_text(encoding="utf-8"))
+        if not isinstance(mc, dict) or "model_type" not in mc:
+            problems.append(f"model.path: {cfg_file} has no model_type; it is not a Hugging Face model config")
+            ok = False
+        else:
+            limit = mc.get("max_position_embeddings")
+            if isinstance(limit, int) and m.max_model_len > limit:
+                problems.append(f"model.max_model_len: {m.max_model_len} is more than the model's "
+                                f"max_position_embeddings ({limit}, {cfg_file}); set model.max_model_len <= {limit}")
+    except FileNotFoundError:
+        problems.append(f"model.path: {p} has no config.json, so it is not a Hugging Face model directory; "
+                        "point it at the directory written by save_pretrained")
+        ok = False
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        problems.append(f"model.path: {cfg_file} cannot be read as JSON ({e}); restore the model's config.json")
+        ok = False
+    if not any((p / f).exists() for f in TOKENIZER_FILES):
+        problems.append(f"model.path: {p} has no tokenizer ({', '.join(TOKENIZER_FILES)}); save the tokenizer "
+                        "next to the model (tokenizer.save_pretrained)")
+        ok = False
+    if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")) and not any(p.glob("*.safetensors.index.json")):
+        problems.append(f"model.path: {p} has no weights (*.safetensors or *.bin); save the model with "
+                        "model.save_pretrained into that directory")
+        ok = False
+    return ok
+
+
+def check_lora(cfg: Config, problems: list[str]) -> None:
+    rank = cfg.cluster.sampler.max_lora_rank
+    if rank not in VLLM_LORA_RANKS:
+        allowed = ", ".join(map(str, VLLM_LORA_RANKS))
+        problems.append(f"cluster.sampler.max_lora_rank: {rank} is not a rank vLLM accepts; allowed: {allowed}")
+    if cfg.lora.r > rank:
+        problems.append(f"lora.r: {cfg.lora.r} is larger than cluster.sampler.max_lora_rank ({rank}), so vLLM could "
+                        f"not load the trained adapters; lower lora.r or raise cluster.sampler.max_lora_rank")
+
+
+def check_adapter(path: Path, field: str, cfg: Config, problems: list[str]) -> None:
+    if not path.exists():
+        problems.append(f"{field}: {path} does not exist; give a PEFT adapter directory, e.g. "
+                        "state/runs/<id>/round-002/adapter")
+        return
+    if not path.is_dir():
+        problems.append(f"{field}: {path} is a file; give the PEFT adapter directory that holds adapter_config.json")
+        return
+    conf = path / "adapter_config.json"
+    try:
+        ac = json.loads(conf.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{field}: {path} has no adapter_config.json, so it is not a PEFT adapter; give a directory "
+                        "written by peft's save_pretrained (e.g. state/runs/<id>/round-002/adapter)")
+        return
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        problems.append(f"{field}: {conf} cannot be read as JSON ({e}); the adapter is damaged")
+        return
+    if not isinstance(ac, dict) or ac.get("peft_type") not in (None, "LORA"):
+        problems.append(f"{field}: {conf} is not a LoRA adapter config (peft_type "
+                        f"{ac.get('peft_type') if isinstance(ac, dict) else '?'!r}); only LoRA adapters can be served")
+        return
+    if not any((path / w).exists() for w in ADAPTER_WEIGHTS):
+        problems.append(f"{field}: {path} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}); the adapter "
+                        "was not saved completely")
+    r = ac.get("r")
+    if isinstance(r, int) and r > cfg.cluster.sampler.max_lora_rank:
+        problems.append(f"{field}: the adapter's rank {r} is larger than cluster.sampler.max_lora_rank "
+                        f"({cfg.cluster.sampler.max_lora_rank}); add --set cluster.sampler.max_lora_rank=<a vLLM "
+                        f"rank >= {r}>")
+
+
+# ---- the run ----------------------------------------------------------------------------
+def stage_names(rounds: int) -> list[str]:
+    return ["setup/heldout", "baseline"] + [f"round-{r}/{s}" for r in range(rounds) for s in STAGES]
+
+
+def check_stop_after(stage: str, rounds: int, problems: list[str]) -> None:
+    names = stage_names(rounds)
+    if stage in names:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(stage, names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    problems.append(f"--stop-after: {stage!r} is not a stage of this run{hint}; stages: setup/heldout, baseline, "
+                    f"round-N/{{{','.join(STAGES)}}} with N from 0 to {rounds - 1}")
+
+
+def check_state_dir(root: Path, problems: list[str]) -> None:
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        problems.append(f"run.state_dir: {probe} is a file, not a directory; set run.state_dir to a directory "
+                        "(runs are written under <state_dir>/runs)")
+        return
+    runs = root / "runs"
+    if runs.exists() and not runs.is_dir():
+        problems.append(f"run.state_dir: {runs} is a file; runs are written under it, so move it away or choose "
+                        "another run.state_dir")
+    elif not os.access(runs if runs.exists() else probe, os.W_OK | os.X_OK):
+        problems.append(f"run.state_dir: {runs if runs.exists() else probe} is not writable; choose a writable "
+                        "directory for run.state_dir")
+
+
+# stage key -> the file its outputs live in (relative to the run directory)
+def _stage_file(key: str) -> str | None:
+    if key == "setup/heldout":
+        return "eval/problems.jsonl"
+    if key == "baseline":
+        return "baseline/metrics.json"
+    head, _, stage = key.partition("/")
+    if not head.startswith("round-") or not head[6:].isdigit():
+        return None
+    rd = f"round-{int(head[6:]):03d}"
+    name = {"problems": "problems.jsonl", "sample": "samples.jsonl", "verify": "verdicts.jsonl",
+            "analyze": "errors.jsonl", "accept": "accepted.jsonl", "train": "train.json",
+            "evaluate": "heldout/metrics.json", "plan": "plan.json"}.get(stage)
+    return f"{rd}/{name}" if name else None
+
+
+def check_run_files(run: "RunDir", problems: list[str]) -> None:
+    """Before a resume: every stage the manifest calls done still has its output file
+    (and each trained round its adapter), so no stage fails half-way on a missing file."""
+    for key in run.manifest.get("done", []):
+        rel = _stage_file(key)
+        if rel and not (run.path / rel).exists():
+            problems.append(f"{run.path / rel}: missing, although the manifest says stage {key} is done; restore "
+                            f"the file, or start a new run (the finished work of this run is kept as it is)")
+        elif rel and rel.endswith("train.json"):
+            try:
+                stored = json.loads((run.path / rel).read_text(encoding="utf-8")).get("adapter")
+            except (OSError, ValueError, AttributeError):
+                problems.append(f"{run.path / rel}: damaged (not a JSON object); restore it or start a new run")
+                continue
+            path = run.resolve(stored) if stored else None
+            if path is not None and not (path / "adapter_config.json").exists():
+                problems.append(f"{path}: the adapter of stage {key} is missing or incomplete; restore it from a copy "
+                                "or start a new run")
+
+
+def check_devices(cfg: Config, problems: list[str]) -> None:
+    c = cfg.cluster
+    wants_gpu = c.sampler.num_gpus > 0 or c.trainer_num_gpus > 0 or cfg.training.device == "cuda"
+    if not wants_gpu or c.address:
+        return  # a remote cluster's GPUs are not visible from here
+    try:
+        import torch
+
+        have = torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - a broken torch install is reported by the engine itself
+        return
+    if not have:
+        fields = [f for f, on in (("cluster.sampler.num_gpus", c.sampler.num_gpus > 0),
+                                  ("cluster.trainer_num_gpus", c.trainer_num_gpus > 0),
+                                  ("training.device", cfg.training.device == "cuda")) if on]
+        problems.append(f"{', '.join(fields)}: a GPU is asked for but torch sees no CUDA device here; set them to 0 / "
+                        "auto to run on the CPU, or run on a machine with a GPU")
+
+
+def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TIMEOUT_S) -> None:
+    if address in ("auto", "local"):
+        return
+    a = address
+    default_port = 6379
+    if "://" in a:
+        scheme, a = a.split("://", 1)
+        if scheme != "ray":
+            problems.append(f"cluster.address: {address!r} has scheme {scheme!r}; use host:port (the GCS port, "
+                            "6379 by default) or ray://host:port")
+            return
+        default_port = 10001
+    host, _, port_s = a.rpartition(":") if ":" in a else (a, "", str(default_port))
+    if not port_s.isdigit() or not host:
+        problems.append(f"cluster.address: {address!r} is not host:port; e.g. 10.0.0.5:6379")
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_s)), timeout=timeout):
+            pass
+    except socket.gaierror:
+        problems.append(f"cluster.address: host {host!r} is unknown (DNS); check the address, or remove "
+                        "cluster.address to start a local Ray")
+    except (socket.timeout, TimeoutError):
+        problems.append(f"cluster.address: no answer from {host}:{port_s} within {timeout:.0f} s; is the Ray head "
+                        "running (`ray start --head`) and the port open? Remove cluster.address for a local Ray")
+    except OSError as e:
+        problems.append(f"cluster.address: cannot connect to {host}:{port_s} ({e.strerror or e}); start the Ray head "
+                        "there (`ray start --head`) or remove cluster.address for a local Ray")
+
+
+# ---- prompts against the context window ------------------------------------------------------
+def _problems_to_check(cfg: Config) -> list["Problem"]:
+    """The held-out set and round 0's problems (as the run will draw them), and every row of
+    file-based families (their later rounds draw from the same rows)."""
+    from loop import steps
+
+    out = steps.freeze_heldout(cfg) + steps.make_problems(cfg, steps.initial_plan(cfg), 0)
+    for gen in steps.generators_by_family(cfg).values():
+        pool = getattr(gen, "_pool", None)
+        if isinstance(pool, dict):
+            out += [p for levels in pool.values() for ps in levels.values() for p in ps]
+    return out
+
+
+def check_prompt_lengths(cfg: Config, problems: list[str]) -> None:
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(cfg.model.resolved_path())
+    except Exception as e:  # noqa: BLE001 - any failure here means vLLM would fail too
+        problems.append(f"model.path: the tokenizer in {cfg.model.resolved_path()} does not load "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); save a working tokenizer "
+                        "with the model")
+        return
+    if not getattr(tok, "chat_template", None):
+        problems.append(f"model.path: the tokenizer in {cfg.model.resolved_path()} has no chat template, and every "
+                        "prompt is a chat; add chat_template.jinja (or a chat_template in tokenizer_config.json)")
+        return
+    limit, out_tokens = cfg.model.max_model_len, cfg.sampling.max_tokens
+    seen: set[str] = set()
+    too_long, tight = [], []
+    for p in _problems_to_check(cfg):
+        if p.id in seen:
+            continue
+        seen.add(p.id)
+        n = len(tok.apply_chat_template([m.model_dump() for m in p.prompt], add_generation_prompt=True,
+                                        tokenize=True, return_dict=False))
+        where = p.metadata.get("source") or f"{p.family}/{p.category} difficulty {p.difficulty}"
+        if n >= limit:
+            too_long.append((n, where))
+        elif n + out_tokens > limit:
+            tight.append((n, where))
+    if too_long:
+        worst = max(n for n, _ in too_long)
+        shown = "; ".join(f"{w} ({n} tokens)" for n, w in too_long[:5])
+        more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        problems.append(f"model.max_model_len: {len(too_long)} prompt(s) do not fit in {limit} tokens: {shown}{more}; "
+                        f"raise model.max_model_len to at least {worst + out_tokens} or shorten/remove those problems")
+    if tight:
+        log.warning("%d prompt(s) leave fewer than sampling.max_tokens=%d tokens for the answer within "
+                    "model.max_model_len=%d (first: %s, %d tokens); their chains may be cut short",
+                    len(tight), out_tokens, limit, tight[0][1], tight[0][0])
