@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -78,6 +79,47 @@ def _difficulty(row: dict[str, Any], col: str | None, default: int) -> int:
     return value
 
 
+def normalized_prompt(p: Problem) -> str:
+    """The prompt as compared for duplicates: Unicode NFKC, whitespace runs collapsed."""
+    return "\n".join(f"{m.role}: {' '.join(unicodedata.normalize('NFKC', m.content).split())}" for m in p.prompt)
+
+
+def _reference_key(p: Problem) -> tuple:
+    r = p.reference
+    norm = (lambda t: " ".join(unicodedata.normalize("NFKC", t).split()) if t is not None else None)
+    return (norm(r.answer), norm(r.tests), r.entry_point)
+
+
+def _line(where: str) -> str:
+    return where.rsplit(":", 1)[-1]
+
+
+def dedup_rows(rows: list[Problem], path: str) -> list[Problem]:
+    """One problem per normalised prompt. Exact repeats (same reference) keep the first
+    row; a prompt given with different references is ambiguous, so all its rows are
+    dropped (kept out of both splits) and reported with their lines."""
+    groups: dict[str, list[Problem]] = {}
+    for p in rows:
+        groups.setdefault(normalized_prompt(p), []).append(p)
+    keep, repeats, conflicts = [], 0, []
+    for ps in groups.values():
+        if len({_reference_key(p) for p in ps}) > 1:
+            conflicts.append(ps)
+            continue
+        keep.append(ps[0])
+        repeats += len(ps) - 1
+    if repeats:
+        log.info("%s: %d duplicate row(s) (same prompt and reference) dropped", path, repeats)
+    if conflicts:
+        shown = "; ".join(
+            ", ".join(f"{_line(p.metadata['source'])} answer {p.reference.answer!r:.40}" for p in ps)
+            for ps in conflicts[:5])
+        more = f"; and {len(conflicts) - 5} more prompt(s)" if len(conflicts) > 5 else ""
+        log.warning("%s: %d prompt(s) appear with conflicting references and are left out of training and "
+                    "held-out: %s%s. Keep one row per prompt to use them.", path, len(conflicts), shown, more)
+    return keep
+
+
 @GENERATORS.register("files")
 class Files(Generator):
     """Problems read from a local JSONL / Parquet file or a saved datasets directory."""
@@ -116,6 +158,7 @@ class Files(Generator):
     def _load(self) -> None:
         bad: list[str] = []
         n_bad = n_rows = 0
+        rows: list[Problem] = []
         for where, row in iter_rows(self.options.path, self.options.format):
             n_rows += 1
             try:
@@ -127,10 +170,15 @@ class Files(Generator):
                 if len(bad) < MAX_REPORTED:
                     bad.append(f"{where}: {e}")
                 continue
-            self._pool.setdefault(p.category, {}).setdefault(p.difficulty, []).append(p)
+            rows.append(p)
         raise_collected(self.options.path, bad, n_bad)
-        if not self._pool:
+        if not rows:
             raise ValueError(f"{self.options.path}: no rows found; the file is empty")
+        for p in dedup_rows(rows, self.options.path):
+            self._pool.setdefault(p.category, {}).setdefault(p.difficulty, []).append(p)
+        if not self._pool:
+            raise ValueError(f"{self.options.path}: every row was dropped as a conflicting duplicate (see the "
+                             "warning above); give each prompt one reference answer")
         log.info("files: %d rows from %s in %d categories", n_rows, self.options.path, len(self._pool))
 
     def categories(self) -> list[str]:

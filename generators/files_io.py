@@ -51,25 +51,48 @@ def iter_rows(path: str | Path, fmt: Format = "auto") -> Iterator[tuple[str, dic
 def _jsonl(p: Path) -> Iterator[tuple[str, dict[str, Any] | RowError]]:
     if p.is_dir():
         raise ValueError(f"{p} is a directory, not a JSONL file; for a saved dataset use format hf_disk")
-    opener = open
-    if p.name.endswith(".gz"):
-        import gzip
+    # Bytes in, decoded line by line: a bad byte is reported with its file and line, and
+    # the other rows are still checked.
+    import gzip
+    import zlib
 
-        opener = gzip.open  # type: ignore[assignment]
-    with opener(p, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:line {lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield where, RowError(f"not valid JSON ({e.msg} at column {e.colno})")
-                continue
-            if not isinstance(row, dict):
-                yield where, RowError(f"expected a JSON object, got {type(row).__name__}")
-                continue
-            yield where, row
+    gz = p.name.endswith(".gz")
+    try:
+        f = gzip.open(p, "rb") if gz else open(p, "rb")
+    except OSError as e:
+        raise ValueError(f"{p}: cannot open ({e.strerror or e}); check the path and its permissions") from None
+    lineno = 0
+    try:
+        with f:
+            for lineno, raw in enumerate(f, 1):
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # a UTF-8 byte-order mark
+                where = f"{p}:line {lineno}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    yield where, RowError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                          "save the file as UTF-8")
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield where, RowError(f"not valid JSON ({e.msg} at column {e.colno})")
+                    continue
+                if not isinstance(row, dict):
+                    yield where, RowError(f"expected a JSON object, got {type(row).__name__}")
+                    continue
+                yield where, row
+    except gzip.BadGzipFile:
+        raise ValueError(f"{p}: the name ends in .gz but the file is not gzip-compressed; rename it to "
+                         f"{p.name[:-3]} (plain JSONL) or compress it with gzip") from None
+    except (EOFError, zlib.error) as e:
+        raise ValueError(f"{p}: the gzip data is truncated or corrupt after line {lineno} ({e}); "
+                         "re-create or re-download the file") from None
+    except OSError as e:
+        raise ValueError(f"{p}: read error after line {lineno} ({e.strerror or e})") from None
 
 
 def _parquet(p: Path) -> Iterator[tuple[str, dict[str, Any] | RowError]]:
