@@ -1,132 +1,240 @@
-"""export_run on synthetic run directories (fake adapter bytes; no model is loaded)."""
+"""export_run on synthetic run directories: real problems, samples and verdicts, fake adapter
+bytes (no model is loaded). The real-model route is tests/test_export_rl.py."""
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
 
 import generators  # noqa: F401
-from generators.base import GENERATORS
+from generators.base import GENERATORS, draw
 from loop.config import ROOT, dump_config, load_config
-from loop.export import export_run, load_problems, reward_funcs
+from loop.export import export_run, load_bundle, load_problems, reward_funcs
+from loop.export_choice import ExportError, resolve_in_run
+from loop.records import Sample, Verdict
 from loop.state import RunDir, read_json, write_json, write_jsonl
 
-BASELINE = {"accuracy": 0.25, "by_category": {"arithmetic/add": 0.5, "arithmetic/mul": 0.0}, "adapter": None, "n": 8}
+BASELINE = {"accuracy": 0.25, "by_category": {"arithmetic/add": 0.5, "arithmetic/mul": 0.0}, "adapter": None, "n": 64}
+PASSES = [0, 1, 2, 3, 4]  # passes out of 4 samples, by problem index mod 5: rates 0, .25, .5, .75, 1
 
 
-def heldout(acc, add, mul):
-    return {"accuracy": acc, "by_category": {"arithmetic/add": add, "arithmetic/mul": mul}}
+def heldout(acc):
+    return {"accuracy": acc, "by_category": {"arithmetic/add": acc + 0.1, "arithmetic/mul": acc - 0.1}}
 
 
-def make_run(tmp_path: Path, rounds_done: int, trained: list[int], status: str = "completed",
-             relative_adapters: bool = True) -> RunDir:
-    """A run whose round r trained an adapter iff r in `trained` (else it kept the previous one)."""
+def answer_text(answer: str) -> str:
+    return f"<think>\nok\n</think>\nAnswer: {answer}"
+
+
+def make_run(tmp_path: Path, accuracies: list[float], trained: list[int], status: str = "completed",
+             adapter_paths: str = "relative", in_progress: bool = True, passes: list[int] = PASSES) -> RunDir:
+    """Round r trained an adapter iff r in `trained` (else it kept the previous one) and its
+    held-out accuracy is accuracies[r]. Round r+1 samples with round r's adapter: problem i
+    passes passes[i % 5] of its 4 samples. adapter_paths: how metrics record the adapter
+    ('relative' to the run, 'absolute', or 'cwd' = relative to the old working directory)."""
     cfg = load_config(ROOT / "configs" / "default.yaml")
     run = RunDir.create(tmp_path / "state", "t")
     (run.path / "config.yaml").write_text(dump_config(cfg))
     write_json(run.path / "baseline" / "metrics.json", BASELINE)
     gen = GENERATORS.build("arithmetic", {})
+    write_jsonl(run.path / "eval" / "problems.jsonl", draw(gen, "add", 2, 6, 99, "heldout", cfg.heldout.fraction))
     adapter = None
-    for r in range(rounds_done + 1):  # one round past the last completed: in progress
+    done = len(accuracies)
+    for r in range(done + (1 if in_progress else 0)):
         rd = run.round_dir(r)
         # rounds overlap in one problem, which must appear once in the export
-        write_jsonl(rd / "problems.jsonl", gen.generate("add", 2, 3, seed=r) + gen.generate("mul", 1, 1, seed=0))
+        problems = draw(gen, "add", 2, 10, r, "train", cfg.heldout.fraction) + \
+            draw(gen, "mul", 1, 1, 0, "train", cfg.heldout.fraction)
+        write_jsonl(rd / "problems.jsonl", problems)
+        if adapter is not None:
+            samples, verdicts = [], []
+            for i, p in enumerate(problems):
+                for k in range(4):
+                    s = Sample(id=Sample.make_id(p.id, r, k), problem_id=p.id, round=r, index=k, num_tokens=9,
+                               finish_reason="stop", adapter=adapter,
+                               text=answer_text(p.reference.answer if k < passes[i % 5] else "-1"))
+                    samples.append(s)
+                    ok = k < passes[i % 5]
+                    verdicts.append(Verdict(sample_id=s.id, verifier="exact_match", outcome="pass" if ok else "fail",
+                                            score=float(ok)))
+            write_jsonl(rd / "samples.jsonl", samples)
+            write_jsonl(rd / "verdicts.jsonl", verdicts)
         if r in trained:
             (rd / "adapter").mkdir(parents=True)
             (rd / "adapter" / "adapter_model.safetensors").write_bytes(b"weights of round %d" % r)
-            (rd / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 16, "round": r}))
+            (rd / "adapter" / "adapter_config.json").write_text(json.dumps(
+                {"r": 16, "round": r, "base_model_name_or_path": str(ROOT / "loop/assets/tiny-qwen3")}))
             (rd / "adapter" / "tokenizer.json").write_text('{"tok": %d}' % r)
             (rd / "adapter" / "chat_template.jinja").write_text("{{ messages }} round %d" % r)
-            # as recorded at run time: relative to the cwd of the run, which is not this one
-            adapter = f"state/runs/{run.path.name}/{rd.name}/adapter" if relative_adapters else str(rd / "adapter")
-        if r < rounds_done:
-            write_json(rd / "metrics.json", {"round": r, "heldout": heldout(0.3 + 0.1 * r, 0.6 + 0.1 * r, 0.1 * r),
-                                             "adapter": adapter})
-    run.manifest["rounds_completed"] = rounds_done
+            adapter = {"relative": f"{rd.name}/adapter", "absolute": str(rd / "adapter"),
+                       "cwd": f"state/runs/{run.path.name}/{rd.name}/adapter"}[adapter_paths]
+        if r < done:
+            write_json(rd / "metrics.json", {"round": r, "heldout": heldout(accuracies[r]), "adapter": adapter})
+    run.manifest["rounds_completed"] = done
     run.set_status(status, **({"final_adapter": adapter} if status == "completed" else {}))
     return run
 
 
-def test_bundle_of_a_completed_run(tmp_path):
-    run = make_run(tmp_path, rounds_done=2, trained=[0, 1])
+def absolute_paths(obj, where="") -> list[str]:
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in absolute_paths(v, f"{where}.{k}")]
+    if isinstance(obj, list):
+        return [p for i, v in enumerate(obj) for p in absolute_paths(v, f"{where}.{i}")]
+    return [f"{where}={obj}"] if isinstance(obj, str) and obj.startswith("/") else []
+
+
+def test_exports_the_best_heldout_adapter_with_relative_paths(tmp_path):
+    run = make_run(tmp_path, accuracies=[0.4, 0.6, 0.5], trained=[0, 1, 2])
     out = export_run(RunDir(run.path))
     assert out == run.path / "export"
-    src = run.round_dir(1) / "adapter"
-    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "chat_template.jinja"):
+    src = run.round_dir(1) / "adapter"   # round 1 is the best on held-out, not the last one
+    for name in ("adapter_model.safetensors", "tokenizer.json", "chat_template.jinja"):
         assert (out / name).read_bytes() == (src / name).read_bytes()
-    # the adapter lacked tokenizer_config.json: the base model's is copied
+    # the adapter lacked tokenizer_config.json: the base model's is copied, with its config.json
     assert (out / "tokenizer_config.json").read_bytes() == (ROOT / "loop/assets/tiny-qwen3/tokenizer_config.json").read_bytes()
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert (out / "config.json").is_file() and (out / "base" / "model.safetensors").is_file()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert not list(run.path.glob(".export-*"))
 
     b = read_json(out / "bundle.json")
     assert b["run_id"] == run.path.name and b["partial"] is False and b["status"] == "completed"
-    assert b["base_model"] == str(ROOT / "loop/assets/tiny-qwen3")
-    assert b["adapter_round"] == 1 and b["heldout"]["final_round"] == 1
-    assert b["heldout"]["baseline"] == {"accuracy": 0.25, "by_category": BASELINE["by_category"]}
-    assert b["heldout"]["final"] == heldout(0.4, 0.7, 0.1)
-    assert b["config"] == load_config(ROOT / "configs" / "default.yaml").model_dump(mode="json")
+    assert b["adapter"]["round"] == 1 and b["adapter"]["beats_base"] is True
+    assert "held-out accuracy 0.600" in b["adapter"]["why"] and "base model 0.250" in b["adapter"]["why"]
+    assert [c["accuracy"] for c in b["adapter"]["candidates"]] == [0.4, 0.6, 0.5]
+    assert b["base_model"] == {"path": "base", "configured": "builtin:tiny-qwen3", "copied": True}
+    assert read_json(out / "adapter_config.json")["base_model_name_or_path"] == "base"
+    assert absolute_paths({k: v for k, v in b.items() if k != "config"}) == []
+    assert load_bundle(out).base_model == str((out / "base").resolve())
+    assert b["heldout"]["baseline"]["accuracy"] == 0.25 and b["heldout"]["final"] == heldout(0.6)
     assert [(v["name"], v["required"], v["reward"]) for v in b["verifiers"]] == [
         ("exact_match", True, True), ("format", False, False), ("process", False, False)]
-    assert isinstance(b["verifiers"][0]["options"], dict) and b["verifiers"][0]["options"]
     assert b["chat_template"] == "{{ messages }} round 1"
     cfg = load_config(ROOT / "configs" / "default.yaml")
     assert b["sampling"]["temperature"] == cfg.sampling.temperature
-    assert b["sampling"]["max_tokens"] == cfg.sampling.max_tokens
+    assert b["quantization"] == cfg.quantization.model_dump(mode="json")
 
-    rows = [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()]
-    ids = [r["problem_id"] for r in rows]
-    assert len(ids) == len(set(ids)) == b["problems"]["count"] == 3 * 3 + 1   # rounds 0..2, shared mul once
-    assert set(rows[0]) >= {"prompt", "problem_id", "answer"} and rows[0]["prompt"][0]["role"] == "user"
+    # the pool: round 2's samples were made by round 1's adapter; only 0 < rate < 1 stays
+    assert b["pool"]["pass_rates"]["source"] == "samples" and "round-002" in b["pool"]["pass_rates"]["detail"]
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    r2 = [json.loads(line)["id"] for line in (run.round_dir(2) / "problems.jsonl").read_text().splitlines()]
+    expect = {pid: PASSES[i % 5] / 4 for i, pid in enumerate(r2) if 0 < PASSES[i % 5] < 4}
+    assert {r["problem_id"]: r["pass_rate"] for r in rows} == expect
+    assert b["pool"]["train_count"] == len(rows) == len(expect)
+    assert b["pool"]["pass_rates"]["left_out"]["not sampled by this adapter"] > 0
+    heldout_ids = [json.loads(line)["id"] for line in (run.path / "eval/problems.jsonl").read_text().splitlines()]
+    val = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert [v["problem_id"] for v in val] == heldout_ids and not set(heldout_ids) & set(expect)
+    assert rows[0]["prompt"][0]["role"] == "user"
 
     readme = (out / "README.md").read_text()
-    for needle in ("PeftModel.from_pretrained(base, export_dir", "GRPOTrainer(model=model, reward_funcs=",
-                   "as_reward_func", "problems.jsonl", str(out), "| **overall** | 25.0% | 40.0% |",
-                   "| arithmetic/add | 50.0% | 70.0% |"):
+    for needle in (f"python {out}/train_grpo.py", "train.parquet", "custom_reward_function.name=compute_score",
+                   "LoRARequest", "| **overall** | 25.0% | 60.0% |", "round 1's adapter"):
         assert needle in readme, needle
-    assert "Partial export" not in readme
+    assert "Partial export" not in readme and "does not beat" not in readme
+
+
+def test_refuses_when_no_adapter_beats_the_base_unless_told(tmp_path, caplog):
+    run = make_run(tmp_path, accuracies=[0.25, 0.2], trained=[0, 1])
+    with pytest.raises(ExportError, match=r"no adapter .* beats the base model.*0\.250.*--allow-no-gain"):
+        export_run(RunDir(run.path))
+    assert not (run.path / "export").exists()
+    with caplog.at_level(logging.WARNING, logger="loop"):
+        out = export_run(RunDir(run.path), allow_no_gain=True)
+    b = read_json(out / "bundle.json")
+    assert b["adapter"]["beats_base"] is False and b["adapter"]["round"] == 0  # the tie goes to the better one
+    assert "does not beat the base model" in (out / "README.md").read_text()
+    assert any("beats the base" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_round_option_picks_that_adapter(tmp_path):
+    run = make_run(tmp_path, accuracies=[0.4, 0.6, 0.5], trained=[0, 1, 2], in_progress=False)
+    with pytest.raises(ExportError, match="no adapter trained in round 5"):
+        export_run(RunDir(run.path), round_=5)
+    # round 2's adapter never sampled (it is the last); `samples` cannot give its pass rates
+    with pytest.raises(ExportError, match="--pass-rates measure"):
+        export_run(RunDir(run.path), round_=2, pass_rates="samples")
+    out = export_run(RunDir(run.path), round_=0)
+    b = read_json(out / "bundle.json")
+    assert b["adapter"]["round"] == 0 and "--round 0" in b["adapter"]["why"]
+    assert (out / "adapter_model.safetensors").read_bytes() == b"weights of round 0"
+
+
+@pytest.mark.parametrize("recorded", ["relative", "absolute", "cwd"])
+def test_adapter_paths_resolve_inside_the_run_only(tmp_path, recorded):
+    """A moved run whose records still point at the old location exports its own adapter;
+    when that adapter is missing it refuses, although the old location still has one."""
+    run = make_run(tmp_path / "a", accuracies=[0.4, 0.6], trained=[0, 1], adapter_paths=recorded)
+    moved = tmp_path / "b" / run.path.name
+    shutil.copytree(run.path, moved)
+    (run.round_dir(1) / "adapter" / "adapter_model.safetensors").write_bytes(b"the OLD run's file")
+    out = export_run(RunDir(moved))
+    assert (out / "adapter_model.safetensors").read_bytes() == b"weights of round 1"
+    assert resolve_in_run(RunDir(moved), str(run.round_dir(1) / "adapter")) == (moved / "round-001/adapter").resolve()
+
+    (moved / "round-001" / "adapter" / "adapter_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks adapter_model.safetensors.*never another run's"):
+        export_run(RunDir(moved))
+    assert (moved / "export" / "adapter_model.safetensors").read_bytes() == b"weights of round 1"  # old bundle kept
+
+
+def test_empty_pool_is_refused_and_the_measurement_kept(tmp_path):
+    run = make_run(tmp_path, accuracies=[0.4, 0.6], trained=[0, 1], passes=[0, 4, 4, 0, 4])  # always or never
+    with pytest.raises(ExportError, match=r"strictly between 0 and 1.*pass rate 1 \(always solved\)"):
+        export_run(RunDir(run.path), round_=0)
+    kept = [json.loads(line) for line in (run.path / "export-pass-rates.jsonl").read_text().splitlines()]
+    assert len(kept) == 11 and {k["pass_rate"] for k in kept} == {0.0, 1.0}
+
+
+def test_heldout_problems_never_enter_the_pool(tmp_path, caplog):
+    run = make_run(tmp_path, accuracies=[0.4, 0.6], trained=[0, 1])
+    leaked = json.loads((run.path / "eval/problems.jsonl").read_text().splitlines()[0])
+    with (run.round_dir(1) / "problems.jsonl").open("a") as f:
+        f.write(json.dumps(leaked) + "\n")
+    with caplog.at_level(logging.WARNING, logger="loop"):
+        out = export_run(RunDir(run.path))
+    assert leaked["id"] not in (out / "train.jsonl").read_text()
+    assert any("held-out side" in r.getMessage() for r in caplog.records)
 
 
 def test_reward_funcs_score_completions_by_problem_id(tmp_path):
-    out = export_run(make_run(tmp_path, rounds_done=1, trained=[0], relative_adapters=False))
+    out = export_run(make_run(tmp_path, accuracies=[0.4, 0.6], trained=[0, 1]))
     problems = load_problems(out)
     pid, p = next(iter(problems.items()))
     [reward] = reward_funcs(out)
-    right = [{"role": "assistant", "content": f"<think>\nok\n</think>\nAnswer: {p.reference.answer}"}]
-    wrong = f"<think>\nok\n</think>\nAnswer: {int(p.reference.answer) + 1}"
+    right = [{"role": "assistant", "content": answer_text(p.reference.answer)}]
+    wrong = answer_text(str(int(p.reference.answer) + 1))
     assert reward(prompts=[p.prompt, p.prompt], completions=[right, wrong], problem_id=[pid, pid]) == [1.0, 0.0]
     assert [f.__name__ for f in reward_funcs(out, names=["exact_match", "format"])] == ["reward_exact_match",
                                                                                           "reward_format"]
     with pytest.raises(ValueError, match="not in this bundle"):
         reward_funcs(out, names=["numeric"])
+    logged = load_bundle(out).reward_funcs(log_to=tmp_path / "r.jsonl")[0]
+    assert logged(prompts=[p.prompt], completions=[wrong], problem_id=[pid]) == [0.0]
+    assert json.loads((tmp_path / "r.jsonl").read_text()) == {"reward": "reward_exact_match", "problem_id": pid,
+                                                             "completion": wrong, "score": 0.0}
 
 
-def test_partial_run_exports_the_last_completed_round(tmp_path, caplog):
-    # round 1 is completed with round 0's adapter (it trained nothing); round 2 trained but did not finish
-    run = make_run(tmp_path, rounds_done=2, trained=[0, 2], status="failed")
+def test_partial_run_chooses_among_completed_rounds(tmp_path, caplog):
+    run = make_run(tmp_path, accuracies=[0.5, 0.4], trained=[0, 1, 2], status="failed")
     with caplog.at_level(logging.WARNING, logger="loop"):
         out = export_run(RunDir(run.path))
     b = read_json(out / "bundle.json")
     assert b["partial"] is True and b["status"] == "failed"
-    assert b["adapter_round"] == 0 and b["heldout"]["final_round"] == 1
-    assert b["heldout"]["final"]["accuracy"] == pytest.approx(0.4)
+    assert b["adapter"]["round"] == 0 and b["heldout"]["final_round"] == 0
     assert (out / "adapter_model.safetensors").read_bytes() == b"weights of round 0"
     assert "Partial export" in (out / "README.md").read_text()
     assert any("not completed" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
 
 def test_missing_adapter_messages(tmp_path):
-    never_trained = make_run(tmp_path / "a", rounds_done=2, trained=[])
+    never_trained = make_run(tmp_path / "a", accuracies=[0.4, 0.5], trained=[])
     with pytest.raises(FileNotFoundError, match="no trained adapter.*launch.py resume"):
         export_run(RunDir(never_trained.path))
-    assert not (never_trained.path / "export" / "bundle.json").exists()
+    assert not (never_trained.path / "export").exists()
 
-    nothing_done = make_run(tmp_path / "b", rounds_done=0, trained=[0], status="interrupted")
+    nothing_done = make_run(tmp_path / "b", accuracies=[], trained=[0], status="interrupted")
     with pytest.raises(FileNotFoundError, match="no completed round"):
         export_run(RunDir(nothing_done.path))
-
-    damaged = make_run(tmp_path / "c", rounds_done=1, trained=[0])
-    (damaged.round_dir(0) / "adapter" / "adapter_model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="lacks adapter_model.safetensors"):
-        export_run(RunDir(damaged.path))

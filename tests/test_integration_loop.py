@@ -112,7 +112,7 @@ def test_report_and_export(full_run):
     d, _ = full_run
     launch("report", str(d))
     assert (d / "report" / "summary.md").exists() and (d / "report" / "heldout.png").stat().st_size > 0
-    launch("export", str(d))
+    launch("export", str(d), "--allow-no-gain")  # two tiny rounds need not beat the base
     assert (d / "export" / "adapter_model.safetensors").exists() and (d / "export" / "bundle.json").exists()
 
 

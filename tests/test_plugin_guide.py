@@ -32,8 +32,12 @@ def sample(problem: Problem, text: str, i: int = 0) -> Sample:
                   num_tokens=0, finish_reason="stop")
 
 
+def config_snippet() -> str:
+    return next(b for b in blocks("yaml") if "guide_squares" in b)
+
+
 def test_guide_has_the_three_examples(guide):
-    assert len(blocks("python")) >= 4 and len(blocks("yaml")) == 1
+    assert len(blocks("python")) >= 4 and len(blocks("yaml")) == 3
     from generators.base import GENERATORS
     from policies.base import POLICIES
 
@@ -71,8 +75,60 @@ def test_example_verifier_on_passing_and_failing_samples(guide):
 
 
 def test_guide_config_snippet_validates(guide):
-    raw = yaml.safe_load(blocks("yaml")[0])
+    raw = yaml.safe_load(config_snippet())
     cfg = load_config(None, raw=raw)
     assert [v.name for v in cfg.verifiers] == ["guide_stdout_answer", "code_tests"]
     assert cfg.policies.stopping.name == "guide_target_accuracy"
     assert cfg.category_keys() == ["guide_squares/squares", "humaneval/humaneval"]
+
+
+def test_outside_the_repo_route_comes_first():
+    text = GUIDE.read_text()
+    assert text.index("## From your own package or file") < text.index("## A verifier")
+
+
+def test_guide_plugins_list_loads_a_module_and_a_file(tmp_path, monkeypatch):
+    """The guide's `plugins:` snippet, with a my_pkg.checks and a ./my_plugins.py made here."""
+    snippet = yaml.safe_load(next(b for b in blocks("yaml") if "plugins:" in b))
+    (tmp_path / "my_pkg").mkdir()
+    (tmp_path / "my_pkg" / "__init__.py").write_text("")
+    (tmp_path / "my_pkg" / "checks.py").write_text(
+        "from verifiers.answer import ExactMatch\nfrom verifiers.base import VERIFIERS\n\n\n"
+        "@VERIFIERS.register('my_checker')\nclass MyChecker(ExactMatch):\n    \"\"\"Guide test.\"\"\"\n")
+    (tmp_path / "my_plugins.py").write_text("GUIDE_FILE_LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    raw = {"generators": [{"family": "arithmetic", "categories": {"add": {}}}], **snippet}
+    cfg = load_config(None, raw=raw)
+    assert cfg.plugins == ["my_pkg.checks", str(tmp_path / "my_plugins.py")]
+    assert VERIFIERS.source("my_checker") == "plugins: my_pkg.checks"
+
+
+def test_guide_entry_point_groups_are_the_real_ones():
+    import tomllib
+
+    from loop.plugins import ENTRY_POINT_GROUPS
+
+    toml = tomllib.loads(blocks("toml")[0])
+    assert set(toml["project"]["entry-points"]) == set(ENTRY_POINT_GROUPS)
+
+
+def test_guide_files_route_for_mbpp_style_code(tmp_path, monkeypatch):
+    """The guide's `files` + `tests` column route: its data line and config, and `code_tests`
+    passing a right program and failing a wrong one on that problem."""
+    import json
+
+    from generators.base import GENERATORS
+
+    (tmp_path / "data").mkdir()
+    row = json.loads(blocks("json")[0])
+    (tmp_path / "data" / "mbpp.jsonl").write_text(json.dumps(row) + "\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, raw=yaml.safe_load(next(b for b in blocks("yaml") if "family: files" in b)))
+    g = cfg.generators[0]
+    [p] = GENERATORS.build(g.family, g.options).generate("mbpp", 1, 1, seed=0)
+    assert p.reference.tests == row["test_code"] and p.reference.answer is None
+    v = VERIFIERS.build("code_tests", cfg.verifiers[0].options)
+    good, bad = v.verify([p, p], [sample(p, "```python\ndef add(a, b):\n    return a + b\n```", 0),
+                                  sample(p, "```python\ndef add(a, b):\n    return a - b\n```", 1)])
+    assert (good.outcome, bad.outcome) == ("pass", "fail"), (good.reason, bad.reason)
