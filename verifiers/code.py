@@ -1,63 +1,46 @@
-"""Code verifier: run the chain's program against the problem's tests in the sandbox."""
+"""Code verifier: the chain's program answers calls in a sandbox; trusted code judges.
+
+The trust boundary (docs/plugins.md, "The trust boundary"): the program runs alone in a
+sandbox (verifiers/harness_candidate.py loads it and answers call requests). Its answers
+come back as type-tagged JSON (verifiers/wire.py) and are rebuilt here as plain built-ins.
+The tests' expected values and every comparison stay on this side:
+
+- translated path: assert-style tests are turned into calls plus checks
+  (verifiers/code_cases.py) that are evaluated in this process over the rebuilt answers;
+- test-process path: other tests run in a second sandbox (verifiers/harness_tests.py)
+  whose only contact with the program is the same request/answer channel.
+
+Nothing the program can read holds an expected value or a "passed" secret; a program that
+rewrites its harness can only make its own answers wrong. What the harness saw of the
+program reaching for it (heap walks, harness frames, tracing, native code, a forged
+channel, results imitating built-ins) makes the verdict `fail` with status `tamper`.
+"""
 from __future__ import annotations
 
 import json
+import marshal
+import os
 import re
-import secrets
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from loop.records import Problem, Sample, Verdict
-from verifiers import sandbox
+from verifiers import code_cases, sandbox, wire
 from verifiers.base import VERIFIERS, Verifier
+from verifiers.code_cases import Failure, NotTranslatable, Outcome, Plan, TestsError
 
 FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+.-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
 PYTHON_TAGS = {"python", "py", "python3"}
-PASS_MARK = "__code_tests_passed__"
-FAIL_MARK = "__code_tests_failed__"
-
-# Runs inside the sandbox as main.py. The nonce arrives on stdin, is read before the
-# program runs and printed only after every test returned, so exiting early (sys.exit,
-# os._exit, a killed process) cannot look like a pass. A program that deliberately digs
-# the nonce out of the harness's memory (gc, frames) could still forge one; that is
-# outside what a same-process harness can prevent.
-HARNESS = r'''
-import json, os, sys, traceback
-# Bound before the program runs, so replacing builtins.exec & co. cannot skip the tests.
-_exec, _compile, _open, _BaseException, _write = exec, compile, open, BaseException, os.write
-def _main(nonce, entry_point):
-    ns = {"__name__": "solution", "__builtins__": __builtins__}
-    phase = "program"
-    try:
-        _exec(_compile(_open("solution.py").read(), "solution.py", "exec"), ns)
-        phase = "tests"
-        tests = dict(ns)  # the program keeps no handle on the dict the tests run in
-        _exec(_compile(_open("tests.py").read(), "tests.py", "exec"), tests)
-        if entry_point:
-            if entry_point not in tests:
-                raise NameError("the program does not define %r" % entry_point)
-            tests["check"](tests[entry_point])
-    except _BaseException as e:
-        frames = traceback.extract_tb(e.__traceback__)
-        test_lines = [f.line for f in frames if f.filename == "tests.py" and f.line]
-        info = {"phase": phase, "exception": type(e).__name__, "message": str(e)[:500],
-                "test_line": test_lines[-1] if test_lines else None,
-                "line": frames[-1].line if frames else None}
-        if isinstance(e, SyntaxError):
-            info["line"] = (e.text or "").strip() or None
-        traceback.print_exception(e, limit=-8)
-        sys.stderr.write("\n%s %s\n" % (FAIL_MARK, json.dumps(info)))
-        sys.stderr.flush()
-        os._exit(1)
-    sys.stdout.flush()
-    _write(1, ("\n%s %s\n" % (PASS_MARK, nonce)).encode())
-    os._exit(0)
-_nonce = sys.stdin.readline().strip()
-sys.stdin = open(os.devnull)
-_main(_nonce, ENTRY_POINT)
-'''
+HERE = Path(__file__).parent
+WIRE_SRC = (HERE / "wire.py").read_text(encoding="utf-8")
+CANDIDATE_HARNESS = (HERE / "harness_candidate.py").read_text(encoding="utf-8")
+TESTS_HARNESS = (HERE / "harness_tests.py").read_text(encoding="utf-8")
+STOPPED = ("timeout", "memory", "output_limit", "killed")
 
 
 def extract_code(text: str, block: str = "last", after_think: bool = True) -> str | None:
@@ -77,24 +60,117 @@ def extract_code(text: str, block: str = "last", after_think: bool = True) -> st
     return chosen[-1]
 
 
+@lru_cache(maxsize=4096)
+def plan_for(tests: str, entry_point: str | None) -> tuple[Plan | None, bytes, str]:
+    """(plan or None for the test-process path, the encoded requests, why not translated).
+    TestsError when the tests themselves are broken."""
+    try:
+        plan = code_cases.translate(tests, entry_point)
+        frames = []
+        for i, c in enumerate(plan.calls):
+            wire.encode(list(c.args)), wire.encode(c.kwargs)  # plain built-ins only
+            body = marshal.dumps({"id": i, "fn": c.fn, "args": list(c.args), "kwargs": c.kwargs})
+            frames.append(len(body).to_bytes(4, "big") + body)
+    except NotTranslatable as e:
+        return None, b"", str(e)
+    except wire.Unserialisable as e:
+        return None, b"", f"an argument ({e.kind}) cannot be sent"
+    return plan, b"".join(frames), ""
+
+
+def isolation_summary(iso: dict) -> dict:
+    """What the run got, short enough for every verdict."""
+    return {"root": iso.get("root"), "namespaces": iso.get("namespaces", []),
+            "cgroup": iso.get("cgroup"), "own_uid": iso.get("uid") is not None}
+
+
+class Channel:
+    """The candidate harness's records, checked against the protocol it is supposed to follow."""
+
+    def __init__(self, data: bytes, calls: list[code_cases.Call]):
+        self.loaded: bool | None = None
+        self.load_error: dict | None = None
+        self.outcomes: list[Outcome] = []
+        self.done = False
+        self.tamper: list[str] = []
+        lines = data.split(b"\n")[:-1]  # a last line without newline was cut off by a kill
+        for line in lines:
+            try:
+                self._take(json.loads(line, parse_constant=wire._no_constant), calls)
+            except (ValueError, RecursionError, KeyError, TypeError) as e:
+                self.tamper.append(f"the result channel carried something the harness did not write ({str(e)[:80]})")
+                break
+        self.outcomes += [Outcome("missing")] * (len(calls) - len(self.outcomes))
+
+    def _take(self, rec, calls) -> None:
+        if type(rec) is not dict:
+            raise ValueError("a record that is not an object")
+        if set(rec) == {"tamper"}:
+            self.tamper.append(str(rec["tamper"])[:200])
+            return
+        if self.loaded is None and rec == {"loaded": True}:
+            self.loaded = True
+            return
+        if self.loaded is None and set(rec) == {"load_error"}:
+            self.loaded, self.load_error = False, _info(rec["load_error"])
+            return
+        if (self.loaded and not self.done and type(rec.get("id")) is int and rec["id"] == len(self.outcomes)
+                and len(self.outcomes) < len(calls) and len(rec) == 2):
+            kind = next(k for k in rec if k != "id")
+            if kind == "value":
+                self.outcomes.append(Outcome("value", wire.decode(rec["value"])))
+            elif kind == "raised":
+                self.outcomes.append(Outcome("raised", info=_info(rec["raised"])))
+            elif kind == "unserialisable":
+                info = rec["unserialisable"]
+                out = Outcome("unserialisable", info={"kind": str(info["kind"])[:200],
+                                                      "suspicious": info["suspicious"] is True})
+                if out.info["suspicious"]:
+                    self.tamper.append(f"{calls[len(self.outcomes)].text} returned {out.info['kind']}, "
+                                       "an imitation of a built-in value")
+                self.outcomes.append(out)
+            else:
+                raise ValueError(f"unknown answer {kind!r}")
+            return
+        if self.loaded and not self.done and rec == {"done": True} and len(self.outcomes) == len(calls):
+            self.done = True
+            return
+        raise ValueError(f"unexpected record {str(rec)[:60]}")
+
+
+def _info(raw) -> dict:
+    """An exception report from the sandbox, reduced to strings of bounded length."""
+    if type(raw) is not dict:
+        raise TypeError("an exception report that is not an object")
+    line = raw.get("line")
+    return {"exception": str(raw.get("exception", "?"))[:80], "message": str(raw.get("message", ""))[:500],
+            "line": str(line)[:300] if line is not None else None}
+
+
 @VERIFIERS.register("code_tests")
 class CodeTests(Verifier):
-    """Runs the chain's python code block against the problem's tests in a sandbox."""
+    """Runs the chain's python code block against the problem's tests, across a sandbox boundary."""
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         block: Literal["last", "first", "longest"] = Field("last", description="which python fenced block is the program")
         after_think: bool = Field(True, description="only look for code after </think>; a chain with an unclosed <think> has no code")
         timeout_s: float = Field(5.0, gt=0, le=600, description="wall-clock limit per program, interpreter start included")
-        memory_mb: int = Field(512, ge=64, description="address-space limit per process")
+        memory_mb: int = Field(512, ge=64, description="memory for the whole run (cgroup) and address space per process")
         max_output_bytes: int = Field(1 << 20, ge=1024, description="stdout+stderr cap; beyond it the program is killed")
         workers: int = Field(1, ge=1, le=64, description="programs run at once by a thread pool inside one batch")
+        translate: bool = Field(True, description="judge assert-style tests in the verifier's process; False runs "
+                                "every test in a second sandbox (slower, same verdicts)")
 
     def verify(self, problems: Sequence[Problem], samples: Sequence[Sample]) -> list[Verdict]:
         if self.options.workers == 1 or len(samples) < 2:
             return [self.verify_one(p, s) for p, s in zip(problems, samples)]
         with ThreadPoolExecutor(self.options.workers) as pool:
             return list(pool.map(self.verify_one, problems, samples))
+
+    def limits(self) -> sandbox.SandboxLimits:
+        o = self.options
+        return sandbox.SandboxLimits(timeout_s=o.timeout_s, memory_mb=o.memory_mb, max_output_bytes=o.max_output_bytes)
 
     def verify_one(self, problem: Problem, sample: Sample) -> Verdict:
         o = self.options
@@ -104,45 +180,132 @@ class CodeTests(Verifier):
         code = extract_code(sample.text, o.block, o.after_think)
         if code is None:
             return self.verdict(sample, "fail", reason="no code block", status="no_code")
-        nonce = secrets.token_hex(16)
-        harness = HARNESS.replace("PASS_MARK", repr(PASS_MARK)).replace("FAIL_MARK", repr(FAIL_MARK))
-        harness = harness.replace("ENTRY_POINT", repr(ref.entry_point))
-        limits = sandbox.SandboxLimits(timeout_s=o.timeout_s, memory_mb=o.memory_mb,
-                                       max_output_bytes=o.max_output_bytes)
-        r = sandbox.run(harness, files={"solution.py": code, "tests.py": ref.tests},
-                        stdin=(nonce + "\n").encode(), limits=limits)
-        return self._judge(sample, r, nonce)
+        try:
+            plan, requests, why = plan_for(ref.tests, ref.entry_point)
+            if plan is not None and o.translate:
+                return self._translated(sample, plan, requests, code)
+        except TestsError as e:
+            return self.verdict(sample, "error", reason=f"the problem's tests are broken: {e}", status="bad_tests")
+        except NotTranslatable as e:  # found only while checking: judge it the general way
+            why = str(e)
+        return self._test_process(sample, ref.tests, ref.entry_point, code, why or "translation disabled")
 
-    def _judge(self, sample: Sample, r: sandbox.SandboxResult, nonce: str) -> Verdict:
-        base = {"duration_s": round(r.duration_s, 3), "exit_code": r.exit_code, "signal": r.signal}
+    # ------------------------------------------------------------ translated path
+
+    def _translated(self, sample: Sample, plan: Plan, requests: bytes, code: str) -> Verdict:
+        r = sandbox.run(CANDIDATE_HARNESS, files={"wire.py": WIRE_SRC, "solution.py": code}, stdin=requests,
+                        limits=self.limits(), channel=True)
+        base = self._base(r, "translated")
         if r.status == "sandbox_error":
             return self.verdict(sample, "error", reason=f"sandbox error: {r.error}", status=r.status,
                                 stderr_tail=r.stderr[-1000:], **base)
-        lines = r.stdout.rstrip("\n").splitlines()
-        if r.status == "ok" and lines and lines[-1] == f"{PASS_MARK} {nonce}":
+        ch = Channel(r.channel, plan.calls)
+        if ch.tamper:
+            return self._tamper(sample, ch.tamper, base)
+        if ch.load_error:
+            return self._program_error(sample, ch.load_error, base)
+        failure = plan.check(ch.outcomes) if ch.loaded else None
+        if failure is not None:
+            return self._failure(sample, failure, r, base)
+        if not ch.loaded or not ch.done or r.status != "ok":
+            return self._stopped(sample, r, base)
+        return self.verdict(sample, "pass", score=1.0, reason="all tests passed", status="ok", **base)
+
+    # ------------------------------------------------------------ test-process path
+
+    def _test_process(self, sample: Sample, tests: str, entry_point: str | None, code: str, why: str) -> Verdict:
+        try:
+            tree = code_cases.parse_tests(tests)
+            _, names = code_cases.body_of(tree, entry_point)
+        except TestsError as e:
+            return self.verdict(sample, "error", reason=f"the problem's tests are broken: {e}", status="bad_tests")
+        except NotTranslatable:
+            names = {n: n for n in code_cases.free_names(tree)}
+        config = json.dumps({"entry_point": entry_point, "names": names})
+        req_r, req_w = os.pipe()
+        ans_r, ans_w = os.pipe()
+        limits = self.limits()
+        box: dict = {}
+        program = threading.Thread(target=lambda: box.update(r=sandbox.run(
+            CANDIDATE_HARNESS, files={"wire.py": WIRE_SRC, "solution.py": code}, stdin=req_r,
+            fds={3: ans_w}, limits=limits)))
+        program.start()
+        t = sandbox.run(TESTS_HARNESS, files={"wire.py": WIRE_SRC, "tests.py": tests, "config.json": config},
+                        fds={4: ans_r, 5: req_w}, limits=limits, channel=True)
+        program.join()
+        r = box["r"]
+        base = {**self._base(r, "test_process"), "why_not_translated": why[:200]}
+        for run in (r, t):
+            if run.status == "sandbox_error":
+                return self.verdict(sample, "error", reason=f"sandbox error: {run.error}", status=run.status,
+                                    stderr_tail=run.stderr[-1000:], **base)
+        try:
+            rec = json.loads(t.channel.split(b"\n", 1)[0], parse_constant=wire._no_constant)
+            tamper = [str(x)[:200] for x in rec.pop("tamper", [])]
+        except (ValueError, TypeError, AttributeError):
+            if t.status == "timeout" or r.status in STOPPED:
+                return self._stopped(sample, r if r.status in STOPPED else t, base)
+            return self.verdict(sample, "error", reason=f"the test process ended without a verdict ({t.status})",
+                                status="sandbox_error", stderr_tail=t.stderr[-1000:], **base)
+        if "protocol" in rec:
+            tamper.append(f"the result channel carried something the harness did not write ({str(rec['protocol'])[:80]})")
+        if tamper:
+            return self._tamper(sample, tamper, base)
+        if "program_error" in rec:
+            info = _info(rec["program_error"])
+            if info["exception"] == "exited":
+                return self._stopped(sample, r, base)
+            return self._program_error(sample, info, base)
+        if "failed" in rec:
+            f = rec["failed"]
+            info = _info(f)
+            failure = Failure(str(f.get("test_line") or ""), info["exception"], info["message"])
+            if f.get("raised_by") == "program":
+                failure.outcome = Outcome("raised", info=info)
+            if info["exception"] == "ProgramError" and r.status in STOPPED:
+                return self._stopped(sample, r, base)
+            return self._failure(sample, failure, r, base)
+        if rec.get("passed") is True and r.status == "ok" and t.status == "ok":
             return self.verdict(sample, "pass", score=1.0, reason="all tests passed", status="ok", **base)
-        failure = _failure_info(r.stderr)
-        if r.status in ("timeout", "memory", "output_limit", "killed"):
-            status = "memory" if failure and failure["exception"] == "MemoryError" else r.status
-            return self.verdict(sample, "fail", reason=f"program stopped: {status}", status=status,
+        return self._stopped(sample, r if r.status != "ok" else t, base)
+
+    # ------------------------------------------------------------ verdicts
+
+    @staticmethod
+    def _base(r: sandbox.SandboxResult, path: str) -> dict:
+        return {"duration_s": round(r.duration_s, 3), "exit_code": r.exit_code, "signal": r.signal, "path": path,
+                "isolation": isolation_summary(r.isolation)}
+
+    def _tamper(self, sample: Sample, notes: list[str], base: dict) -> Verdict:
+        return self.verdict(sample, "fail", reason="tamper: " + "; ".join(notes[:3]), status="tamper",
+                            tamper=notes[:20], **base)
+
+    def _program_error(self, sample: Sample, info: dict, base: dict) -> Verdict:
+        status = "memory" if info["exception"] == "MemoryError" else "failed"
+        msg = f": {info['message']}" if info["message"] else ""
+        return self.verdict(sample, "fail", reason=f"program raised {info['exception']}{msg}", status=status,
+                            phase="program", test_line=None, **info, **base)
+
+    def _failure(self, sample: Sample, f: Failure, r: sandbox.SandboxResult, base: dict) -> Verdict:
+        kind = f.outcome.kind if f.outcome else None
+        if kind == "missing":
+            return self._stopped(sample, r, base)
+        where = f" at `{f.test_line}`" if f.test_line else ""
+        if kind == "unserialisable":
+            what = f.call.text if f.call else "the program"
+            return self.verdict(sample, "fail", reason=f"{what} returned {f.outcome.info['kind']}: only plain "
+                                "built-in values are compared", status="unserialisable", phase="tests",
+                                test_line=f.test_line, result_type=f.outcome.info["kind"], **base)
+        line = f.outcome.info.get("line") if f.outcome else None
+        status = "memory" if f.exception == "MemoryError" else "failed"
+        msg = f": {f.message}" if f.message else ""
+        return self.verdict(sample, "fail", reason=f"tests raised {f.exception}{msg}{where}", status=status,
+                            phase="tests", exception=f.exception, message=f.message, test_line=f.test_line,
+                            line=line, raised_by="program" if f.outcome else "tests", **base)
+
+    def _stopped(self, sample: Sample, r: sandbox.SandboxResult, base: dict) -> Verdict:
+        if r.status in STOPPED:
+            return self.verdict(sample, "fail", reason=f"program stopped: {r.status}", status=r.status,
                                 stderr_tail=r.stderr[-1000:], **base)
-        if failure:
-            if failure["exception"] == "MemoryError":
-                return self.verdict(sample, "fail", reason="program stopped: memory", status="memory", **base)
-            where = f" at `{failure['test_line']}`" if failure.get("test_line") else ""
-            msg = f": {failure['message']}" if failure["message"] else ""
-            reason = f"{failure['phase']} raised {failure['exception']}{msg}{where}"
-            return self.verdict(sample, "fail", reason=reason, status="failed", **failure, **base)
         return self.verdict(sample, "fail", reason="the program exited before the tests completed",
-                            status="exited_early", stdout_tail=r.stdout[-1000:],
-                            stderr_tail=r.stderr[-1000:], **base)
-
-
-def _failure_info(stderr: str) -> dict | None:
-    for line in reversed(stderr.splitlines()):
-        if line.startswith(FAIL_MARK + " "):
-            try:
-                return json.loads(line[len(FAIL_MARK) + 1:])
-            except json.JSONDecodeError:
-                return None
-    return None
+                            status="exited_early", stdout_tail=r.stdout[-1000:], stderr_tail=r.stderr[-1000:], **base)

@@ -1,27 +1,45 @@
-"""Sandbox launcher: isolates its own process, then execs the untrusted program.
+"""Sandbox launcher: isolates a process tree, then execs the untrusted program in it.
 
-Started by `verifiers.sandbox.run` as `python -I -S sandbox_launch.py '<json>'` in a new
+Started by `verifiers.sandbox.run` as `python -I -S sandbox_launch.py <hex of marshal>` in a new
 session, so nothing of the verifier process (threads, locks, secrets) is inherited.
-Standard library only. It reports on the status fd one line, "OK <json of the layers
-applied>" just before exec, or "ERR <message>"; the fd is close-on-exec, so the parent
-reads EOF the moment the program starts.
+Standard library only. Three processes:
 
-Layers, in order: new network + mount namespaces (best effort; as non-root inside a new
-user namespace), a size-limited tmpfs holding a copy of the sandbox files mounted on
-/tmp and bound over the other world-writable directories, resource limits, the
-unprivileged uid (when started as root), no_new_privs and a parent-death signal.
+    launcher (host pid namespace, root)     joins the run's cgroup, unshares namespaces,
+      |                                      waits, and exits as the program did
+      +- init (pid 1 of a new pid namespace) builds the filesystem view, reaps orphans;
+           |                                 when it exits the kernel kills the namespace
+           +- program (the run's uid)        rlimits, no_new_privs, then exec python
+
+It reports on the status fd one line, "OK <repr of the layers applied>" just before the
+program's exec, or "ERR <message>"; the fd is close-on-exec and the others close it, so
+the parent reads EOF the moment the program starts. Every layer is best effort where the
+kernel or the privileges refuse it; the OK line says what was obtained.
+
+Filesystem view (root, or in a user namespace): a fresh tmpfs becomes `/`, holding `/usr`
+and the Python prefix bound read-only (the prefix's site-packages masked), `/dev/null`,
+`zero`, `random`, `urandom`, a private `/proc`, and writable `/work` (the program's files),
+`/tmp` and `/dev/shm`. Nothing else of the host (repos, homes, /etc, other processes) exists.
 """
+import _signal as signal  # the C module: `signal` would import enum, slow for every run
 import ctypes
-import json
+import fcntl
+import marshal
 import os
 import resource
-import signal
 import sys
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
-MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 0x40000
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+NS_FLAGS = {"mnt": CLONE_NEWNS, "pid": CLONE_NEWPID, "ipc": CLONE_NEWIPC, "net": CLONE_NEWNET,
+            "uts": CLONE_NEWUTS}
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 0x40000
+MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-# World-writable places an unprivileged uid could otherwise leave files in; /tmp last.
+HIGH_FD = 200  # the program's fds are arranged above this, then moved into place
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}.get(os.uname().machine)
+DEVICES = ("null", "zero", "random", "urandom")
+# Without a new root these world-writable places are covered by the private tmpfs instead.
 SHARED_DIRS = ("/var/tmp", "/dev/shm", "/run/lock")
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -33,93 +51,274 @@ def _check(rc, what):
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+def _mount(src, target, fstype, flags, data, what):
+    enc = (lambda s: s.encode() if isinstance(s, str) else s)
+    _check(libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)), what)
+
+
 def _write(path, text):
     with open(path, "w") as f:
         f.write(text)
 
 
+def _die_with_parent(parent):
+    """SIGKILL when the parent dies; `parent` is getppid() as seen right after the fork."""
+    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(pdeathsig)")
+    if os.getppid() != parent:  # it died before the prctl took effect
+        os._exit(125)
+
+
 def _unshare(cfg, layers):
-    """Enter new namespaces; returns the flags obtained (0 when none could be had)."""
-    wanted = (0 if cfg["network"] else CLONE_NEWNET) | (CLONE_NEWNS if cfg["private_tmp"] else 0)
+    """Enter new namespaces, as many of the wanted ones as the kernel allows."""
+    wanted = [n for n in ("mnt", "pid", "ipc", "uts", "net") if n != "net" or not cfg["network"]]
     root = os.getuid() == 0
-    for flags in (wanted, wanted & CLONE_NEWNET, wanted & CLONE_NEWNS):
-        if not flags:
+    for names in (wanted, [n for n in wanted if n != "pid"], [n for n in wanted if n in ("mnt", "net")],
+                  ["net"] if "net" in wanted else [], ["mnt"]):
+        if not names:
             continue
+        flags = sum(NS_FLAGS[n] for n in names)
         if libc.unshare(flags | (0 if root else CLONE_NEWUSER)) == 0:
             if not root:  # map our own ids, or files created inside would fail with EOVERFLOW
                 uid, gid = os.getuid(), os.getgid()
                 _write("/proc/self/setgroups", "deny")
                 _write("/proc/self/uid_map", f"{uid} {uid} 1")
                 _write("/proc/self/gid_map", f"{gid} {gid} 1")
-            return flags
-        layers.setdefault("unshare_errors", []).append(os.strerror(ctypes.get_errno()))
-    return 0
+                layers["user_namespace"] = True
+            layers["namespaces"] = names
+            return names
+        layers.setdefault("unshare_errors", []).append(f"{'+'.join(names)}: {os.strerror(ctypes.get_errno())}")
+    layers["namespaces"] = []
+    return []
 
 
-def _private_tmp(cfg, layers):
-    """A fresh tmpfs on /tmp with a copy of the sandbox files; bound over the other shared dirs."""
-    _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-    src = os.open(cfg["dir"], os.O_PATH | os.O_DIRECTORY)  # still reachable after /tmp is covered
-    uid = cfg["uid"] if cfg["uid"] is not None else os.getuid()
-    gid = cfg["uid"] if cfg["uid"] is not None else os.getgid()
-    opts = f"size={cfg['disk_mb']}m,nr_inodes=4096,mode=700,uid={uid},gid={gid}".encode()
-    _check(libc.mount(b"sandbox", b"/tmp", b"tmpfs", 0, opts), "mount tmpfs on /tmp")
-    for name in cfg["files"]:
-        with open(f"/proc/self/fd/{src}/{name}", "rb") as f_in, open(f"/tmp/{name}", "wb") as f_out:
-            f_out.write(f_in.read())
-    os.close(src)
+def _bind_ro(src, dst, what):
+    _mount(src, dst, None, MS_BIND | MS_REC, None, f"bind {what}")
+    # Read-only needs a remount; keep nosuid/nodev where the kernel insists (user namespaces).
+    for extra in (MS_NOSUID | MS_NODEV, MS_NOSUID, 0):
+        if libc.mount(None, dst.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY | extra, None) == 0:
+            return
+    raise OSError(ctypes.get_errno(), f"remount {what} read-only: {os.strerror(ctypes.get_errno())}")
+
+
+def _minimal_root(cfg, files, owner, layers):
+    """Build the new root on a tmpfs at cfg['dir'] and pivot into it."""
+    new = cfg["dir"]
+    _mount("sandbox", new, "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['disk_mb']}m,nr_inodes=8192,mode=755",
+           "mount tmpfs root")
+    for name in ("bin", "lib", "lib32", "lib64", "libx32", "sbin"):
+        host = f"/{name}"
+        if os.path.islink(host):
+            os.symlink(os.readlink(host), f"{new}/{name}")
+        elif os.path.isdir(host):
+            os.mkdir(f"{new}/{name}")
+            _bind_ro(host, f"{new}/{name}", host)
+    os.mkdir(f"{new}/usr")
+    _bind_ro("/usr", f"{new}/usr", "/usr")
+    prefix = cfg["prefix"]
+    if not prefix.startswith("/usr/"):
+        os.makedirs(f"{new}{prefix}", mode=0o755)
+        _bind_ro(prefix, f"{new}{prefix}", prefix)
+    for mask in cfg["mask"]:  # the host's installed packages are not the program's business
+        if os.path.isdir(f"{new}{mask}"):
+            _mount("masked", f"{new}{mask}", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=755",
+                   "mask " + mask)
+    os.makedirs(f"{new}/etc", mode=0o755)
+    if os.path.isfile("/etc/ld.so.cache"):  # the dynamic loader's index of /usr/lib
+        _write(f"{new}/etc/ld.so.cache", "")
+        _bind_ro("/etc/ld.so.cache", f"{new}/etc/ld.so.cache", "/etc/ld.so.cache")
+    os.mkdir(f"{new}/dev")
+    for dev in DEVICES:
+        _write(f"{new}/dev/{dev}", "")
+        _mount(f"/dev/{dev}", f"{new}/dev/{dev}", None, MS_BIND, None, f"bind /dev/{dev}")
+    for d in ("/tmp", "/dev/shm", "/work"):
+        os.mkdir(f"{new}{d}")
+        os.chmod(f"{new}{d}", 0o1777 if d != "/work" else 0o755)
+    for name, data in files.items():
+        with open(f"{new}/work/{name}", "wb") as f:
+            f.write(data)
+    for name in [*files, ""]:
+        os.chown(f"{new}/work/{name}".rstrip("/"), owner, owner)
+    os.mkdir(f"{new}/proc")
+    if "pid" in layers["namespaces"]:
+        _mount("proc", f"{new}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
+    os.mkdir(f"{new}/.old")
+    os.chdir(new)
+    _check(libc.syscall(SYS_PIVOT_ROOT, b".", b".old"), "pivot_root")
+    os.chroot(".")
+    _check(libc.umount2(b"/.old", MNT_DETACH), "detach the old root")
+    os.rmdir("/.old")
+    os.chdir("/work")
+    layers["root"] = "minimal"
+    layers["private_tmp"] = ["/tmp", "/dev/shm", "/work"]
+    return "/work"
+
+
+def _private_tmp(cfg, files, owner, layers):
+    """No new root: a fresh tmpfs on /tmp with the files, bound over the other shared dirs."""
+    opts = f"size={cfg['disk_mb']}m,nr_inodes=4096,mode=700,uid={owner},gid={owner}"
+    _mount("sandbox", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, opts, "mount tmpfs on /tmp")
+    for name, data in files.items():
+        with open(f"/tmp/{name}", "wb") as f:
+            f.write(data)
+        os.chown(f"/tmp/{name}", owner, owner)
     bound = ["/tmp"]
     for target in SHARED_DIRS:
         if os.path.isdir(target) and libc.mount(b"/tmp", target.encode(), None, MS_BIND, None) == 0:
             bound.append(target)
+    layers["root"] = "host"
     layers["private_tmp"] = bound
     return "/tmp"
 
 
-def _limits(cfg):
-    for name, (soft, hard) in cfg["rlimits"].items():
-        resource.setrlimit(getattr(resource, name), (soft, hard))
+def _filesystem(cfg, files, layers):
+    owner = cfg["uid"] if cfg["uid"] is not None else os.getuid()
+    if "mnt" not in layers["namespaces"]:
+        layers["root"], layers["private_tmp"] = "host", []
+        return cfg["dir"]
+    _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    if cfg["minimal_root"] and SYS_PIVOT_ROOT:
+        try:
+            return _minimal_root(cfg, files, owner, layers)
+        except OSError as e:  # mounts so far are private to this namespace; fall back below
+            layers["root_error"] = str(e)
+            os.chdir("/")
+            libc.umount2(cfg["dir"].encode(), MNT_DETACH)
+    return _private_tmp(cfg, files, owner, layers)
 
 
-def _drop_privileges(uid):
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    if os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid):
-        raise OSError(f"could not switch to uid {uid}")
+def _program(cfg, workdir, status_fd, init_pid):
+    """In the program's process: fds, limits, identity, then exec. Never returns."""
+    try:
+        # Move every source out of the way first: a source may sit on another's target number.
+        status_fd = fcntl.fcntl(status_fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
+        high = {int(child): fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FD) for child, fd in cfg["fds"].items()}
+        keep = {0, 1, 2, status_fd, *high, *high.values()}
+        for fd in range(3, HIGH_FD + 64):
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        for child, fd in high.items():
+            os.dup2(fd, child, inheritable=True)
+            os.close(fd)
+        try:  # the kernel's OOM killer takes the program before init
+            _write("/proc/self/oom_score_adj", "1000")
+        except OSError:
+            pass
+        for name, (soft, hard) in cfg["rlimits"].items():
+            resource.setrlimit(getattr(resource, name), (soft, hard))
+        if cfg["uid"] is not None:
+            uid = cfg["uid"]
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            if os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid):
+                raise OSError(f"could not switch to uid {uid}")
+        _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
+        _die_with_parent(init_pid)  # set after the uid change, which clears it
+        os.chdir(workdir)
+        env = dict(cfg["env"], HOME=workdir, TMPDIR="/tmp" if workdir == "/work" else workdir)
+        os.execve(cfg["python"], [cfg["python"], "-I", "-S", "-B", cfg["main"]], env)
+    except BaseException as e:  # noqa: BLE001 - reported to the verifier as a sandbox failure
+        try:
+            os.write(status_fd, f"ERR {type(e).__name__}: {e}\n".encode())
+        finally:
+            os._exit(126)
 
 
-def setup(cfg):
-    layers = {"uid": cfg["uid"], "network_off": False, "private_tmp": [], "rlimits": True}
-    workdir = cfg["dir"]
-    flags = _unshare(cfg, layers) if (not cfg["network"] or cfg["private_tmp"]) else 0
-    layers["network_off"] = bool(flags & CLONE_NEWNET)
-    if flags & CLONE_NEWNS:
-        workdir = _private_tmp(cfg, layers)
-    _limits(cfg)
-    if cfg["uid"] is not None:
-        _drop_privileges(cfg["uid"])
-    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
-    # Set after the uid change, which clears it: the program dies with the verifier.
-    _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(pdeathsig)")
-    os.chdir(workdir)
-    layers["workdir"] = workdir
-    return layers, workdir
+def _init(cfg, files, layers, status_fd, exit_w, parent):
+    """pid 1 of the run: filesystem, then the program; reports its wait status. Never returns."""
+    try:
+        _die_with_parent(parent)
+        try:
+            _write("/proc/self/oom_score_adj", "-1000")
+        except OSError:
+            pass
+        workdir = _filesystem(cfg, files, layers)
+        layers["workdir"] = workdir
+        if layers["root"] != "minimal":  # ours may sit where the run's uid cannot reach it
+            cfg["python"] = cfg["host_python"]
+        os.write(status_fd, b"OK " + repr(layers).encode() + b"\n")
+    except BaseException as e:  # noqa: BLE001
+        os.write(status_fd, f"ERR {type(e).__name__}: {e}\n".encode())
+        os._exit(126)
+    child = os.fork()
+    if child == 0:
+        os.close(exit_w)
+        _program(cfg, workdir, status_fd, os.getppid())
+    os.close(status_fd)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):  # hold none of the program's pipes open
+        os.dup2(null, fd)
+    for fd in map(int, cfg["fds"].values()):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    while True:  # reap everything; orphans of the namespace are reparented to us
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(125)
+        except InterruptedError:
+            continue
+        if pid == child:
+            os.write(exit_w, f"{status}\n".encode())
+            os._exit(0)  # as pid 1: the kernel now kills whatever the program left running
 
 
 def main():
-    cfg = json.loads(sys.argv[1])
-    fd = cfg["status_fd"]
-    os.umask(0o022)  # the copied files must be readable by the sandbox uid
-    os.set_inheritable(fd, False)
+    cfg = marshal.loads(bytes.fromhex(sys.argv[1]))
+    status_fd = cfg["status_fd"]
+    os.umask(0o022)
+    os.set_inheritable(status_fd, False)
+    layers = {"uid": cfg["uid"], "network_off": False, "rlimits": True, "cgroup": cfg["cgroup_note"]}
     try:
-        layers, workdir = setup(cfg)
-        env = dict(cfg["env"], HOME=workdir, TMPDIR=workdir)
-        os.write(fd, b"OK " + json.dumps(layers).encode() + b"\n")
-        os.execve(cfg["python"], [cfg["python"], "-I", "-S", "-B", cfg["main"]], env)
-    except Exception as e:  # noqa: BLE001 - any failure here is the sandbox's, reported as such
-        os.write(fd, f"ERR {type(e).__name__}: {e}\n".encode())
+        _die_with_parent(cfg["parent"])
+        for procs in cfg["cgroup_procs"]:  # before forking: everything below is charged to the run
+            _write(procs, str(os.getpid()))
+        files = {}
+        for name in cfg["files"]:
+            with open(os.path.join(cfg["dir"], name), "rb") as f:
+                files[name] = f.read()
+        names = _unshare(cfg, layers)
+        layers["network_off"] = "net" in names
+        exit_r, exit_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # (in a new pid namespace our parent reads as pid 0)
+            os.close(exit_r)
+            _init(cfg, files, layers, status_fd, exit_w, os.getppid())
+    except BaseException as e:  # noqa: BLE001 - any failure here is the sandbox's, reported as such
+        os.write(status_fd, f"ERR {type(e).__name__}: {e}\n".encode())
         os._exit(126)
+    os.close(status_fd)
+    os.close(exit_w)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    for fd in map(int, cfg["fds"].values()):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    report = b""
+    while chunk := os.read(exit_r, 64):
+        report += chunk
+    os.waitpid(pid, 0)
+    if not report.strip():
+        os._exit(125)  # init died without reporting (killed from outside)
+    status = int(report)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL, SIGSTOP: default already
+            pass
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)  # a signal that does not kill by default
+    os._exit(os.waitstatus_to_exitcode(status))
 
 
 if __name__ == "__main__":

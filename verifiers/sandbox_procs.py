@@ -29,12 +29,13 @@ def procs():
             continue  # gone while we looked
 
 
-def kill_all(pid: int, uid: int | None) -> None:
+def kill_all(pid: int | None, uid: int | None) -> None:
     """SIGKILL the process group and every process of the run's uid (or session)."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    if pid is not None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     for _ in range(200):  # a fork bomb keeps forking between sweeps; it converges fast under NPROC
         victims = [p for p, u, sid, pgrp in procs()
                    if (u == uid if uid is not None else (sid == pid or pgrp == pid))]

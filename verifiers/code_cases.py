@@ -1,0 +1,449 @@
+"""Translate assert-style tests into calls plus checks that run in trusted code.
+
+Most code tests are `assert candidate(<args>) == <expected>` (HumanEval's `check`, MBPP's
+assert lists). `translate` turns such a test into a `Plan`: the calls to make (function
+name and argument *values*, computed here) and the test statements, which `Plan.check`
+evaluates here, in the verifier's process, after the sandboxed program has answered the
+calls. Only plain built-in values reach `check` (rebuilt by `verifiers.wire`), and the
+evaluator below knows a small whitelist of operations, so nothing the candidate wrote and
+nothing unknown in the tests ever runs here.
+
+A test with anything else (loops, helper functions, try/except, randomness, a call whose
+argument is another call's result, an argument object reused after the call, which the
+call could have mutated) raises `NotTranslatable`; the verifier then runs the tests in a
+second sandbox that talks to the program only through the same channel.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_SIZE = 1_000_000  # elements a sequence operation here may produce
+
+
+class NotTranslatable(Exception):
+    """The test needs the general path (a sandboxed test process)."""
+
+
+class TestsError(ValueError):
+    """The tests themselves are broken (e.g. a SyntaxError)."""
+
+
+class EvalLimit(Exception):
+    """An operation of the tests would build something too large to evaluate here."""
+
+
+@dataclass
+class Outcome:
+    """What the sandboxed program answered for one call."""
+
+    kind: str                    # value | raised | unserialisable | missing
+    value: Any = None
+    info: dict = field(default_factory=dict)
+
+
+class CandidateFailed(Exception):
+    def __init__(self, outcome: Outcome, call: "Call"):
+        super().__init__(outcome.kind)
+        self.outcome, self.call = outcome, call
+
+
+@dataclass
+class Call:
+    fn: str
+    args: tuple
+    kwargs: dict
+    text: str                    # the call as written in the tests
+
+
+def _guard_mul(a, b):
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and len(seq) * max(n, 0) > MAX_SIZE:
+            raise EvalLimit("sequence repetition too large")
+    return a * b
+
+
+def _guard_pow(a, b):
+    if isinstance(a, int) and isinstance(b, int) and abs(a) > 1 and abs(b) * a.bit_length() > 1 << 20:
+        raise EvalLimit("power too large")
+    return a ** b
+
+
+def _guard_lshift(a, b):
+    if isinstance(b, int) and b > 4096:
+        raise EvalLimit("shift too large")
+    return a << b
+
+
+def _guard_range(*a):
+    r = range(*a)
+    if len(r) > MAX_SIZE:
+        raise EvalLimit("range too large")
+    return r
+
+
+BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _guard_mul, ast.Div: operator.truediv,
+          ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: _guard_pow, ast.BitAnd: operator.and_,
+          ast.BitOr: operator.or_, ast.BitXor: operator.xor, ast.LShift: _guard_lshift, ast.RShift: operator.rshift}
+UNARY = {ast.Not: operator.not_, ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert}
+COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+           ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Is: operator.is_, ast.IsNot: operator.is_not,
+           ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b}
+FUNCS = {name: getattr(builtins, name) for name in (
+    "abs", "all", "any", "bool", "chr", "dict", "divmod", "enumerate", "float", "frozenset", "int", "isinstance",
+    "len", "list", "max", "min", "ord", "repr", "reversed", "round", "set", "sorted", "str", "sum", "tuple",
+    "type", "zip", "complex")}
+FUNCS["range"] = _guard_range
+MATH = {name: getattr(math, name) for name in (
+    "isclose", "fabs", "sqrt", "floor", "ceil", "pi", "e", "inf", "nan", "isnan", "isinf", "log", "log2", "log10",
+    "exp", "gcd", "fsum", "trunc", "hypot", "sin", "cos", "tan", "atan", "radians", "degrees")}
+METHODS = {"lower", "upper", "strip", "lstrip", "rstrip", "split", "join", "startswith", "endswith", "count",
+           "index", "find", "isdigit", "isalpha", "isalnum", "isspace", "isupper", "islower", "keys", "values",
+           "items", "get", "copy", "title", "capitalize", "swapcase", "splitlines"}
+PLAIN = (str, bytes, list, tuple, dict, set, frozenset, int, float, complex, bool, type(None), range)
+STATIC_OK = (ast.Constant, ast.Name, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.BinOp, ast.UnaryOp,
+             ast.BoolOp, ast.Compare, ast.IfExp, ast.Call, ast.Subscript, ast.Slice, ast.Attribute, ast.keyword,
+             ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp, ast.comprehension,
+             ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.expr_context)
+
+
+class _Math:
+    """Stands for an imported `math` module inside the evaluator."""
+
+
+class Evaluator:
+    """Evaluates whitelisted expressions over plain values; candidate calls come from `results`."""
+
+    def __init__(self, candidate_names: set[str], results: dict[int, Outcome] | None, calls: dict[int, Call]):
+        self.candidate_names, self.results, self.calls = candidate_names, results, calls
+
+    def eval(self, node: ast.AST, env: dict) -> Any:
+        m = getattr(self, f"_{type(node).__name__}", None)
+        if m is None:
+            raise NotTranslatable(f"{type(node).__name__} in a test expression")
+        return m(node, env)
+
+    def _Constant(self, n, env):
+        return n.value
+
+    def _Name(self, n, env):
+        if n.id in env:
+            v = env[n.id]
+            if v is _IMPORTED or v is _PENDING:
+                raise NotTranslatable(f"{n.id} is not available here")
+            return v
+        if n.id in FUNCS:
+            return FUNCS[n.id]
+        raise NotTranslatable(f"unknown name {n.id}")
+
+    def _List(self, n, env):
+        return [self.eval(e, env) for e in n.elts]
+
+    def _Tuple(self, n, env):
+        return tuple(self.eval(e, env) for e in n.elts)
+
+    def _Set(self, n, env):
+        return {self.eval(e, env) for e in n.elts}
+
+    def _Dict(self, n, env):
+        if any(k is None for k in n.keys):
+            raise NotTranslatable("** in a dict display")
+        return {self.eval(k, env): self.eval(v, env) for k, v in zip(n.keys, n.values)}
+
+    def _BinOp(self, n, env):
+        return BINOPS[type(n.op)](self.eval(n.left, env), self.eval(n.right, env))
+
+    def _UnaryOp(self, n, env):
+        return UNARY[type(n.op)](self.eval(n.operand, env))
+
+    def _BoolOp(self, n, env):
+        v = None
+        for e in n.values:
+            v = self.eval(e, env)
+            if isinstance(n.op, ast.And) and not v or isinstance(n.op, ast.Or) and v:
+                return v
+        return v
+
+    def _Compare(self, n, env):
+        left = self.eval(n.left, env)
+        for op, right_node in zip(n.ops, n.comparators):
+            right = self.eval(right_node, env)
+            if not COMPARE[type(op)](left, right):
+                return False
+            left = right
+        return True
+
+    def _IfExp(self, n, env):
+        return self.eval(n.body, env) if self.eval(n.test, env) else self.eval(n.orelse, env)
+
+    def _Subscript(self, n, env):
+        return self.eval(n.value, env)[self.eval(n.slice, env)]
+
+    def _Slice(self, n, env):
+        return slice(*(self.eval(x, env) if x is not None else None for x in (n.lower, n.upper, n.step)))
+
+    def _Attribute(self, n, env):
+        obj = self.eval(n.value, env)
+        if isinstance(obj, _Math):
+            if n.attr in MATH:
+                return MATH[n.attr]
+        elif type(obj) in PLAIN and n.attr in METHODS:
+            return getattr(obj, n.attr)  # AttributeError (the test fails) where the type has none
+        raise NotTranslatable(f"attribute .{n.attr} of {type(obj).__name__}")
+
+    def _Call(self, n, env):
+        if isinstance(n.func, ast.Name) and n.func.id in self.candidate_names and n.func.id not in env:
+            if self.results is None:
+                raise NotTranslatable("a call of the program inside an argument or a comprehension")
+            out = self.results.get(id(n), Outcome("missing"))
+            if out.kind != "value":
+                raise CandidateFailed(out, self.calls[id(n)])
+            return out.value
+        if any(isinstance(a, ast.Starred) for a in n.args) or any(k.arg is None for k in n.keywords):
+            raise NotTranslatable("* or ** arguments")
+        f = self.eval(n.func, env)
+        return f(*(self.eval(a, env) for a in n.args), **{k.arg: self.eval(k.value, env) for k in n.keywords})
+
+    def _comp(self, gens, env, emit):
+        if not gens:
+            emit(env)
+            return
+        g = gens[0]
+        if g.is_async:
+            raise NotTranslatable("async comprehension")
+        for item in self.eval(g.iter, env):
+            inner = dict(env)
+            self._bind(g.target, item, inner)
+            if all(self.eval(c, inner) for c in g.ifs):
+                self._comp(gens[1:], inner, emit)
+
+    def _bind(self, target, value, env):
+        if isinstance(target, ast.Name):
+            env[target.id] = value
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            values = list(value)
+            if len(values) != len(target.elts):
+                raise ValueError(f"cannot unpack {len(values)} values into {len(target.elts)}")
+            for t, v in zip(target.elts, values):
+                self._bind(t, v, env)
+        else:
+            raise NotTranslatable("comprehension target")
+
+    def _collect(self, n, env, elt):
+        out = []
+        self._comp(n.generators, env, lambda e: out.append(self.eval(elt, e)) or _limit(out))
+        return out
+
+    def _ListComp(self, n, env):
+        return self._collect(n, env, n.elt)
+
+    def _GeneratorExp(self, n, env):
+        return iter(self._collect(n, env, n.elt))
+
+    def _SetComp(self, n, env):
+        return set(self._collect(n, env, n.elt))
+
+    def _DictComp(self, n, env):
+        return dict(self._collect(n, env, ast.Tuple(elts=[n.key, n.value], ctx=ast.Load())))
+
+
+def _limit(out):
+    if len(out) > MAX_SIZE:
+        raise EvalLimit("comprehension too large")
+
+
+_IMPORTED = object()   # a module other than math: the evaluator does not know it
+_PENDING = object()    # bound from the program's answer: known only when checking
+
+
+@dataclass
+class Failure:
+    """The first test statement that did not hold."""
+
+    test_line: str
+    exception: str
+    message: str
+    outcome: Outcome | None = None   # set when the program's answer itself was the problem
+    call: Call | None = None
+
+
+@dataclass
+class Plan:
+    """Calls to send to the program, and the statements that judge the answers."""
+
+    calls: list[Call]
+    statements: list[ast.stmt]
+    call_ids: list[int]              # id(ast.Call) of each call, in order
+    candidate_names: set[str]
+    source: str
+    nodes: list[ast.AST] = field(default_factory=list)  # keeps the nodes (and their ids) alive
+
+    def check(self, outcomes: list[Outcome]) -> Failure | None:
+        """Evaluate the tests over the program's answers; the first failure, or None."""
+        results = dict(zip(self.call_ids, outcomes))
+        ev = Evaluator(self.candidate_names, results, dict(zip(self.call_ids, self.calls)))
+        env: dict = {}
+        for st in self.statements:
+            line = _first_line(self.source, st)
+            try:
+                if not _run_statement(ev, st, env):
+                    msg = st.msg.value if isinstance(st, ast.Assert) and isinstance(st.msg, ast.Constant) else ""
+                    return Failure(line, "AssertionError", str(msg))
+            except CandidateFailed as e:
+                return Failure(line, e.outcome.info.get("exception", e.outcome.kind),
+                               e.outcome.info.get("message", ""), e.outcome, e.call)
+            except EvalLimit as e:
+                return Failure(line, "EvalLimit", f"the test's own computation is too large to check: {e}")
+            except NotTranslatable:
+                raise
+            except Exception as e:  # noqa: BLE001 - e.g. TypeError comparing None < 1: the test fails
+                return Failure(line, type(e).__name__, str(e)[:500])
+        return None
+
+
+def _first_line(source: str, node: ast.AST) -> str:
+    seg = ast.get_source_segment(source, node) or ""
+    return seg.strip().splitlines()[0] if seg.strip() else ""
+
+
+def _run_statement(ev: Evaluator, st: ast.stmt, env: dict) -> bool:
+    """Execute one supported statement; False when an assert does not hold."""
+    if isinstance(st, ast.Assert):
+        return bool(ev.eval(st.test, env))
+    if isinstance(st, ast.Assign):
+        env[st.targets[0].id] = ev.eval(st.value, env)
+    elif isinstance(st, ast.Expr):
+        ev.eval(st.value, env)
+    elif isinstance(st, (ast.Import, ast.ImportFrom)):
+        for a in st.names:
+            env[(a.asname or a.name).split(".")[0]] = _Math() if a.name == "math" and isinstance(st, ast.Import) \
+                else _IMPORTED
+    return True
+
+
+def free_names(tree: ast.AST) -> set[str]:
+    """Names read but never bound anywhere in the tests, and not built-ins."""
+    loads, bound = set(), set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name):
+            (loads if isinstance(n.ctx, ast.Load) else bound).add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(n.name)
+        elif isinstance(n, ast.arg):
+            bound.add(n.arg)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            bound.add(n.name)
+    return {x for x in loads - bound if not hasattr(builtins, x)}
+
+
+def parse_tests(tests: str) -> ast.Module:
+    try:
+        return ast.parse(tests, "tests.py")
+    except SyntaxError as e:
+        raise TestsError(f"the tests do not parse: {e.msg} (line {e.lineno}: {(e.text or '').strip()[:80]})") from None
+
+
+def body_of(tree: ast.Module, entry_point: str | None) -> tuple[list[ast.stmt], dict[str, str]]:
+    """The statements to run and {name in the tests: the program's function name}."""
+    check = [s for s in tree.body if isinstance(s, ast.FunctionDef) and s.name == "check"]
+    if entry_point is None:
+        if check:
+            raise TestsError("the tests define check(candidate) but the problem has no entry_point; "
+                             "set entry_point to the function under test")
+        return tree.body, {n: n for n in free_names(tree)}
+    if not check:
+        return tree.body, {n: n for n in free_names(tree)} | {entry_point: entry_point}
+    fn = check[-1]
+    if len(fn.args.args) != 1 or fn.args.vararg or fn.args.kwarg or fn.args.kwonlyargs:
+        raise NotTranslatable("check() must take exactly one argument")
+    names = {n: n for n in free_names(tree)}
+    names[fn.args.args[0].arg] = entry_point
+    others = [s for s in tree.body if s is not fn]
+    return [*others, *fn.body], names
+
+
+def translate(tests: str, entry_point: str | None) -> Plan:
+    """A Plan for `tests`; NotTranslatable when it needs the general path, TestsError if broken."""
+    tree = parse_tests(tests)
+    statements, names = body_of(tree, entry_point)
+    ev = Evaluator(set(names), None, {})
+    env: dict = {}
+    calls, call_ids, kept, passed_names = [], [], [], set()
+    for st in statements:
+        if isinstance(st, ast.FunctionDef) and st.name == "check":
+            continue
+        if isinstance(st, ast.Expr) and (isinstance(st.value, ast.Constant) or _is_print(st.value)):
+            continue  # docstrings, comments-as-strings, debug prints
+        if isinstance(st, ast.Pass):
+            continue
+        if isinstance(st, ast.Assign) and not (len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)):
+            raise NotTranslatable("assignment to something other than one name")
+        if not isinstance(st, (ast.Assert, ast.Assign, ast.Expr, ast.Import, ast.ImportFrom)):
+            raise NotTranslatable(f"{type(st).__name__} statement")
+        exprs = [st.test] if isinstance(st, ast.Assert) else [st.value] if not isinstance(
+            st, (ast.Import, ast.ImportFrom)) else []
+        for e in exprs:
+            for node in ast.walk(e):
+                if not isinstance(node, STATIC_OK):
+                    raise NotTranslatable(f"{type(node).__name__} in a test expression")
+                if isinstance(node, ast.Name) and node.id in passed_names:
+                    raise NotTranslatable(f"{node.id} is reused after being passed to the program")
+                if isinstance(node, ast.Name) and node.id in names and not _is_call_target(node, e):
+                    raise NotTranslatable(f"{node.id} is used other than by calling it")
+                if isinstance(node, ast.Attribute) and node.attr not in METHODS and node.attr not in MATH:
+                    raise NotTranslatable(f"attribute .{node.attr}")
+            for call in _candidate_calls(e, names):
+                if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+                    raise NotTranslatable("* or ** arguments")
+                try:  # NotTranslatable for nested calls or names known only later
+                    args = [ev.eval(a, env) for a in call.args]
+                    kwargs = {k.arg: ev.eval(k.value, env) for k in call.keywords}
+                except NotTranslatable:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    raise NotTranslatable(f"evaluating arguments: {type(e).__name__}") from None
+                passed_names.update(a.id for a in [*call.args, *(k.value for k in call.keywords)]
+                                    if isinstance(a, ast.Name))
+                calls.append(Call(names[call.func.id], tuple(args), kwargs, ast.get_source_segment(tests, call) or ""))
+                call_ids.append(id(call))
+        if isinstance(st, ast.Assign) and _candidate_calls(st.value, names):
+            env[st.targets[0].id] = _PENDING
+        elif isinstance(st, (ast.Assign, ast.Import, ast.ImportFrom)):
+            try:  # bind what later arguments may use
+                _run_statement(ev, st, env)
+            except NotTranslatable:
+                raise
+            except Exception as e:  # noqa: BLE001 - the general path will report it as the test's failure
+                raise NotTranslatable(f"evaluating {type(st).__name__}: {type(e).__name__}") from None
+        kept.append(st)
+    if not calls:
+        raise NotTranslatable("the tests never call the program")
+    return Plan(calls, kept, call_ids, set(names), tests, nodes=[tree])
+
+
+def _is_print(e: ast.expr) -> bool:
+    return isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "print"
+
+
+def _is_call_target(name: ast.Name, root: ast.AST) -> bool:
+    return any(isinstance(n, ast.Call) and n.func is name for n in ast.walk(root))
+
+
+def _candidate_calls(e: ast.AST, names: dict[str, str]) -> list[ast.Call]:
+    """Calls of the program's functions in `e`, in evaluation order (depth first, left to right)."""
+    out: list[ast.Call] = []
+
+    def visit(n):
+        for child in ast.iter_child_nodes(n):
+            visit(child)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names:
+            out.append(n)
+
+    visit(e)
+    return out

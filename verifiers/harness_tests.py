@@ -1,0 +1,178 @@
+"""The tests' side of the trust boundary, for tests that cannot be translated; runs in its
+own sandbox as main.py (stdlib only), next to tests.py and config.json.
+
+The program under test runs in another sandbox (verifiers/harness_candidate.py). Here the
+tests call it through proxies: a call goes out on fd 5 as a marshalled request, its answer comes
+back on fd 4 and is rebuilt by `wire.decode` into plain built-ins, so every comparison the
+tests make is between values this process built. The verdict goes to the verifier on fd 3,
+which only this process holds. No object of the program ever exists here.
+"""
+import builtins
+import json
+import marshal
+import os
+import sys
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I left it out
+import wire  # noqa: E402
+
+sys.path.pop(0)
+
+VERDICT, ANSWERS, REQUESTS = 3, 4, 5
+NOT_RERAISED = (SystemExit, KeyboardInterrupt, GeneratorExit)
+tamper = []
+
+
+class ProgramError(Exception):
+    """The program raised an exception that is not a built-in one."""
+
+
+class ProgramResultError(Exception):
+    """The program answered with a value that may not cross the boundary."""
+
+
+class ProtocolError(Exception):
+    """The program's channel carried something the harness there did not write."""
+
+
+def send_verdict(obj):
+    obj["tamper"] = tamper
+    data = (json.dumps(obj) + "\n").encode()
+    while data:
+        data = data[os.write(VERDICT, data):]
+    os._exit(0)
+
+
+def _lines(fd):
+    buf = b""
+    while True:
+        while b"\n" not in buf:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            buf += chunk
+        line, buf = buf.split(b"\n", 1)
+        yield line
+
+
+answers = _lines(ANSWERS)
+
+
+def record():
+    """The next record from the program; tamper reports are collected on the way."""
+    for line in answers:
+        try:
+            rec = json.loads(line, parse_constant=wire._no_constant)
+        except (ValueError, RecursionError):
+            raise ProtocolError("a line that is not JSON") from None
+        if type(rec) is not dict:
+            raise ProtocolError("a record that is not an object")
+        if "tamper" in rec:
+            tamper.append(str(rec["tamper"])[:200])
+            continue
+        return rec
+    return None
+
+
+_ids = iter(range(1 << 62))
+
+
+def call(fn, args, kwargs):
+    rid = next(_ids)
+    try:
+        wire.encode(list(args)), wire.encode(dict(kwargs))  # plain values only, like the answers
+        body = marshal.dumps({"id": rid, "fn": fn, "args": list(args), "kwargs": dict(kwargs)})
+    except (wire.Unserialisable, ValueError) as e:
+        raise TypeError(f"the tests pass {e} to {fn}(), which cannot cross the sandbox boundary") from None
+    data = len(body).to_bytes(4, "big") + body
+    while data:
+        data = data[os.write(REQUESTS, data):]
+    rec = record()
+    if rec is None:
+        raise ProgramError(f"the program stopped before answering {fn}()")
+    if rec.get("id") != rid:
+        raise ProtocolError(f"expected the answer to call {rid}, got {str(rec)[:80]}")
+    if "value" in rec:
+        try:
+            return wire.decode(rec["value"])
+        except wire.WireError as e:
+            raise ProtocolError(f"an answer that is not a wire value: {e}") from None
+    if "unserialisable" in rec:
+        info = rec["unserialisable"] if type(rec["unserialisable"]) is dict else {}
+        kind = str(info.get("kind", "?"))[:200]
+        if info.get("suspicious"):
+            tamper.append(f"{fn}() returned {kind}, an imitation of a built-in value")
+        raise ProgramResultError(f"{fn}() returned {kind}: only plain built-in values are compared")
+    if "raised" in rec:
+        info = rec["raised"] if type(rec["raised"]) is dict else {}
+        name, msg = str(info.get("exception", "Exception"))[:80], str(info.get("message", ""))[:500]
+        cls = getattr(builtins, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)) or issubclass(cls, NOT_RERAISED):
+            cls = ProgramError
+        err = cls(msg)
+        err.program_info = info
+        raise err
+    raise ProtocolError(f"an unexpected record {str(rec)[:80]}")
+
+
+def proxy(fn):
+    def candidate(*args, **kwargs):
+        return call(fn, args, kwargs)
+    candidate.__name__ = fn
+    return candidate
+
+
+def failure(e):
+    frames = traceback.extract_tb(e.__traceback__)
+    test_lines = [f.line for f in frames if f.filename == "tests.py" and f.line]
+    info = {"exception": type(e).__name__, "message": str(e)[:500],
+            "test_line": test_lines[-1] if test_lines else None}
+    program = getattr(e, "program_info", None)
+    if isinstance(program, dict):
+        info["line"] = program.get("line")
+        info["raised_by"] = "program"
+    return info
+
+
+def main():
+    with open("config.json") as f:
+        cfg = json.load(f)
+    with open("tests.py", encoding="utf-8") as f:
+        tests = f.read()
+    try:
+        first = record()
+    except ProtocolError as e:
+        send_verdict({"protocol": str(e)})
+    if first is None:
+        send_verdict({"program_error": {"exception": "exited", "message": "the program exited before the tests"}})
+    if "load_error" in first:
+        send_verdict({"program_error": first["load_error"] if type(first["load_error"]) is dict else {}})
+    if first.get("loaded") is not True:
+        send_verdict({"protocol": f"expected the program to report loading, got {str(first)[:80]}"})
+    ns = {"__name__": "tests"}
+    for name, fn in cfg["names"].items():
+        ns[name] = proxy(fn)
+    try:
+        exec(compile(tests, "tests.py", "exec"), ns)
+        if cfg["entry_point"] and "check" in ns:
+            ns["check"](proxy(cfg["entry_point"]))
+    except ProtocolError as e:
+        send_verdict({"protocol": str(e)})
+    except BaseException as e:  # noqa: BLE001 - the tests failed; say where
+        send_verdict({"failed": failure(e)})
+    os.close(REQUESTS)  # the program sees EOF, reports what it saw, and says done
+    try:
+        last = record()
+        extra = record() if last is not None else None
+    except ProtocolError as e:
+        send_verdict({"protocol": str(e)})
+    if last is None:
+        send_verdict({"program_error": {"exception": "exited", "message": "the program exited before finishing"}})
+    if last != {"done": True} or extra is not None:
+        send_verdict({"protocol": f"expected the program's last record to be done, got {str(last)[:80]}"})
+    sys.stdout.flush()
+    send_verdict({"passed": True})
+
+
+main()

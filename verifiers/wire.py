@@ -1,0 +1,141 @@
+"""Type-tagged JSON for values crossing the sandbox boundary (standard library only).
+
+The verifier ships this file into the sandbox: the candidate's side encodes results with
+`encode`, the trusted side rebuilds them with `decode`. Only plain built-in values of the
+exact types below cross; `decode` builds them from scratch, so the trusted side never holds
+(let alone calls `__eq__` on) an object the candidate made.
+
+    None, True, False, "str"   as JSON          int      JSON integer
+    float  {"f": repr}  (nan, inf, -0.0 kept)   complex  {"c": [re, im]}
+    tuple  {"t": [...]}   list [...]            dict     {"d": [[k, v], ...]}
+    set    {"s": [...]}   frozenset {"fs": [...]}        bytes    {"b": hex}
+"""
+MAX_DEPTH = 64
+
+
+class Unserialisable(Exception):
+    """A value that may not cross: `kind` names it, `suspicious` marks imitations of
+    built-ins (subclasses, objects with their own __eq__)."""
+
+    def __init__(self, kind, suspicious):
+        super().__init__(kind)
+        self.kind, self.suspicious = kind, suspicious
+
+
+class WireError(ValueError):
+    """Bytes that are not a well-formed encoding."""
+
+
+_PLAIN = (type(None), bool, str)
+_BUILTINS = (int, float, complex, str, bytes, list, tuple, dict, set, frozenset, bool)
+
+
+def _describe(v):
+    t = type(v)
+    name = getattr(t, "__qualname__", None)
+    name = name if isinstance(name, str) else "?"
+    base = next((b.__name__ for b in _BUILTINS if isinstance(v, b)), None)
+    if base is not None:
+        return f"{name} (a subclass of {base})", True
+    eq = getattr(t, "__eq__", None)
+    return name, eq is not object.__eq__ and eq is not None and type(eq).__name__ == "function"
+
+
+def encode(v, depth=0):
+    """A JSON-ready tree for `v`; Unserialisable for anything but exact built-ins."""
+    t = type(v)
+    if depth > MAX_DEPTH:
+        raise Unserialisable(f"a value nested deeper than {MAX_DEPTH}", False)
+    if t in _PLAIN:
+        return v
+    if t is int:
+        return v
+    if t is float:
+        return {"f": float.__repr__(v)}
+    if t is list:
+        return [encode(x, depth + 1) for x in list.copy(v)]
+    if t is tuple:
+        return {"t": [encode(x, depth + 1) for x in v]}
+    if t is dict:
+        return {"d": [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in dict.items(v)]}
+    if t is set:
+        return {"s": [encode(x, depth + 1) for x in set.copy(v)]}
+    if t is frozenset:
+        return {"fs": [encode(x, depth + 1) for x in v]}
+    if t is bytes:
+        return {"b": bytes.hex(v)}
+    if t is complex:
+        return {"c": [float.__repr__(v.real), float.__repr__(v.imag)]}
+    kind, suspicious = _describe(v)
+    raise Unserialisable(kind, suspicious)
+
+
+def dumps(v):
+    import json  # here, not at the top: the sandboxed side only needs encode()
+
+    return json.dumps(encode(v), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def _float(s):
+    if type(s) is not str or len(s) > 40:
+        raise WireError("a float must be its repr")
+    try:
+        return float(s)
+    except ValueError:
+        raise WireError(f"not a float: {s[:20]!r}") from None
+
+
+def decode(tree, depth=0):
+    """Rebuild a value from `encode`'s tree; WireError for anything else."""
+    if depth > MAX_DEPTH + 1:
+        raise WireError("nested too deep")
+    t = type(tree)
+    if tree is None or t in (bool, str, int):
+        return tree
+    if t is list:
+        return [decode(x, depth + 1) for x in tree]
+    if t is not dict or len(tree) != 1:
+        raise WireError(f"unexpected {t.__name__} in the encoding")
+    (tag, body), = tree.items()
+    try:
+        if tag == "f":
+            return _float(body)
+        if tag == "c":
+            re_, im = body
+            return complex(_float(re_), _float(im))
+        if tag == "b":
+            return bytes.fromhex(body)
+        if type(body) is not list:
+            raise WireError(f"tag {tag!r} needs a list")
+        if tag == "t":
+            return tuple(decode(x, depth + 1) for x in body)
+        if tag == "s":
+            return {decode(x, depth + 1) for x in body}
+        if tag == "fs":
+            return frozenset(decode(x, depth + 1) for x in body)
+        if tag == "d":
+            out = {}
+            for pair in body:
+                if type(pair) is not list or len(pair) != 2:
+                    raise WireError("a dict item must be [key, value]")
+                out[decode(pair[0], depth + 1)] = decode(pair[1], depth + 1)
+            return out
+    except (TypeError, ValueError) as e:  # unhashable keys, bad hex, wrong arity
+        if isinstance(e, WireError):
+            raise
+        raise WireError(f"bad {tag!r} value: {e}") from None
+    raise WireError(f"unknown tag {tag!r}")
+
+
+def loads(text):
+    import json
+
+    try:
+        tree = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        raise WireError(f"not JSON: {str(e)[:80]}") from None
+    return decode(tree)
+
+
+def _no_constant(name):
+    raise WireError(f"bare {name} is not allowed")
