@@ -261,6 +261,11 @@ def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TI
     try:
         with socket.create_connection((host.strip("[]"), int(port_s)), timeout=timeout):
             pass
+        other = None if default_port == 10001 else _ray_gcs_answer(f"{host}:{port_s}", timeout)
+        if other:
+            problems.append(f"cluster.address: {host}:{port_s} accepts connections but is not a Ray head ({other}); "
+                            "give the head's GCS address (port 6379 by default, see `ray status` there) or remove "
+                            "cluster.address for a local Ray")
     except socket.gaierror:
         problems.append(f"cluster.address: host {host!r} is unknown (DNS); check the address, or remove "
                         "cluster.address to start a local Ray")
@@ -270,6 +275,28 @@ def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TI
     except OSError as e:
         problems.append(f"cluster.address: cannot connect to {host}:{port_s} ({e.strerror or e}); start the Ray head "
                         "there (`ray start --head`) or remove cluster.address for a local Ray")
+
+
+def _ray_gcs_answer(address: str, timeout: float) -> str | None:
+    """None if a Ray GCS answers at address; else what answered instead. A firewall or
+    proxy that accepts every connection, or another service on the port, passes a TCP
+    check, and ray.init would then retry for minutes."""
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except Exception:  # noqa: BLE001 - without them only the TCP check is possible
+        return None
+    channel = grpc.insecure_channel(address)
+    try:
+        gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+            gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        return None
+    except grpc.RpcError as e:
+        if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return None  # a Ray GCS with token auth: it is there
+        return f"{e.code().name.lower()}: {(e.details() or '').splitlines()[0][:100]}"
+    finally:
+        channel.close()
 
 
 # ---- prompts against the context window ------------------------------------------------------
