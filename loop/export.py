@@ -86,8 +86,7 @@ def _base_model(cfg, out: Path, final: Path) -> tuple[dict[str, Any], Path | Non
         shutil.copytree(src, out / "base", copy_function=_copy)
         return {"path": "base", "configured": given, "copied": True}, src
     if src.is_dir():
-        return {"path": os.path.relpath(src.resolve(), final.resolve()), "configured": given,
-                "copied": False}, src
+        return {"path": os.path.relpath(src.resolve(), final.resolve()), "copied": False}, src
     return {"path": given, "configured": given, "copied": False, "hub_id": True}, None
 
 
@@ -131,7 +130,8 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
     rates = measure_pass_rates(run, cfg, choice.path, problems, pass_rates, samples)
     pool, left_out = pool_rows(problems, rates)
     val = [problem_row(p, "val") for p in heldout]
-    measured = [{"problem_id": pid, "pass_rate": rates.rate(pid), **dict(c)} for pid, c in rates.counts.items()]
+    measured = [{"problem_id": pid, "pass_rate": rates.rate(pid), **{k: c[k] for k in ("pass", "fail", "error", "abstain")}}
+                for pid, c in rates.counts.items()]
 
     final = run.path / "export"
     out = Path(tempfile.mkdtemp(dir=run.path, prefix=".export-"))
@@ -159,7 +159,7 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
             "partial": choice.partial,
             "status": run.manifest.get("status"),
             "base_model": base,
-            "model": cfg.model.model_dump(mode="json"),
+            "model": cfg.model.model_dump(mode="json", exclude={"path"}),  # the path is base_model's
             "adapter": {"path": ".", "round": choice.round, "why": choice.why, "beats_base": choice.beats_base,
                         "candidates": choice.candidates},
             "heldout": {"baseline": _heldout(run.path / "baseline" / "metrics.json", nested=False),

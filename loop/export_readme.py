@@ -87,7 +87,7 @@ def render_readme(bundle: dict[str, Any], export_dir: Path) -> str:
     base = bundle["base_model"]
     base_line = ("`base/` (a copy of the embedded model)" if base.get("copied") else
                  f"the hub model `{base['path']}`" if base.get("hub_id") else
-                 f"`{base['path']}` (relative to this directory; configured as `{base['configured']}`)")
+                 f"`{base['path']}` (a local directory, relative to this one)")
     left = ", ".join(f"{n} {why}" for why, n in pool["pass_rates"]["left_out"].items()) or "none"
     return f"""# RL starting point: run `{bundle['run_id']}`
 {warn}

@@ -30,12 +30,13 @@ def answer_text(answer: str) -> str:
 
 
 def make_run(tmp_path: Path, accuracies: list[float], trained: list[int], status: str = "completed",
-             adapter_paths: str = "relative", in_progress: bool = True, passes: list[int] = PASSES) -> RunDir:
+             adapter_paths: str = "relative", in_progress: bool = True, passes: list[int] = PASSES,
+             overrides: tuple[str, ...] = ()) -> RunDir:
     """Round r trained an adapter iff r in `trained` (else it kept the previous one) and its
     held-out accuracy is accuracies[r]. Round r+1 samples with round r's adapter: problem i
     passes passes[i % 5] of its 4 samples. adapter_paths: how metrics record the adapter
     ('relative' to the run, 'absolute', or 'cwd' = relative to the old working directory)."""
-    cfg = load_config(ROOT / "configs" / "default.yaml")
+    cfg = load_config(ROOT / "configs" / "default.yaml", list(overrides))
     run = RunDir.create(tmp_path / "state", "t")
     (run.path / "config.yaml").write_text(dump_config(cfg))
     write_json(run.path / "baseline" / "metrics.json", BASELINE)
@@ -238,3 +239,15 @@ def test_missing_adapter_messages(tmp_path):
     nothing_done = make_run(tmp_path / "b", accuracies=[], trained=[0], status="interrupted")
     with pytest.raises(FileNotFoundError, match="no completed round"):
         export_run(RunDir(nothing_done.path))
+
+
+def test_a_local_base_model_is_named_relative_to_the_bundle(tmp_path):
+    base = tmp_path / "models" / "my-base"
+    shutil.copytree(ROOT / "loop/assets/tiny-qwen3", base)
+    run = make_run(tmp_path, accuracies=[0.4, 0.6], trained=[0, 1], overrides=(f"model.path={base}",))
+    out = export_run(RunDir(run.path))
+    b = read_json(out / "bundle.json")
+    assert b["base_model"]["path"] == "../../../../models/my-base" and not (out / "base").exists()
+    assert absolute_paths({k: v for k, v in b.items() if k != "config"}) == []
+    assert Path(load_bundle(out).base_model) == base.resolve()
+    assert read_json(out / "adapter_config.json")["base_model_name_or_path"] == "../../../../models/my-base"

@@ -152,13 +152,13 @@ def test_grpo_recipe_runs_verbatim_from_an_installed_wheel(bundle, tmp_path):
     assert command in readme
     log = tmp_path / "rewards.jsonl"
     p = subprocess.run([PY, str(bundle / "train_grpo.py"), "--max-steps", "2", "--num-generations", "8",
-                        "--batch-size", "16", "--output-dir", "grpo-out", "--log-rewards", str(log)],
+                        "--batch-size", "32", "--output-dir", "grpo-out", "--log-rewards", str(log)],
                        cwd=work, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-5000:]
     assert (work / "grpo-out" / "adapter_model.safetensors").is_file()
 
     rows = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(rows) == 2 * 16 and {r["reward"] for r in rows} == {"reward_exact_match"}
+    assert len(rows) == 2 * 32 and {r["reward"] for r in rows} == {"reward_exact_match"}
     scores = [r["score"] for r in rows]
     assert 0.0 in scores and 1.0 in scores, f"rewards do not vary: {scores}"
     # Each reward again, through the verifier itself and through verl's compute_score ...
