@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from verifiers import sandbox
+from verifiers import sandbox, sandbox_cgroup
 from verifiers.sandbox import SandboxLimits, leftover_processes, run
 
 FAST = SandboxLimits(timeout_s=2.0)
@@ -23,6 +23,8 @@ def test_ok_captures_stdout_and_reports_isolation():
     if ROOT:
         assert r.isolation["uid"] >= sandbox.UID_BASE
         assert r.isolation["network_off"] and "/tmp" in r.isolation["private_tmp"]
+        assert r.isolation["root"] == "minimal" and r.isolation["workdir"] == "/work"
+        assert set(r.isolation["namespaces"]) == {"mnt", "pid", "ipc", "uts", "net"}
     _clean(r)
 
 
@@ -107,7 +109,8 @@ def test_process_limit_holds_under_root():
            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(20)\n        os._exit(0)\n"
            "    n += 1\nprint(n)")
     r = run(src, limits=SandboxLimits(timeout_s=3, max_procs=8))
-    assert r.status == "ok" and int(r.stdout) == 7  # 8 processes of the run's uid, main included
+    # 8 tasks for the run: with a cgroup the launcher and init count too, else the uid's processes
+    assert r.status == "ok" and int(r.stdout) == (5 if r.isolation["cgroup"].startswith("v") else 7)
     _clean(r)
 
 
@@ -128,3 +131,56 @@ def test_without_pidfd_the_exit_is_polled(monkeypatch):
     r = run("while True: pass", limits=SandboxLimits(timeout_s=1.0))
     assert r.status == "timeout"
     _clean(r)
+
+
+@pytest.mark.skipif(not ROOT, reason="the minimal root and the pid namespace are checked where they apply (root)")
+def test_minimal_filesystem_view_and_own_pid_namespace():
+    src = ("import os, sys\nprint(sorted(os.listdir('/')))\nprint(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+           "print(os.getppid(), os.path.exists(sys.prefix + '/lib/python3.11/site-packages/pytest'))\n"
+           "open('/tmp/x', 'w').write('1'); open('/work/y', 'w').write('1'); open('/dev/shm/z', 'w').write('1')\n"
+           "for ro in ('/usr/x', '/x'):\n    try:\n        open(ro, 'w')\n        print('wrote', ro)\n"
+           "    except OSError:\n        pass")
+    r = run(src, limits=FAST)
+    assert r.status == "ok", r.stderr
+    top, pids, parent = r.stdout.splitlines()[:3]
+    assert set(eval(top)) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "root", "sbin", "tmp",
+                              "usr", "work"}
+    assert eval(pids) == ["1", "2"]  # init and the program, nothing of the host
+    assert parent == "1 False"       # site-packages of the runtime are masked
+    assert "wrote" not in r.stdout
+
+
+@pytest.mark.skipif(not sandbox_cgroup.bases()[0], reason="no usable cgroup here (not root, or no delegation)")
+def test_one_memory_budget_for_the_whole_run():
+    src = ("import os, time\nkids = []\nfor i in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+           "        b = bytearray(60 << 20)\n        for j in range(0, len(b), 4096):\n            b[j] = 1\n"
+           "        time.sleep(2)\n        os._exit(0)\n    kids.append(pid)\n"
+           "print(sum(os.waitpid(k, 0)[1] == 0 for k in kids))")
+    r = run(src, limits=SandboxLimits(timeout_s=5, memory_mb=150))
+    assert r.status == "ok" and int(r.stdout) < 4  # each fits its own 150 MiB; together they do not
+    assert r.isolation["oom_kills"] >= 1 and r.isolation["cgroup"].startswith("v")
+
+
+def test_channel_and_passed_fds():
+    read_end, write_end = os.pipe()
+    r = run("import os\nos.write(3, b'to the verifier')\nos.write(4, b'to the pipe')\nos.close(4)",
+            limits=FAST, channel=True, fds={4: write_end})
+    assert r.status == "ok" and r.channel == b"to the verifier"
+    assert os.read(read_end, 100) == b"to the pipe" and os.read(read_end, 100) == b""  # EOF: no copy left here
+    os.close(read_end)
+    r = run("import os\nos.write(3, b'x' * (3 << 20))", limits=SandboxLimits(timeout_s=3, max_channel_bytes=1 << 20),
+            channel=True)
+    assert r.status == "output_limit" and len(r.channel) == 1 << 20
+
+
+def test_cleanup_of_a_dead_verifiers_work_directory(tmp_path):
+    stale = tmp_path / "sandbox-stale"
+    stale.mkdir()
+    (stale / sandbox.OWNER_FILE).write_text('{"pid": 999999999, "start": 1, "uid": null}')
+    (stale / "main.py").write_text("x")
+    live = tmp_path / "sandbox-live"
+    live.mkdir()
+    me = os.getpid()
+    (live / sandbox.OWNER_FILE).write_text(f'{{"pid": {me}, "start": {sandbox_cgroup.start_time(me)}, "uid": null}}')
+    assert sandbox.cleanup_stale(str(tmp_path))["dirs"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["sandbox-live"]

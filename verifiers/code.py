@@ -239,10 +239,20 @@ class CodeTests(Verifier):
             if run.status == "sandbox_error":
                 return self.verdict(sample, "error", reason=f"sandbox error: {run.error}", status=run.status,
                                     stderr_tail=run.stderr[-1000:], **base)
-        try:
-            rec = json.loads(t.channel.split(b"\n", 1)[0], parse_constant=wire._no_constant)
-            tamper = [str(x)[:200] for x in rec.pop("tamper", [])]
-        except (ValueError, TypeError, AttributeError):
+        tamper, rec = [], None
+        for line in t.channel.split(b"\n")[:-1]:  # tamper notes as they came, then the verdict
+            try:
+                got = json.loads(line, parse_constant=wire._no_constant)
+            except ValueError:
+                break
+            if type(got) is dict and set(got) == {"tamper"}:
+                tamper.append(str(got["tamper"])[:200])
+            elif type(got) is dict:
+                rec = got
+                break
+        if rec is None:
+            if tamper:
+                return self._tamper(sample, tamper, base)
             if t.status == "timeout" or r.status in STOPPED:
                 return self._stopped(sample, r if r.status in STOPPED else t, base)
             return self.verdict(sample, "error", reason=f"the test process ended without a verdict ({t.status})",

@@ -34,12 +34,7 @@ WATCH = {"sys._current_frames": "read every thread's frame", "gc.get_objects": "
          "sys.settrace": "installed a trace function", "sys.setprofile": "installed a profile function",
          "ctypes.dlopen": "loaded native code (ctypes)", "sys.addaudithook": "added an audit hook"}
 
-out_fd = os.dup(3)      # private copies: fds 0 and 3 are closed for the program
-in_fd = os.dup(0)
-_null = os.open(os.devnull, os.O_RDWR)
-os.dup2(_null, 0)
-os.close(3)
-sys.stdin = open(os.devnull)
+out_fd = in_fd = -1     # set by main()
 _seen = set()
 _busy = [False]
 
@@ -133,6 +128,12 @@ def requests():
 
 
 def main():
+    global out_fd, in_fd
+    out_fd, in_fd = os.dup(3), os.dup(0)  # private copies: fds 0 and 3 are closed for the program
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.close(3)
+    sys.stdin = open(os.devnull)
     with open("solution.py", encoding="utf-8") as f:
         source = f.read()
     before = dict(builtins.__dict__)
@@ -175,4 +176,5 @@ def main():
     _exit(0)
 
 
-main()
+if __name__ == "__main__":
+    main()

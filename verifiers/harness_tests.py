@@ -20,6 +20,7 @@ import wire  # noqa: E402
 sys.path.pop(0)
 
 VERDICT, ANSWERS, REQUESTS = 3, 4, 5
+MAX_ANSWER = 4 << 20  # bytes of one answer, as the verifier caps its own channel
 NOT_RERAISED = (SystemExit, KeyboardInterrupt, GeneratorExit)
 tamper = []
 
@@ -36,11 +37,20 @@ class ProtocolError(Exception):
     """The program's channel carried something the harness there did not write."""
 
 
-def send_verdict(obj):
-    obj["tamper"] = tamper
+def _send(obj):
     data = (json.dumps(obj) + "\n").encode()
     while data:
         data = data[os.write(VERDICT, data):]
+
+
+def note_tamper(what):
+    """Passed on at once: the run may end in a timeout before any verdict."""
+    tamper.append(what)
+    _send({"tamper": what})
+
+
+def send_verdict(obj):
+    _send(obj)
     os._exit(0)
 
 
@@ -52,11 +62,13 @@ def _lines(fd):
             if not chunk:
                 return
             buf += chunk
+            if len(buf) > MAX_ANSWER:
+                raise ProgramResultError(f"the program answered with more than {MAX_ANSWER >> 20} MiB")
         line, buf = buf.split(b"\n", 1)
         yield line
 
 
-answers = _lines(ANSWERS)
+answers = iter(())  # the program's records; set by main()
 
 
 def record():
@@ -69,7 +81,7 @@ def record():
         if type(rec) is not dict:
             raise ProtocolError("a record that is not an object")
         if "tamper" in rec:
-            tamper.append(str(rec["tamper"])[:200])
+            note_tamper(str(rec["tamper"])[:200])
             continue
         return rec
     return None
@@ -102,7 +114,7 @@ def call(fn, args, kwargs):
         info = rec["unserialisable"] if type(rec["unserialisable"]) is dict else {}
         kind = str(info.get("kind", "?"))[:200]
         if info.get("suspicious"):
-            tamper.append(f"{fn}() returned {kind}, an imitation of a built-in value")
+            note_tamper(f"{fn}() returned {kind}, an imitation of a built-in value")
         raise ProgramResultError(f"{fn}() returned {kind}: only plain built-in values are compared")
     if "raised" in rec:
         info = rec["raised"] if type(rec["raised"]) is dict else {}
@@ -136,6 +148,8 @@ def failure(e):
 
 
 def main():
+    global answers
+    answers = _lines(ANSWERS)
     with open("config.json") as f:
         cfg = json.load(f)
     with open("tests.py", encoding="utf-8") as f:
@@ -175,4 +189,5 @@ def main():
     send_verdict({"passed": True})
 
 
-main()
+if __name__ == "__main__":
+    main()
