@@ -87,3 +87,66 @@ def test_code_jsonl_malformed_rows_name_file_and_line(tmp_path, row, message):
 def test_code_jsonl_missing_file(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         GENERATORS.build("code_jsonl", {"path": str(tmp_path / "nope.jsonl")}).categories()
+
+
+MBPP_ROW = {"text": "Write a function to remove the first and last occurrence of a given character from the string.",
+            "code": "def remove_Occ(s, ch):\n    s = s.replace(ch, '', 1)\n    i = s.rfind(ch)\n"
+                    "    return s if i < 0 else s[:i] + s[i + 1:]",
+            "task_id": 11, "test_setup_code": "",
+            "test_list": ['assert remove_Occ("hello","l") == "heo"', 'assert remove_Occ("abcda","a") == "bcd"',
+                          'assert remove_Occ("PHP","P") == "H"'],
+            "challenge_test_list": []}
+
+
+def _judge(problem, program):
+    from loop.records import Sample
+    from verifiers.base import VERIFIERS
+
+    s = Sample(id=f"{problem.id}:t:0", problem_id=problem.id, round=0, index=0, num_tokens=0, finish_reason="stop",
+               text=f"```python\n{program}\n```")
+    return VERIFIERS.build("code_tests", {"timeout_s": 10}).verify([problem], [s])[0]
+
+
+def test_code_jsonl_reads_mbpp_rows_and_assert_lists(tmp_path):
+    listed = {"prompt": "Write square(x).", "tests": ["assert square(2) == 4", "assert square(-3) == 9"],
+              "solution": "def square(x):\n    return x * x"}
+    with_entry = {**listed, "prompt": "Write square(x), again.", "entry_point": "square"}
+    path = write(tmp_path, [MBPP_ROW, listed, with_entry])
+    gen = GENERATORS.build("code_jsonl", {"path": path, "category": "mbpp"})
+    problems = gen.generate("mbpp", 1, 10, seed=0) + gen.generate("mbpp", 2, 10, seed=0)
+    assert len(problems) == 3
+    mbpp = next(p for p in problems if "remove" in p.prompt[-1].content)
+    assert mbpp.reference.tests.splitlines()[0] == 'assert remove_Occ("hello","l") == "heo"'
+    assert mbpp.reference.entry_point is None and "rfind" in mbpp.reference.chain
+    assert _judge(mbpp, MBPP_ROW["code"]).outcome == "pass"
+    wrong = _judge(mbpp, "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)")
+    assert wrong.outcome == "fail" and wrong.evidence["test_line"] == 'assert remove_Occ("hello","l") == "heo"'
+    for p in problems:
+        if "square" in p.prompt[-1].content:
+            assert _judge(p, "def square(x):\n    return x * x").outcome == "pass"
+
+
+def test_code_jsonl_rejects_rows_whose_reference_fails_or_tests_do_not_parse(tmp_path):
+    rows = [GOOD,
+            {**GOOD, "prompt": "p2", "tests": "def check(f):\n    assert f(2) == 5\n"},          # wrong reference
+            {**GOOD, "prompt": "p3", "tests": "def check(f):\n    assert f(2) == 4 +\n"},        # SyntaxError
+            {**GOOD, "prompt": "p4", "entry_point": None},                                    # check() never called
+            {**GOOD, "prompt": "p5", "solution": "def double(x):\n    return 2 * x +"},         # broken solution
+            {"prompt": "p6", "tests": ["assert triple(1) == 3", "assert triple(2) == 7"],
+             "solution": "def triple(x):\n    return 3 * x"}]
+    path = write(tmp_path, rows)
+    with pytest.raises(ValueError) as e:
+        GENERATORS.build("code_jsonl", {"path": path}).categories()
+    msg = str(e.value)
+    assert msg.startswith("5 bad code row(s)")
+    assert f"{path}:2: the reference solution fails its own tests" in msg and "assert f(2) == 5" in msg
+    assert f"{path}:3: the tests do not parse" in msg
+    assert f"{path}:4: the tests define check(candidate) but the problem has no entry_point" in msg
+    assert f"{path}:5: the solution does not parse" in msg
+    assert f"{path}:6: the reference solution fails" in msg and "assert triple(2) == 7" in msg
+    assert f"{path}:1:" not in msg
+    # Without running the solutions only what is wrong on its face is rejected.
+    path2 = write(tmp_path, [GOOD, rows[1]])
+    assert len(GENERATORS.build("code_jsonl", {"path": path2, "check_solutions": False}).categories()) == 1
+    with pytest.raises(ValueError, match=":2: the reference solution fails"):
+        GENERATORS.build("code_jsonl", {"path": path2}).categories()
