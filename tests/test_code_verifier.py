@@ -39,13 +39,26 @@ def test_extract_blocks():
     assert extract_code("```python\nx = 1\n") is None              # unclosed fence
 
 
-def test_humaneval_reference_solutions_pass():
-    ids = [f"HumanEval/{i}" for i in range(0, 164, 8)]  # 21 problems across the set
-    problems = [HE[i] for i in ids]
-    verdicts = verifier(workers=2).verify(problems, [sample(p, p.reference.chain) for p in problems])
-    bad = [(i, v.reason) for i, v in zip(ids, verdicts) if v.outcome != "pass"]
-    assert bad == []
+def test_all_humaneval_reference_solutions_pass():
+    problems = list(HE.values())
+    verdicts = verifier(workers=2, timeout_s=20).verify(problems, [sample(p, p.reference.chain) for p in problems])
+    bad = [(p.metadata["task_id"], v.reason) for p, v in zip(problems, verdicts) if v.outcome != "pass"]
+    assert bad == [] and len(verdicts) == 164
     assert all(v.score == 1.0 and v.verifier == "code_tests" for v in verdicts)
+    paths = [v.evidence["path"] for v in verdicts]
+    assert paths.count("translated") >= 155  # judged in the verifier; the rest in a test process
+
+
+@pytest.mark.parametrize("task", ["HumanEval/0", "HumanEval/12", "HumanEval/32", "HumanEval/53", "HumanEval/151"])
+def test_both_paths_agree(task):
+    p = HE[task]
+    entry = p.reference.entry_point
+    wrong = fenced(f"def {entry}(*args, **kwargs):\n    return None")
+    for translate in (True, False):
+        good, bad = verifier(translate=translate).verify([p, p], [sample(p, p.reference.chain, 0), sample(p, wrong, 1)])
+        assert (good.outcome, bad.outcome) == ("pass", "fail"), (translate, good.reason, bad.reason)
+        if not translate:
+            assert good.evidence["path"] == "test_process"
 
 
 def test_wrong_solution_fails_with_the_failing_assertion():
@@ -117,3 +130,102 @@ def test_options_are_validated():
         VERIFIERS.build("code_tests", {"timeout_s": 0})
     with pytest.raises(RegistryError, match="allowed options"):
         VERIFIERS.build("code_tests", {"blok": "last"})
+
+
+def test_broken_tests_are_an_error_not_a_wrong_answer():
+    q = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="x")],
+                reference=Reference(tests="assert square(2) == 4 +\n"))
+    [v] = verifier().verify([q], [sample(q, fenced("def square(x):\n    return x * x"))])
+    assert v.outcome == "error" and v.evidence["status"] == "bad_tests" and "do not parse" in v.reason
+
+
+def test_results_compare_by_value_and_exact_builtin_type():
+    q = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="x")],
+                reference=Reference(tests="assert f(1) == (1, 2)\nassert g() is None\nassert h() == 0.5\n"
+                                          "assert abs(h() - 0.5) < 1e-9\nassert set(k()) == {1, 2}\n"))
+    ok = "def f(x):\n    return (1, 2)\ndef g():\n    pass\ndef h():\n    return 1 / 2\ndef k():\n    return [2, 1, 1]"
+    as_list = ok.replace("return (1, 2)", "return [1, 2]")
+    as_false = ok.replace("    pass", "    return False")
+    verdicts = verifier().verify([q] * 3, [sample(q, fenced(c), i) for i, c in enumerate((ok, as_list, as_false))])
+    assert [v.outcome for v in verdicts] == ["pass", "fail", "fail"]
+    assert verdicts[1].evidence["test_line"] == "assert f(1) == (1, 2)"
+    assert verdicts[2].evidence["test_line"] == "assert g() is None"
+
+
+# ------------------------------------------------------------------ the pieces of the trust boundary
+
+def test_wire_round_trip_keeps_exact_types():
+    from verifiers import wire
+
+    values = [None, True, 0, 1, -7, 10**40, 1.0, -0.0, float("inf"), "é\n\"", b"\x00\xff", (1, [2.5, (None,)]),
+              {"a": 1, 2: (3,)}, {1, 2}, frozenset({"x"}), complex(1, -2), [], (), {}]
+    for v in values:
+        back = wire.loads(wire.dumps(v))
+        assert back == v and type(back) is type(v), v
+    assert type(wire.loads(wire.dumps([True]))[0]) is bool and wire.loads(wire.dumps(1.0)) == 1.0
+    assert wire.loads(wire.dumps(float("nan"))) != wire.loads(wire.dumps(float("nan")))  # nan stays nan
+
+
+@pytest.mark.parametrize("bad", ['{"f": 1}', '{"x": []}', '{"t": [], "s": []}', '{"d": [[[1], 2]]}', "NaN",
+                                 '{"b": "zz"}', "[" * 5000 + "]" * 5000, '{"c": "ab"}'])
+def test_wire_rejects_anything_else(bad):
+    from verifiers import wire
+
+    with pytest.raises(wire.WireError):
+        wire.loads(bad)
+
+
+def test_wire_refuses_imitations():
+    from verifiers import wire
+
+    class Int(int):
+        pass
+
+    class Eq:
+        def __eq__(self, other):
+            return True
+
+    for v, suspicious in ((Int(1), True), (Eq(), True), (object(), False), ([Int(1)], True), (iter([]), False)):
+        with pytest.raises(wire.Unserialisable) as e:
+            wire.encode(v)
+        assert e.value.suspicious is suspicious
+
+
+def test_translation_of_humaneval_check():
+    from verifiers.code_cases import Outcome, translate
+
+    plan = translate(HE["HumanEval/0"].reference.tests, "has_close_elements")
+    assert len(plan.calls) == 7 and plan.calls[0].fn == "has_close_elements"
+    assert plan.calls[0].args == ([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3)
+    right = [True, False, True, False, True, True, False]
+    assert plan.check([Outcome("value", x) for x in right]) is None
+    failure = plan.check([Outcome("value", x) for x in [True, True, *right[2:]]])
+    assert failure.exception == "AssertionError" and "0.05) == False" in failure.test_line
+    raised = plan.check([Outcome("raised", info={"exception": "ValueError", "message": "m"})] * 7)
+    assert raised.exception == "ValueError" and raised.outcome.kind == "raised"
+
+
+@pytest.mark.parametrize("tests", [
+    "def check(candidate):\n    for i in range(3):\n        assert candidate(i) == i\n",
+    "def check(candidate):\n    assert candidate(candidate(1)) == 1\n",
+    "def check(candidate):\n    x = [3, 1]\n    candidate(x)\n    assert x == [1, 3]\n",
+    "def check(candidate):\n    import random\n    assert candidate(random.randint(1, 2)) > 0\n",
+    "def check(candidate):\n    assert callable(candidate)\n",
+    "def helper():\n    return 1\ndef check(candidate):\n    assert candidate(helper()) == 1\n",
+    "def check(candidate):\n    try:\n        candidate(-1)\n    except ValueError:\n        pass\n",
+    "def check(candidate):\n    assert candidate(lambda x: x) == 1\n",
+])
+def test_what_is_not_translated(tests):
+    from verifiers.code_cases import NotTranslatable, translate
+
+    with pytest.raises(NotTranslatable):
+        translate(tests, "f")
+
+
+def test_the_evaluator_refuses_to_build_huge_values():
+    from verifiers.code_cases import Outcome, translate
+
+    plan = translate("assert f() == 'x' * 10 ** 9\n", None)
+    assert plan.check([Outcome("value", "x")]).exception == "EvalLimit"
+    plan = translate("assert f() == 7 ** 10 ** 8\n", None)
+    assert plan.check([Outcome("value", 1)]).exception == "EvalLimit"
