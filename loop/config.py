@@ -148,6 +148,12 @@ class SamplerCfg(Section):
     gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
     max_lora_rank: int = Field(16, ge=1)
     enforce_eager: bool = True
+    resources: dict[str, float] = Field(
+        {}, description="custom Ray resources each replica needs: nodes started with --resources "
+                        "'{\"sampler\": 1}' and {sampler: 1} here place one replica per such node")
+    max_replacements: int = Field(
+        3, ge=0, description="replicas started in place of dead ones over the run; a dead replica's chunks go "
+                             "back to the queue either way")
 
 
 class ClusterCfg(Section):
@@ -155,6 +161,11 @@ class ClusterCfg(Section):
     num_cpus: int | None = Field(None, ge=1, description="local Ray CPUs; None = all")
     sampler: SamplerCfg = SamplerCfg()
     trainer_num_gpus: float = Field(0, ge=0)
+    trainer_resources: dict[str, float] = Field({}, description="custom Ray resources the trainer needs (its node)")
+    trainer_retries: int = Field(
+        2, ge=0, description="times the train stage starts over in a new trainer actor after the actor died")
+    verify_retries: int = Field(3, ge=0, description="Ray retries of a verification task whose worker process died")
+    verify_spread: bool = Field(True, description="spread verification tasks over the nodes (Ray SPREAD)")
     gpu_sharing: Literal["none", "sleep", "release"] = Field(
         "none", description="one GPU for both: 'sleep' puts vLLM to sleep while training, 'release' drops the engine")
     verify_batch: int = Field(64, ge=1, description="samples per Ray verification task")

@@ -26,6 +26,7 @@ log = logging.getLogger("loop")
 class Controller:
     def __init__(self, cfg: Config, run: RunDir, cluster: Cluster):
         self.cfg, self.run, self.cluster = cfg, run, cluster
+        cluster.attach(run)  # placements and faults go into the run's manifest
         p = cfg.policies
         self.acceptance = POLICIES.build(p.acceptance.name, p.acceptance.options)
         self.targeting = POLICIES.build(p.targeting.name, p.targeting.options)

@@ -11,8 +11,10 @@ from loop.state import Interrupted, RunDir, RunStateError, StopAfter, atomic_wri
 
 log = logging.getLogger("loop")
 
-# Keys a resume may change: extending a run by more rounds is the common case.
+# Keys a resume may change: extending a run by more rounds is the common case; `cluster.*`
+# says where the work runs, not what it computes (resume on another cluster, or locally).
 RESUMABLE_CHANGES = {"loop.rounds"}
+RESUMABLE_PREFIXES = ("cluster.",)
 
 
 def _flatten(d, prefix=""):
@@ -29,7 +31,7 @@ def _flatten(d, prefix=""):
 def config_diff(old: Config, new: Config) -> list[str]:
     a, b = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+            if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and not k.startswith(RESUMABLE_PREFIXES)]
 
 
 def _execute(cfg: Config, run: RunDir) -> RunDir:

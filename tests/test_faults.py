@@ -1,0 +1,202 @@
+"""Surviving dead workers, on a real local Ray: the sampler pool with replicas that are
+SIGKILLed mid-chunk (a tiny stand-in actor instead of a vLLM engine, so this runs in
+seconds; the real engines are killed in tests/test_cluster_multinode.py), the fault hook,
+adapter shipping, placement checks and resuming on another cluster."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+class EchoReplica:
+    """Stands in for SamplerWorker: the same `where` and a chunk method with its pause point."""
+
+    def where(self) -> dict:
+        from loop.placement import node_info
+
+        return {**node_info(), "build_seconds": 0.0}
+
+    def work(self, chunk: int, stage: str) -> list:
+        from loop.faults import pause_point
+
+        if chunk < 0:
+            raise ValueError("a bad request, not a dead replica")
+        out = [f"chunk{chunk}-item{k}" for k in range(3)]
+        pause_point("sampler", stage)
+        return out
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    import ray
+
+    d = tmp_path_factory.mktemp("faults")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "LOOP_FAULT_DIR": str(d),
+                                       "LOOP_FAULT_PAUSE": "sampler=round-0/sample"}})
+    yield ray, d
+    ray.shutdown()
+
+
+def _kill_when_paused(d: Path, role: str, killed: list, timeout: float = 60) -> threading.Thread:
+    def run():
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            p = d / f"{role}.paused"
+            if p.exists():
+                info = json.loads(p.read_text())
+                os.kill(info["pid"], signal.SIGKILL)
+                killed.append(info)
+                return
+            time.sleep(0.05)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _pool(ray, size: int, replacements: int, events: list):
+    from loop.sampler_pool import SamplerPool
+
+    Actor = ray.remote(num_cpus=0.5, max_restarts=0)(EchoReplica)
+    return SamplerPool(ray, lambda i: Actor.remote(), size, replacements,
+                       lambda kind, info: events.append((kind, info)))
+
+
+def test_killed_replica_chunks_go_to_the_others_each_exactly_once(local_ray):
+    ray, d = local_ray
+    for f in d.iterdir():
+        f.unlink()
+    events, killed, seen = [], [], []
+    pool = _pool(ray, 2, 1, events)
+    pool.start()
+    t = _kill_when_paused(d, "sampler", killed)
+    results = pool.run(7, lambda h, c: h.work.remote(c, "round-0/sample"), seen.append)
+    t.join()
+    assert killed, "the fault hook never paused a replica"
+    assert results == [[f"chunk{c}-item{k}" for k in range(3)] for c in range(7)]
+    assert sorted(seen) == list(range(7)), "each chunk is delivered exactly once"
+    died = [i for k, i in events if k == "died"]
+    assert len(died) == 1 and died[0]["pid"] == killed[0]["pid"] and died[0]["chunks_requeued"]
+    assert died[0]["replacement"] is True and "ActorDiedError" in died[0]["error"]
+    started = [i for k, i in events if k == "started"]
+    assert len(started) >= 2 and all(i["node_id"] for i in started)
+    # The replacement joins the pool (now or at the next start) and the pool is whole again.
+    pool.start()
+    assert len(pool.handles()) == 2 and killed[0]["pid"] not in {r.info["pid"] for r in pool.replicas}
+
+
+def test_no_replica_left_is_a_clear_error(local_ray):
+    from loop.sampler_pool import NoSamplerLeft
+
+    ray, d = local_ray
+    for f in d.iterdir():
+        f.unlink()
+    events, killed = [], []
+    pool = _pool(ray, 1, 0, events)
+    pool.start()
+    t = _kill_when_paused(d, "sampler", killed)
+    with pytest.raises(NoSamplerLeft, match="no sampler replica is left"):
+        pool.run(3, lambda h, c: h.work.remote(c, "round-0/sample"), lambda c: None)
+    t.join()
+    assert [i["replacement"] for k, i in events if k == "died"] == [False]
+
+
+def test_an_error_inside_a_live_replica_is_not_a_death(local_ray):
+    ray, _ = local_ray
+    events = []
+    pool = _pool(ray, 1, 3, events)
+    pool.start()
+    with pytest.raises(ray.exceptions.RayTaskError, match="a bad request"):
+        pool.run(2, lambda h, c: h.work.remote(-1, "other"), lambda c: None)
+    assert not [k for k, _ in events if k == "died"]
+
+
+def test_the_pause_only_happens_in_the_named_stage(local_ray):
+    ray, d = local_ray
+    for f in d.iterdir():
+        f.unlink()
+    pool = _pool(ray, 1, 0, [])
+    pool.start()
+    assert pool.run(2, lambda h, c: h.work.remote(c, "baseline"), lambda c: None)[1][0] == "chunk1-item0"
+    assert not (d / "sampler.paused").exists()
+
+
+# ---- pieces without Ray ---------------------------------------------------------------
+
+def test_fault_hook_is_inert_by_default(monkeypatch, tmp_path):
+    from loop import faults
+
+    monkeypatch.delenv(faults.DIR_ENV, raising=False)
+    monkeypatch.setenv(faults.PAUSE_ENV, "sampler,trainer")
+    t0 = time.time()
+    faults.pause_point("sampler", "round-0/sample")
+    assert faults.trainer_callbacks() == [] and time.time() - t0 < 1
+    monkeypatch.setenv(faults.DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(faults.PAUSE_ENV, "verify=round-1/verify")
+    faults.pause_point("verify", "round-0/verify")  # another stage: no pause
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "verify.release").touch()
+    faults.pause_point("verify", "round-1/verify")  # released at once
+    assert json.loads((tmp_path / "verify.paused").read_text())["pid"] == os.getpid()
+
+
+def test_adapter_shipping_roundtrip(tmp_path):
+    from loop.shipping import pack_adapter, pack_files, unpack
+
+    src = tmp_path / "a"
+    src.mkdir()
+    (src / "adapter_config.json").write_text("{}")
+    (src / "adapter_model.safetensors").write_bytes(b"\x00\x01" * 100)
+    (src / "README.md").write_text("x")
+    (src / "_trainer").mkdir()
+    assert set(pack_adapter(src)) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert set(pack_files(src)) == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
+    out = unpack(pack_files(src), tmp_path / "b")
+    assert (out / "adapter_model.safetensors").read_bytes() == b"\x00\x01" * 100
+    with pytest.raises(ValueError, match="not a plain file name"):
+        unpack({"../evil": b""}, tmp_path / "c")
+    with pytest.raises(FileNotFoundError, match="missing adapter_model.safetensors"):
+        (src / "adapter_model.safetensors").unlink()
+        pack_adapter(src)
+
+
+def _cfg(tiny_run_config, tmp_path, **cluster):
+    from loop.config import load_config
+
+    return load_config(None, raw=tiny_run_config(tmp_path, cluster=cluster))
+
+
+def test_placement_that_cannot_fit_is_named(tiny_run_config, tmp_path):
+    from loop.placement import check_fits, local_resources, sampler_options, verify_options
+
+    cfg = _cfg(tiny_run_config, tmp_path, sampler={"num_actors": 2, "resources": {"sampler": 1}},
+               trainer_resources={"trainer": 1}, trainer_num_gpus=1)
+    problems = check_fits(cfg, {"CPU": 8, "sampler": 1})
+    assert len(problems) == 3, problems
+    assert "needs 2 'sampler' in all, the cluster offers 1" in problems[0]
+    assert any("'GPU'" in p for p in problems) and any("'trainer'" in p for p in problems)
+    assert not check_fits(cfg, {"CPU": 8, "GPU": 1, "sampler": 2, "trainer": 1})
+    assert local_resources(cfg) == {"sampler": 3, "trainer": 1}
+    assert sampler_options(cfg)["resources"] == {"sampler": 1}
+    assert verify_options(cfg)["scheduling_strategy"] == "SPREAD" and verify_options(cfg)["max_retries"] == 3
+    # A single machine with the defaults needs nothing custom.
+    plain = _cfg(tiny_run_config, tmp_path)
+    assert local_resources(plain) == {} and not check_fits(plain, {"CPU": 2})
+
+
+def test_resume_may_move_the_run_to_another_cluster(tiny_run_config, tmp_path):
+    from loop.runner import config_diff
+
+    old = _cfg(tiny_run_config, tmp_path, address="10.0.0.5:6379", sampler={"num_actors": 2})
+    new = _cfg(tiny_run_config, tmp_path, sampler={"num_actors": 1})
+    assert config_diff(old, new) == []
+    changed = old.model_copy(update={"sampling": old.sampling.model_copy(update={"n": 3})})
+    assert config_diff(old, changed) == ["sampling.n: 4 -> 3"]
