@@ -5,7 +5,9 @@ The rules that classify a failure (and the taxonomy itself) live in loop/taxonom
 
 Pass statistics leave out STaR-hinted samples (they were given the answer) and count
 only decided samples (pass or fail) in pass rates: an `error` or all-`abstain` sample
-is neither right nor wrong. Error counts include every non-hinted failed sample.
+is neither right nor wrong. Error counts include every non-hinted failed sample; the
+`tamper` class counts programs caught reaching for the code harness (reward hacking), so
+its delta across rounds shows whether training is learning to game the verifier.
 """
 from __future__ import annotations
 

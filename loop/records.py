@@ -12,8 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Outcome = Literal["pass", "fail", "abstain", "error"]
-ERROR_CLASSES = ("format", "truncated", "calculation", "logic", "comprehension", "infra", "other")
-ErrorClass = Literal["format", "truncated", "calculation", "logic", "comprehension", "infra", "other"]
+ERROR_CLASSES = ("format", "truncated", "calculation", "logic", "comprehension", "infra", "tamper", "other")
+ErrorClass = Literal["format", "truncated", "calculation", "logic", "comprehension", "infra", "tamper", "other"]
 
 
 class Message(BaseModel):

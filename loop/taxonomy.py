@@ -7,19 +7,22 @@ meaningless first:
 1. infra          a required verifier answered `error`, or any verifier's evidence has
                   status "sandbox_error". The judgment itself is broken, so nothing can
                   be said about the model; never trained on, never counted as wrong.
-2. truncated      sample.finish_reason == "length": the chain was cut off, which also
+2. tamper         a verifier's evidence has status "tamper": the program reached for the
+                  harness (a result imitating a built-in, a forged result channel, heap or
+                  frame walks, tracing, native code). Reward hacking, counted per round.
+3. truncated      sample.finish_reason == "length": the chain was cut off, which also
                   explains a missing answer or an unclosed think block, so it outranks format.
-3. format         the format verifier failed (unclosed <think>, no final answer, several
+4. format         the format verifier failed (unclosed <think>, no final answer, several
                   answers): the answer could not be read, so its content is not judged.
-4. calculation    the process verifier failed: a step's arithmetic is wrong
+5. calculation    the process verifier failed: a step's arithmetic is wrong
                   (evidence: its wrong steps). A wrong step explains a wrong answer.
-5. comprehension  the answer has the wrong type or shape for the gold (gold numeric but
+6. comprehension  the answer has the wrong type or shape for the gold (gold numeric but
                   answer not, or the reverse; a different number of list items; a very
                   different length) or repeats a number from the question that the gold
                   is not: the model answered a different question.
-6. logic          steps consistent (process verifier pass or abstain) but an answer
+7. logic          steps consistent (process verifier pass or abstain) but an answer
                   verifier failed: the reasoning was carried out correctly on a wrong plan.
-7. other          none of the above could decide (e.g. no process verifier ran, or only the
+8. other          none of the above could decide (e.g. no process verifier ran, or only the
                   judge failed the chain); `refine_with_judge` may replace it.
 
 The format, process and judge verifiers are found by name ("format", "process",
@@ -112,6 +115,11 @@ def classify(row: Row, required: set[str] | None = None, format_verifier: str = 
     errored = [v for v in row.verdicts if v.outcome == "error" and (required is None or v.verifier in required)]
     if row.outcome == "error" or sandbox or (required is not None and errored):
         return rec("infra", rule="verifier error", verifiers={v.verifier: v.reason for v in sandbox + errored})
+    tampered = [v for v in row.verdicts if v.evidence.get("status") == "tamper"]
+    if tampered:
+        return rec("tamper", rule="the program reached for the harness",
+                   verifiers={v.verifier: v.reason for v in tampered},
+                   tamper=[t for v in tampered for t in v.evidence.get("tamper", [])][:10])
     if row.sample.finish_reason == "length":
         return rec("truncated", rule="finish_reason == length", num_tokens=row.sample.num_tokens)
     fmt = verdict_of(row, format_verifier)

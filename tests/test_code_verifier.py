@@ -229,3 +229,25 @@ def test_the_evaluator_refuses_to_build_huge_values():
     assert plan.check([Outcome("value", "x")]).exception == "EvalLimit"
     plan = translate("assert f() == 7 ** 10 ** 8\n", None)
     assert plan.check([Outcome("value", 1)]).exception == "EvalLimit"
+
+
+def test_tamper_is_an_error_class_counted_per_round():
+    from loop.analysis import analyze, compare, error_table
+    from loop.records import ERROR_CLASSES, Row
+    from loop.taxonomy import classify
+
+    p = HE["HumanEval/7"]
+    forged = fenced("class R(list):\n    def __eq__(self, o):\n        return True\n"
+                    "def filter_by_substring(strings, substring):\n    return R()")
+    wrong = fenced("def filter_by_substring(strings, substring):\n    return []")
+    texts = [forged, forged, wrong, p.reference.chain]
+    verdicts = verifier().verify([p] * 4, [sample(p, t, i) for i, t in enumerate(texts)])
+    assert [v.evidence["status"] for v in verdicts] == ["tamper", "tamper", "failed", "ok"]
+    rows = [Row(problem=p, sample=sample(p, t, i), verdicts=[v], outcome=v.outcome)
+            for i, (t, v) in enumerate(zip(texts, verdicts))]
+    assert [classify(r).error_class if classify(r) else None for r in rows] == ["tamper", "tamper", "other", None]
+    assert "tamper" in ERROR_CLASSES
+    round0, round1 = analyze(0, rows), analyze(1, rows[2:])
+    assert round0.categories["humaneval/humaneval"].errors["tamper"] == 2
+    assert compare(round0, round1)["humaneval/humaneval"]["d_errors"]["tamper"] == -2
+    assert error_table(round0)[0][ERROR_CLASSES.index("tamper") + 1] == "tamper"

@@ -11,8 +11,8 @@ from typing import Any
 
 from loop.records import ERROR_CLASSES, Problem, Sample, Verdict
 
-# The judge cannot see infrastructure failures, so it is not offered "infra".
-JUDGE_CLASSES = tuple(c for c in ERROR_CLASSES if c != "infra")
+# The judge cannot see infrastructure failures or the sandbox, so it is not offered "infra" or "tamper".
+JUDGE_CLASSES = tuple(c for c in ERROR_CLASSES if c not in ("infra", "tamper"))
 CLASS_HELP = {
     "format": "the answer is missing, stated several times, or the chain is malformed",
     "truncated": "the chain stops before reaching an answer",
