@@ -67,6 +67,7 @@ class Cluster:
         self.pool = SamplerPool(ray, self._make_sampler, c.sampler.num_actors, c.sampler.max_replacements,
                                 lambda kind, info: self._event("sampler", kind, info))
         self._adapter_refs: dict[str, Any] = {}
+        self._placed_stages: set[str] = set()
         self.samplers: list[Any] = []
         self.trainer: Any = None
         self.loaded: set[str] = set()
@@ -118,6 +119,8 @@ class Cluster:
             name, path = adapter
             files = self._adapter_files(name, path)
         chunk = max(8, -(-len(prompts) // (4 * len(self.samplers))), -(-self.min_chunk_seqs // n))
+        if len(self.samplers) > 1:  # every replica gets work, however large the engine's batches
+            chunk = min(chunk, -(-len(prompts) // len(self.samplers)))
         spans = [(i, min(i + chunk, len(prompts))) for i in range(0, len(prompts), chunk)]
         stage, top_p = self._stage(), self.cfg.sampling.top_p
 
@@ -205,7 +208,11 @@ class Cluster:
         saved with the stage's completion."""
         if self.run is None or node is None:
             return
-        per = self.run.manifest.setdefault("placement", {}).setdefault(self._stage(), {}).setdefault(role, {})
+        stage, placement = self._stage(), self.run.manifest.setdefault("placement", {})
+        if stage not in self._placed_stages:  # a stage killed half-way and run again counts once
+            self._placed_stages.add(stage)
+            placement[stage] = {}
+        per = placement[stage].setdefault(role, {})
         per[node] = per.get(node, 0) + amount
 
     def _event(self, role: str, kind: str, info: dict) -> None:
@@ -215,11 +222,8 @@ class Cluster:
         if self.run is None:
             return
         entry = {"role": role, "stage": self._stage(), "time": round(time.time(), 3), **info}
-        if kind == "started":
-            self.run.manifest.setdefault("workers", []).append(entry)
-        else:
-            self.run.manifest.setdefault("faults", []).append(entry)
-            self.run.save()  # a fault is on disk before the retry it causes
+        self.run.manifest.setdefault("workers" if kind == "started" else "faults", []).append(entry)
+        self.run.save()  # on disk before the retry it causes, and even if the driver dies next
 
     # ---- verification ----------------------------------------------------------------
     def verify(self, problems: dict[str, Problem], samples: Sequence[Sample]) -> dict[str, list[Verdict]]:
@@ -304,16 +308,22 @@ class Cluster:
                         latest.unlink(missing_ok=True)
 
 
-def _close_engine(worker: Any) -> None:
-    """Runs inside a sampler actor (through __ray_call__): shut its vLLM engine down."""
+def _close_engine(worker: Any) -> list[str]:
+    """Runs inside a sampler actor (through __ray_call__): shut its vLLM engine down, then
+    remove the /dev/shm segments its processes had mapped that are still there."""
     import gc
 
+    from loop.cleanup import process_tree, shm_segments, unlink_segments
+
     llm = getattr(worker, "llm", None)
-    if llm is not None:
-        llm.llm_engine.engine_core.shutdown()
-        worker.llm = None
-        del llm
-        gc.collect()
+    if llm is None:
+        return []
+    segments = shm_segments(process_tree(os.getpid()))
+    llm.llm_engine.engine_core.shutdown()
+    worker.llm = None
+    del llm
+    gc.collect()
+    return unlink_segments(segments)
 
 
 def _session_dir(ray: Any) -> str | None:

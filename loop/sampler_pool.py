@@ -83,16 +83,18 @@ class SamplerPool:
     # ---- one generate call -----------------------------------------------------------------
     def run(self, n_chunks: int, submit: Callable[[Any, int], Any], on_chunk: Callable[[int], None]) -> list:
         """results[i] = the value of submit(handle, i) on some replica, each i exactly once.
-        Also returns which replica's node made each chunk (`self.chunk_nodes`)."""
+        Which replica (and node) made each chunk: `self.chunk_replicas`, `self.chunk_nodes`."""
         results: list = [None] * n_chunks
         have = [False] * n_chunks
         self.chunk_nodes = [None] * n_chunks
+        self.chunk_replicas: list[int | None] = [None] * n_chunks
         queue = deque(range(n_chunks))
         while not all(have):
-            for rep in self.replicas:
-                while rep.ready_ref is None and queue and len(rep.inflight) < self.depth:
-                    c = queue.popleft()
-                    rep.inflight[submit(rep.handle, c)] = c
+            for level in range(self.depth):  # breadth first: every replica gets a chunk before any gets two
+                for rep in self.replicas:
+                    if rep.ready_ref is None and queue and len(rep.inflight) <= level:
+                        c = queue.popleft()
+                        rep.inflight[submit(rep.handle, c)] = c
             waiting = {ref: rep for rep in self.replicas for ref in rep.inflight}
             starting = {rep.ready_ref: rep for rep in self.replicas if rep.ready_ref is not None}
             if not waiting and not starting:
@@ -117,7 +119,7 @@ class SamplerPool:
                 continue
             assert not have[c], f"chunk {c} came back twice"
             results[c], have[c] = out, True
-            self.chunk_nodes[c] = rep.info.get("node_id")
+            self.chunk_nodes[c], self.chunk_replicas[c] = rep.info.get("node_id"), rep.index
             on_chunk(c)
         return results
 

@@ -93,6 +93,14 @@ def test_killed_replica_chunks_go_to_the_others_each_exactly_once(local_ray):
     assert len(pool.handles()) == 2 and killed[0]["pid"] not in {r.info["pid"] for r in pool.replicas}
 
 
+def test_every_replica_gets_a_chunk_before_any_gets_two(local_ray):
+    ray, _ = local_ray
+    pool = _pool(ray, 2, 0, [])
+    pool.start()
+    pool.run(2, lambda h, c: h.work.remote(c, "baseline"), lambda c: None)
+    assert sorted(pool.chunk_replicas) == [0, 1]
+
+
 def test_no_replica_left_is_a_clear_error(local_ray):
     from loop.sampler_pool import NoSamplerLeft
 
