@@ -46,7 +46,7 @@ def test_all_humaneval_reference_solutions_pass():
     assert bad == [] and len(verdicts) == 164
     assert all(v.score == 1.0 and v.verifier == "code_tests" for v in verdicts)
     paths = [v.evidence["path"] for v in verdicts]
-    assert paths.count("translated") >= 155  # judged in the verifier; the rest in a test process
+    assert paths.count("translated") >= 159  # judged in the verifier; the rest (5) in a test process
 
 
 @pytest.mark.parametrize("task", ["HumanEval/0", "HumanEval/12", "HumanEval/32", "HumanEval/53", "HumanEval/151"])

@@ -378,8 +378,9 @@ def translate(tests: str, entry_point: str | None) -> Plan:
     for st in statements:
         if isinstance(st, ast.FunctionDef) and st.name == "check":
             continue
-        if isinstance(st, ast.Expr) and (isinstance(st.value, ast.Constant) or _is_print(st.value)):
-            continue  # docstrings, comments-as-strings, debug prints
+        if isinstance(st, ast.Expr) and (isinstance(st.value, ast.Constant) or _is_print(st.value) or (
+                isinstance(st.value, ast.Name) and hasattr(builtins, st.value.id))):
+            continue  # docstrings, comments-as-strings, debug prints, a bare `print`
         if isinstance(st, ast.Pass):
             continue
         if isinstance(st, ast.Assign) and not (len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)):

@@ -115,7 +115,7 @@ def _minimal_root(cfg, files, owner, layers):
     os.mkdir(f"{new}/usr")
     _bind_ro("/usr", f"{new}/usr", "/usr")
     prefix = cfg["prefix"]
-    if not prefix.startswith("/usr/"):
+    if prefix != "/usr" and not prefix.startswith("/usr/"):
         os.makedirs(f"{new}{prefix}", mode=0o755)
         _bind_ro(prefix, f"{new}{prefix}", prefix)
     for mask in cfg["mask"]:  # the host's installed packages are not the program's business
