@@ -167,7 +167,8 @@ def test_wire_round_trip_keeps_exact_types():
 
 
 @pytest.mark.parametrize("bad", ['{"f": 1}', '{"x": []}', '{"t": [], "s": []}', '{"d": [[[1], 2]]}', "NaN",
-                                 '{"b": "zz"}', "[" * 5000 + "]" * 5000, '{"c": "ab"}'])
+                                 '{"b": "zz"}', "[" * 5000 + "]" * 5000, '{"c": "ab"}',
+                                 '{"s": [' + ",".join(str(i << 61) for i in range(20_000)) + "]}"])
 def test_wire_rejects_anything_else(bad):
     from verifiers import wire
 
@@ -185,7 +186,8 @@ def test_wire_refuses_imitations():
         def __eq__(self, other):
             return True
 
-    for v, suspicious in ((Int(1), True), (Eq(), True), (object(), False), ([Int(1)], True), (iter([]), False)):
+    for v, suspicious in ((Int(1), True), (Eq(), True), (object(), False), ([Int(1)], True), (iter([]), False),
+                          (set(range(20_000)), False)):
         with pytest.raises(wire.Unserialisable) as e:
             wire.encode(v)
         assert e.value.suspicious is suspicious
@@ -229,6 +231,9 @@ def test_the_evaluator_refuses_to_build_huge_values():
     assert plan.check([Outcome("value", "x")]).exception == "EvalLimit"
     plan = translate("assert f() == 7 ** 10 ** 8\n", None)
     assert plan.check([Outcome("value", 1)]).exception == "EvalLimit"
+    plan = translate("assert set(f()) == {1, 2}\nassert dict(g()) == {}\n", None)  # colliding hashes: quadratic
+    assert plan.check([Outcome("value", [i << 61 for i in range(20_000)]), Outcome("value", [])]).exception == "EvalLimit"
+    assert plan.check([Outcome("value", [2, 1, 1]), Outcome("value", [])]) is None
 
 
 def test_tamper_is_an_error_class_counted_per_round():

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_SIZE = 1_000_000  # elements a sequence operation here may produce
+MAX_HASHED = 10_000   # items of a set or dict built here (as verifiers.wire allows)
 
 
 class NotTranslatable(Exception):
@@ -79,6 +80,19 @@ def _guard_lshift(a, b):
     return a << b
 
 
+def _hashed(kind):
+    """set/frozenset/dict over at most wire.MAX_HASHED items: crafted collisions make them quadratic."""
+    def build(*a, **k):
+        if a and not isinstance(a[0], (range, str, bytes)):
+            items = list(a[0].items() if isinstance(a[0], dict) else a[0])
+            if len(items) > MAX_HASHED:
+                raise EvalLimit(f"{kind.__name__}() of more than {MAX_HASHED} items")
+            a = (items, *a[1:])
+        return kind(*a, **k)
+    build.__name__ = kind.__name__
+    return build
+
+
 def _guard_range(*a):
     r = range(*a)
     if len(r) > MAX_SIZE:
@@ -98,6 +112,7 @@ FUNCS = {name: getattr(builtins, name) for name in (
     "len", "list", "max", "min", "ord", "repr", "reversed", "round", "set", "sorted", "str", "sum", "tuple",
     "type", "zip", "complex")}
 FUNCS["range"] = _guard_range
+FUNCS.update(set=_hashed(set), frozenset=_hashed(frozenset), dict=_hashed(dict))
 MATH = {name: getattr(math, name) for name in (
     "isclose", "fabs", "sqrt", "floor", "ceil", "pi", "e", "inf", "nan", "isnan", "isinf", "log", "log2", "log10",
     "exp", "gcd", "fsum", "trunc", "hypot", "sin", "cos", "tan", "atan", "radians", "degrees")}

@@ -11,6 +11,8 @@ exact types below cross; `decode` builds them from scratch, so the trusted side 
     set    {"s": [...]}   frozenset {"fs": [...]}        bytes    {"b": hex}
 """
 MAX_DEPTH = 64
+# Items of one set or dict: engineered hash collisions make building one quadratic.
+MAX_HASHED = 10_000
 
 
 class Unserialisable(Exception):
@@ -56,6 +58,8 @@ def encode(v, depth=0):
         return [encode(x, depth + 1) for x in list.copy(v)]
     if t is tuple:
         return {"t": [encode(x, depth + 1) for x in v]}
+    if t in (dict, set, frozenset) and len(v) > MAX_HASHED:
+        raise Unserialisable(f"a {t.__name__} of more than {MAX_HASHED} items", False)
     if t is dict:
         return {"d": [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in dict.items(v)]}
     if t is set:
@@ -107,6 +111,8 @@ def decode(tree, depth=0):
             return bytes.fromhex(body)
         if type(body) is not list:
             raise WireError(f"tag {tag!r} needs a list")
+        if tag in ("s", "fs", "d") and len(body) > MAX_HASHED:
+            raise WireError(f"more than {MAX_HASHED} items in one set or dict")
         if tag == "t":
             return tuple(decode(x, depth + 1) for x in body)
         if tag == "s":
