@@ -36,8 +36,8 @@ SHAPES: dict[str, dict] = {
                        num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
                        tie_word_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6),
     # Qwen3's vocabulary on a toy body: the tokenizer and the 151,936-wide head at CPU-test cost.
-    "qwen3-vocab-toy": dict(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+    "qwen3-vocab-toy": dict(vocab_size=151936, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                            num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=4096,
                             tie_word_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6),
 }
 

@@ -1,0 +1,621 @@
+"""The GPU path at the size users run it: a Qwen3-4B-shaped model on one H200, measured.
+
+    python benchmarks/gpu_h200.py --out benchmarks/results/h200.json                  # all parts
+    python benchmarks/gpu_h200.py --parts build,trainer --out $OUT/h200.json           # some parts
+    python benchmarks/gpu_h200.py --smoke --out /tmp/smoke.json                        # CPU dry run
+
+Each part runs in its own process (a stalled or crashed part loses only itself) and every
+ratio's two sides are measured in the same process, same data, one after the other:
+
+- build: the random-weight Qwen3-4B shape (loop/shape_model.py) unless already built.
+- trainer: the loop's QLoRA trainer (loop/trainer.py, configs/qwen3-4b-qlora.yaml's settings)
+  against the textbook recipe (peft `prepare_model_for_kbit_training`, batches padded to the
+  longest, HF's own loss over the full logits, torch AdamW) on the same realistic chains
+  (200..2048 tokens, uniform); tokens/s counts real tokens only, peak is
+  `torch.cuda.max_memory_allocated` from before the model load. The levers are measured as a
+  ladder, one change per step: textbook -> loop trainer with the fp32 upcast and no packing
+  (TRL, fused LM head) -> without the upcast -> with packing (the loop's config); each lever's
+  share is its step's log-ratio over the whole log-ratio.
+- sampler: the loop's sampler stage (`Cluster.generate`: Ray actor, chunks, progress bar)
+  against `LLM.chat` timed inside the same actor on the same engine, prompts and sampling
+  settings; base vs LoRA tokens/s (raw, same prompts); sleep/wake seconds and GiB freed
+  (device-wide free memory); HF transformers `generate` on the same model and prompts.
+- loop: `launch.py run`'s path (loop.runner.start) with configs/qwen3-4b-qlora.yaml and the
+  overrides in LOOP_OVERRIDES (fewer problems and tokens, two rounds): rounds completed, per
+  round wall time over the sum of its stages' seconds, vLLM engine builds.
+
+A vLLM start that makes no progress for --stall-dump seconds gets its EngineCore's Python
+stacks dumped (SIGUSR1; needs faulthandler registered for SIGUSR1 in that process, e.g. via a
+.pth file: see README's GPU section) so a stall says where it is.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CONFIG = ROOT / "configs" / "qwen3-4b-qlora.yaml"
+log = logging.getLogger("gpu_h200")
+
+# The loop part: configs/qwen3-4b-qlora.yaml as shipped, made to fit one command on the
+# machine (a random model writes every chain to max_tokens and fails every problem).
+LOOP_OVERRIDES = [
+    "loop.rounds=2", "heldout.per_category=4", "sampling.max_tokens=320",
+    "generators.0.categories.basic_arithmetic.budget=4", "generators.0.categories.chain_sum.budget=4",
+    "generators.1.categories.bit_manipulation.budget=4", "generators.1.categories.cipher.budget=4",
+    "generators.1.categories.unit_conversion.budget=4", "generators.1.categories.numeral_system.budget=4",
+]
+# The same, on a 2-core CPU with the toy-bodied Qwen3-vocabulary model (--smoke).
+SMOKE_OVERRIDES = [
+    "model.dtype=float32", "model.max_model_len=2048", "quantization.compute_dtype=float32",
+    "sampling.max_tokens=24", "sampling.n=2", "training.max_seq_len=256", "training.device=cpu",
+    "cluster.sampler.num_gpus=0", "cluster.trainer_num_gpus=0", "cluster.gpu_sharing=none",
+    "cluster.sampler.enforce_eager=true", "verifiers.4.options.max_tokens=16",
+]
+GOALS = {"sampler_vs_raw_vllm": (">=", 0.95), "sampler_vs_hf_generate": (">=", 10.0),
+         "trainer_vs_textbook_tok_s": (">=", 3.5), "trainer_vs_textbook_peak_mem": ("<=", 0.5),
+         "round_wall_vs_stage_sum": ("<=", 1.10), "engine_rebuilds_after_round0": ("<=", 0),
+         "loop_rounds_completed": (">=", 2)}
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def engine_core_pids() -> list[int]:
+    """vLLM engine-core processes (vLLM names them VLLM::EngineCore)."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if b"EngineCore" in (p / "cmdline").read_bytes() or "EngineCore" in (p / "comm").read_text():
+                    out.append(int(p.name))
+            except OSError:
+                pass
+    return out
+
+
+class StallWatch:
+    """While a vLLM engine starts: after `after` seconds, and every 60 s after that, log and
+    SIGUSR1 the engine-core processes (faulthandler prints their stacks), if `dump` is on."""
+
+    def __init__(self, label: str, after: float, dump: bool, ready=lambda: False):
+        self.label, self.after, self.dump, self.ready = label, after, dump, ready
+        self.stop = threading.Event()
+        self.dumps: list[dict] = []
+        self.t0 = time.time()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        nxt = self.after
+        while not self.stop.wait(5):
+            waited = time.time() - self.t0
+            if self.ready():
+                return
+            if waited >= nxt:
+                pids = engine_core_pids()
+                log.warning("%s: engine not ready after %.0fs; engine-core pids %s%s", self.label, waited, pids,
+                            "; dumping their stacks (SIGUSR1)" if self.dump else "")
+                if self.dump:
+                    for pid in pids:
+                        try:
+                            os.kill(pid, signal.SIGUSR1)
+                        except OSError:
+                            pass
+                self.dumps.append({"after_s": round(waited), "pids": pids})
+                nxt += 60
+
+    def done(self) -> dict:
+        self.stop.set()
+        return {"seconds": round(time.time() - self.t0, 1), "stack_dumps": self.dumps}
+
+
+def _ids(tokenizer, messages: list[dict], generation_prompt: bool) -> list[int]:
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def realistic_examples(tokenizer, prompts: list[list[dict]], n: int, lo: int, hi: int, seed: int) -> list[dict]:
+    """Prompt/completion chains whose total token counts are uniform in [lo, hi]: real prompts,
+    a think block of filler words and an answer line. The tokenizer is byte-level (one token
+    per byte), so lengths are set in characters and checked in tokens."""
+    rng = random.Random(seed)
+    words = ["carry", "the", "digit", "so", "sum", "is", "then", "check", "step", "next", "value", "=", "+", "7", "12"]
+    out = []
+    for i in range(n):
+        prompt = prompts[i % len(prompts)]
+        head = len(_ids(tokenizer, prompt, True))
+        target = rng.randint(lo, hi)
+        body: list[str] = []
+        size = head + len("<think>\n\n</think>\nAnswer: 42") + 2
+        while size < target:
+            w = rng.choice(words)
+            body.append(w)
+            size += len(w) + 1
+        text = "<think>\n" + " ".join(body) + "\n</think>\nAnswer: 42"
+        out.append({"prompt": prompt, "completion": [{"role": "assistant", "content": text}]})
+    return out
+
+
+def problem_prompts(cfg, count: int, seed: int = 0) -> list[list[dict]]:
+    """Real prompts of the config's generators, round-robin over its categories."""
+    from loop import steps
+    from loop.records import Plan
+
+    plan = steps.initial_plan(cfg)
+    keys = list(plan.categories)
+    per = -(-count // len(keys))
+    plan = Plan(round=0, policy="bench", categories={k: plan.categories[k].model_copy(update={"budget": per})
+                                                       for k in keys})
+    problems = steps.make_problems(cfg, plan, seed)
+    return [[m.model_dump() for m in p.prompt] for p in problems][:count]
+
+
+# ---- parts -------------------------------------------------------------------------------
+
+def part_build(a) -> dict:
+    from loop.shape_model import build
+
+    t0 = time.time()
+    build(a.shape, a.model)
+    info = json.loads((Path(a.model) / "shape.json").read_text())
+    return {"shape": a.shape, "path": a.model, "parameters": info["parameters"], "seconds": round(time.time() - t0, 1)}
+
+
+def textbook_qlora(model_path: str, lora: dict, examples: list[dict], batch: int, lr: float, seed: int) -> dict:
+    """The textbook QLoRA recipe: NF4 + double quant, prepare_model_for_kbit_training (fp32 norms,
+    embeddings and head, gradient checkpointing), LoRA, batches padded to their longest, the
+    model's own loss over the full logits, bf16 autocast, torch AdamW."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    cuda = _cuda()
+    dt = torch.bfloat16 if cuda else torch.float32
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    tok = AutoTokenizer.from_pretrained(model_path)
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=dt)
+    model = AutoModelForCausalLM.from_pretrained(model_path, quantization_config=bnb, dtype=dt,
+                                                 device_map={"": 0 if cuda else "cpu"})
+    model = prepare_model_for_kbit_training(model)
+    model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                             target_modules=lora["target_modules"], task_type="CAUSAL_LM"))
+    data = []
+    for ex in examples:
+        p = _ids(tok, ex["prompt"], True)
+        full = _ids(tok, ex["prompt"] + ex["completion"], False)
+        data.append((full, [-100] * len(p) + full[len(p):]))
+    random.Random(seed).shuffle(data)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    dev = model.device
+    tokens, losses = 0, []
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.time()
+    for i in range(0, len(data), batch):
+        chunk = data[i:i + batch]
+        n = max(len(ids) for ids, _ in chunk)
+        ids = torch.tensor([x + [tok.pad_token_id] * (n - len(x)) for x, _ in chunk], device=dev)
+        lab = torch.tensor([y + [-100] * (n - len(y)) for _, y in chunk], device=dev)
+        att = torch.tensor([[1] * len(x) + [0] * (n - len(x)) for x, _ in chunk], device=dev)
+        with torch.autocast(dev.type, dtype=dt, enabled=cuda):
+            loss = model(input_ids=ids, attention_mask=att, labels=lab).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(att.sum())
+        losses.append(float(loss))
+    if cuda:
+        torch.cuda.synchronize()
+    secs = time.time() - t0
+    out = {"tokens": tokens, "seconds": round(secs, 2), "tokens_per_s": tokens / secs, "steps": len(losses),
+           "first_loss": losses[0], "last_loss": losses[-1],
+           "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+    del model, opt
+    _free_memory()
+    return out
+
+
+def part_trainer(a) -> dict:
+    from transformers import AutoTokenizer
+
+    from loop.config import load_config
+    from loop.trainer import TrainerWorker
+
+    cfg = load_config(CONFIG, [f"model.path={a.model}", *(SMOKE_OVERRIDES if a.smoke else [])])
+    tok = AutoTokenizer.from_pretrained(a.model)
+    examples = realistic_examples(tok, problem_prompts(cfg, 64), a.train_examples, a.min_len, a.max_len, seed=1)
+    quant, lora = cfg.quantization.model_dump(), cfg.lora.model_dump()
+    tr = {**cfg.training.model_dump(), "epochs": 1}
+    res: dict = {"examples": len(examples), "lengths": [a.min_len, a.max_len], "batch_size": tr["batch_size"],
+                 "grad_accum": tr["grad_accum"], "max_seq_len": tr["max_seq_len"]}
+    res["textbook"] = textbook_qlora(a.model, lora, examples, tr["batch_size"], tr["learning_rate"], seed=1)
+    log.info("textbook: %s", res["textbook"])
+    ladder = [  # one change per step, ending at the loop's own config
+        ("trl_fused_head", {"prepare_for_kbit": True}, {"packing": False}),
+        ("no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": False}),
+        ("packing", {"prepare_for_kbit": False}, {"packing": True}),
+    ]
+    keep = ("tokens", "loss_tokens", "tokens_per_s", "peak_gib", "steps", "train_seconds", "seconds", "first_loss",
+            "last_loss", "tokens_per_micro_batch")
+    for name, q, t in ladder:
+        out = Path(a.workdir) / f"adapter-{name}"
+        m = TrainerWorker(a.model, {**quant, **q}, lora, {**tr, **t}).train(examples, str(out), None, seed=1)
+        res[name] = {k: m.get(k) for k in keep} | {"prepare_for_kbit": q["prepare_for_kbit"], "packing": t["packing"]}
+        log.info("%s: %s", name, res[name])
+        _free_memory()
+    loop_m, book = res["packing"], res["textbook"]
+    res["trainer_vs_textbook_tok_s"] = loop_m["tokens_per_s"] / book["tokens_per_s"]
+    if book["peak_gib"]:
+        res["trainer_vs_textbook_peak_mem"] = loop_m["peak_gib"] / book["peak_gib"]
+    steps = ["textbook"] + [n for n, _, _ in ladder]
+    for metric, key in (("tok_s", "tokens_per_s"), ("peak_mem", "peak_gib")):
+        if not book[key]:
+            continue
+        total = math.log(res[steps[-1]][key] / book[key])
+        res[f"lever_share_{metric}"] = {
+            steps[i]: {"ratio": res[steps[i]][key] / res[steps[i - 1]][key],
+                       "share": math.log(res[steps[i]][key] / res[steps[i - 1]][key]) / total if total else None}
+            for i in range(1, len(steps))}
+    res["adapter"] = str(Path(a.workdir) / "adapter-packing")
+    return res
+
+
+class _TimedSampler:
+    """Mixed into the loop's SamplerWorker in `part_sampler`: `LLM.chat` timed inside the actor."""
+
+    def raw_generate(self, prompts, n, temperature, top_p, max_tokens, seed, adapter):
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                seed=seed if self.cuda else None)
+        lora = self.adapters[adapter] if adapter else None
+        t0 = time.perf_counter()
+        outs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
+        secs = time.perf_counter() - t0
+        tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
+        return {"seconds": secs, "tokens": tokens, "tokens_per_s": tokens / secs,
+                "sequences": sum(len(o.outputs) for o in outs)}
+
+
+def part_sampler(a) -> dict:
+    import ray
+
+    from loop.cluster import Cluster
+    from loop.config import load_config
+    from loop.sampler import SamplerWorker
+
+    cfg = load_config(CONFIG, [f"model.path={a.model}", *(SMOKE_OVERRIDES if a.smoke else [])])
+    s, c, m = cfg.sampling, cfg.cluster, cfg.model
+    prompts = problem_prompts(cfg, a.prompts)
+    res: dict = {"prompts": len(prompts), "n": s.n, "max_tokens": a.max_tokens, "temperature": s.temperature,
+                 "top_p": s.top_p, "enforce_eager": c.sampler.enforce_eager,
+                 "gpu_memory_utilization": c.sampler.gpu_memory_utilization,
+                 "env": {k: os.environ.get(k) for k in ("VLLM_USE_V2_MODEL_RUNNER", "VLLM_NO_USAGE_STATS")}}
+    cluster = Cluster(cfg)
+    try:
+        # The loop's own start_samplers, with the timing mix-in on the actor class.
+        Worker = type("TimedSamplerWorker", (_TimedSampler, SamplerWorker), {})
+        Actor = ray.remote(num_cpus=c.sampler.num_cpus, num_gpus=c.sampler.num_gpus)(Worker)
+        watch = StallWatch("sampler engine", a.stall_dump, a.dump_stacks)
+        actor = Actor.remote(m.resolved_path(), m.max_model_len, m.dtype, cfg.run.seed, c.sampler.max_lora_rank,
+                             c.sampler.kv_cache_gib, c.sampler.gpu_memory_utilization, c.sampler.enforce_eager,
+                             c.gpu_sharing == "sleep")
+        res["engine_build_seconds_inside"] = ray.get(actor.ready.remote())
+        res["engine_start"] = watch.done()
+        cluster.samplers = [actor]
+        cluster.engine_builds = 1
+        cluster.min_chunk_seqs = 4 * ray.get(actor.max_num_seqs.remote())
+        res["max_num_seqs"] = cluster.min_chunk_seqs // 4
+        # Warm-up (first batches, sampler kernels), not measured.
+        cluster.generate(prompts[:8], n=2, temperature=s.temperature, max_tokens=16, seed=1, adapter=None, desc="warm-up")
+        ray.get(actor.raw_generate.remote(prompts[:8], 2, s.temperature, s.top_p, 16, 1, None))
+
+        raw = ray.get(actor.raw_generate.remote(prompts, s.n, s.temperature, s.top_p, a.max_tokens, 7, None))
+        t0 = time.perf_counter()
+        outs = cluster.generate(prompts, n=s.n, temperature=s.temperature, max_tokens=a.max_tokens, seed=7,
+                                adapter=None, desc="sampler stage")
+        secs = time.perf_counter() - t0
+        tokens = sum(o["num_tokens"] for per in outs for o in per)
+        stage = {"seconds": secs, "tokens": tokens, "tokens_per_s": tokens / secs,
+                 "chunks": -(-len(prompts) // max(8, -(-len(prompts) // 4), -(-cluster.min_chunk_seqs // s.n)))}
+        res["raw_vllm"], res["sampler_stage"] = raw, stage
+        res["sampler_vs_raw_vllm"] = stage["tokens_per_s"] / raw["tokens_per_s"]
+        log.info("raw %s / stage %s", raw, stage)
+
+        adapter = Path(a.adapter) if a.adapter else None
+        if adapter and (adapter / "adapter_config.json").exists():
+            ray.get(actor.load_adapter.remote("bench-lora", str(adapter)))
+            ray.get(actor.raw_generate.remote(prompts[:8], 2, s.temperature, s.top_p, 16, 1, "bench-lora"))
+            lora = ray.get(actor.raw_generate.remote(prompts, s.n, s.temperature, s.top_p, a.max_tokens, 7,
+                                                     "bench-lora"))
+            res["lora_vllm"] = lora
+            res["lora_vs_base_tok_s"] = lora["tokens_per_s"] / raw["tokens_per_s"]
+        else:
+            res["lora_vllm"] = {"skipped": f"no adapter at {adapter} (the trainer part writes one)"}
+
+        if c.gpu_sharing == "sleep":
+            res["sleep"] = ray.get(actor.sleep.remote())
+            res["wake"] = ray.get(actor.wake_up.remote())
+            after = ray.get(actor.raw_generate.remote(prompts[:4], 1, s.temperature, s.top_p, 16, 3, None))
+            res["generates_after_wake"] = after["tokens"] > 0
+            res["sleep_again"] = ray.get(actor.sleep.remote())  # room for the HF baseline below
+
+        res["hf_generate"] = hf_generate(a.model, prompts, s.n, s.temperature, s.top_p, a.hf_new_tokens)
+        res["sampler_vs_hf_generate"] = stage["tokens_per_s"] / res["hf_generate"]["tokens_per_s"]
+    finally:
+        cluster.shutdown()
+    return res
+
+
+def hf_generate(model_path: str, prompts: list[list[dict]], n: int, temperature: float, top_p: float,
+                new_tokens: int) -> dict:
+    """transformers `generate` on the same model and prompts: one batch, left padding, sampling."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cuda = _cuda()
+    tok = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if cuda else torch.float32,
+                                                 device_map={"": 0 if cuda else "cpu"}).eval()
+    texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    kw = dict(do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=new_tokens,
+              num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    with torch.no_grad():
+        model.generate(**{k: v[:2] for k, v in batch.items()}, **{**kw, "max_new_tokens": 4})  # warm-up
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = model.generate(**batch, **kw)
+        if cuda:
+            torch.cuda.synchronize()
+        secs = time.perf_counter() - t0
+    gen = out[:, batch["input_ids"].shape[1]:]
+    tokens = 0
+    for row in gen.tolist():
+        stop = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
+        tokens += stop
+    del model
+    _free_memory()
+    return {"sequences": gen.shape[0], "max_new_tokens": new_tokens, "tokens": tokens, "seconds": secs,
+            "tokens_per_s": tokens / secs}
+
+
+def part_loop(a) -> dict:
+    import loop.cluster as lc
+    from loop.config import load_config
+    from loop.runner import start
+    from loop.state import read_json
+
+    overrides = [f"model.path={a.model}", f"run.state_dir={Path(a.workdir) / 'state'}", *LOOP_OVERRIDES,
+                 *(SMOKE_OVERRIDES if a.smoke else [])]
+    cfg = load_config(CONFIG, overrides)
+    clusters: list = []
+    init = lc.Cluster.__init__
+
+    def observed(self, *args, **kwargs):  # keep a handle to read its engine-build count afterwards
+        init(self, *args, **kwargs)
+        clusters.append(self)
+
+    lc.Cluster.__init__ = observed
+    watch = StallWatch("loop's engine", a.stall_dump, a.dump_stacks,
+                       ready=lambda: bool(clusters and clusters[0].engine_builds))
+    t0 = time.time()
+    try:
+        run = start(cfg)
+    finally:
+        lc.Cluster.__init__ = init
+        watch.done()
+    wall = time.time() - t0
+    man = run.manifest
+    secs = man.get("seconds", {})
+    res: dict = {"config": str(CONFIG.relative_to(ROOT)), "overrides": overrides[2:], "run": str(run.path),
+                 "wall_seconds": wall, "loop_rounds_completed": man.get("rounds_completed", 0),
+                 "status": man.get("status"), "stage_seconds": secs}
+    builds = clusters[0].engine_builds if clusters else None
+    res["engine_builds"] = builds
+    res["engine_rebuilds_after_round0"] = builds - 1 if builds else None  # the one build is at the baseline eval
+    # Round r's wall time: from the end of the previous round (or of the baseline eval) to its
+    # metrics.json (the last file a round writes); its stages: the manifest's seconds.
+    marks = [(run.path / "baseline" / "metrics.json").stat().st_mtime]
+    rounds = []
+    for r in range(res["loop_rounds_completed"]):
+        rd = run.path / f"round-{r:03d}" if (run.path / f"round-{r:03d}").exists() else run.round_dir(r)
+        end = (rd / "metrics.json").stat().st_mtime
+        stage_sum = sum(v for k, v in secs.items() if k.startswith(f"round-{r}/"))
+        metrics = read_json(rd / "metrics.json")
+        train = metrics.get("train", {})
+        rounds.append({"round": r, "wall_seconds": end - marks[-1], "stage_seconds_sum": stage_sum,
+                       "wall_vs_stage_sum": (end - marks[-1]) / stage_sum if stage_sum else None,
+                       "stages": {k.split("/", 1)[1]: v for k, v in secs.items() if k.startswith(f"round-{r}/")},
+                       "samples": metrics.get("samples"), "accepted": metrics.get("accepted"),
+                       "tokens_sampled": metrics.get("tokens_sampled"),
+                       "train": {k: train.get(k) for k in ("examples", "steps", "tokens", "tokens_per_s", "peak_gib",
+                                                           "seconds", "first_loss", "last_loss", "skipped")}})
+        marks.append(end)
+    res["rounds"] = rounds
+    ratios = [x["wall_vs_stage_sum"] for x in rounds if x["wall_vs_stage_sum"]]
+    res["round_wall_vs_stage_sum"] = max(ratios) if ratios else None
+    return res
+
+
+PARTS = {"build": part_build, "trainer": part_trainer, "sampler": part_sampler, "loop": part_loop}
+
+
+# ---- driver ------------------------------------------------------------------------------
+
+def summary(results: dict) -> dict:
+    flat = {}
+    for part in ("trainer", "sampler", "loop"):
+        for k, v in results.get(part, {}).items():
+            if k in GOALS or k == "lora_vs_base_tok_s":
+                flat[k] = v
+    out = {}
+    for k, v in flat.items():
+        goal = GOALS.get(k)
+        met = None
+        if goal and v is not None:
+            met = v >= goal[1] if goal[0] == ">=" else v <= goal[1]
+        out[k] = {"value": v, "goal": f"{goal[0]} {goal[1]}" if goal else None, "met": met}
+    return out
+
+
+def _f(v, spec=".2f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def table(results: dict) -> str:
+    """The README's table, made from the JSON."""
+    t, smp, lp = results.get("trainer", {}), results.get("sampler", {}), results.get("loop", {})
+    rows = ["| measure | value | goal | met |", "|---|---|---|---|"]
+    for k, v in results.get("summary", {}).items():
+        val = v["value"]
+        rows.append(f"| `{k}` | {_f(val, '.3g') if isinstance(val, float) else val} | {v['goal'] or ''} | "
+                    f"{'yes' if v['met'] else 'no' if v['met'] is False else ''} |")
+    lines = ["\n".join(rows), ""]
+    if t.get("textbook"):
+        lines += ["| trainer (one epoch, same chains) | real tokens/s | peak GiB |", "|---|---|---|"]
+        for name in ("textbook", "trl_fused_head", "no_fp32_upcast", "packing"):
+            if name in t:
+                lines.append(f"| {name} | {_f(t[name].get('tokens_per_s'), ',.0f')} | {_f(t[name].get('peak_gib'))} |")
+        for metric in ("tok_s", "peak_mem"):
+            shares = t.get(f"lever_share_{metric}", {})
+            if shares:
+                lines.append(f"\nlever shares of {metric}: " + ", ".join(
+                    f"{k} x{_f(v['ratio'])} ({_f(100 * v['share'] if v['share'] is not None else None, '.0f')}%)"
+                    for k, v in shares.items()))
+        lines.append("")
+    if smp.get("raw_vllm"):
+        lines += ["| sampler | tokens/s | seconds |", "|---|---|---|"]
+        for name in ("raw_vllm", "sampler_stage", "lora_vllm", "hf_generate"):
+            if smp.get(name, {}).get("tokens_per_s"):
+                lines.append(f"| {name} | {_f(smp[name]['tokens_per_s'], ',.0f')} | {_f(smp[name]['seconds'], '.1f')} |")
+        if "sleep" in smp:
+            lines.append(f"\nsleep {_f(smp['sleep'].get('seconds'))} s, freed {_f(smp['sleep'].get('freed_gib'))} GiB; "
+                         f"wake {_f(smp['wake'].get('seconds'))} s; engine start {_f(smp.get('engine_build_seconds_inside'), '.0f')} s")
+        lines.append("")
+    for r in lp.get("rounds", []):
+        lines.append(f"round {r['round']}: wall {_f(r['wall_seconds'], '.0f')} s, stages {_f(r['stage_seconds_sum'], '.0f')} s "
+                     f"({', '.join(f'{k} {v:.0f}' for k, v in r['stages'].items())})")
+    return "\n".join(lines)
+
+
+def run_parts(a) -> dict:
+    out = Path(a.out)
+    results = json.loads(out.read_text()) if out.exists() and a.merge else {}
+    for part in a.parts.split(","):
+        part_out = Path(a.workdir) / f"part-{part}.json"
+        part_out.unlink(missing_ok=True)
+        cmd = [sys.executable, __file__, "--part", part, "--part-out", str(part_out)] + a.passthrough
+        log.info("part %s: %s", part, " ".join(cmd))
+        t0 = time.time()
+        try:
+            proc = subprocess.run(cmd, timeout=a.part_timeout, start_new_session=True)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        got = json.loads(part_out.read_text()) if part_out.exists() else {}
+        got["_process"] = {"rc": rc, "seconds": round(time.time() - t0, 1)}
+        if part == "trainer" and got.get("adapter") and "--adapter" not in a.passthrough:
+            a.passthrough += ["--adapter", got["adapter"]]
+        results[part] = got
+        results["summary"] = summary(results)
+        results["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2, default=str))
+        log.info("part %s: rc %s in %.0fs -> %s", part, rc, time.time() - t0, out)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "h200.json"))
+    ap.add_argument("--parts", default="build,trainer,sampler,loop")
+    ap.add_argument("--merge", action="store_true", help="keep the other parts already in --out")
+    ap.add_argument("--part-timeout", type=float, default=900)
+    ap.add_argument("--smoke", action="store_true", help="CPU dry run: toy-bodied Qwen3-vocabulary model, tiny sizes")
+    # passed to each part
+    ap.add_argument("--part", help=argparse.SUPPRESS)
+    ap.add_argument("--part-out", help=argparse.SUPPRESS)
+    ap.add_argument("--shape", default="qwen3-4b")
+    ap.add_argument("--model", default=None, help="model directory (built by the build part if missing)")
+    ap.add_argument("--workdir", default="/tmp/h200")
+    ap.add_argument("--adapter", default=None)
+    ap.add_argument("--train-examples", type=int, default=64)
+    ap.add_argument("--min-len", type=int, default=200)
+    ap.add_argument("--max-len", type=int, default=2048)
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=1024)
+    ap.add_argument("--hf-new-tokens", type=int, default=256)
+    ap.add_argument("--stall-dump", type=float, default=240, help="seconds of engine start before stacks are dumped")
+    ap.add_argument("--dump-stacks", action="store_true", help="SIGUSR1 stalled engine cores (faulthandler must be registered)")
+    ap.add_argument("--table", metavar="JSON", help="print the README table made from a results file, and exit")
+    a = ap.parse_args(argv)
+    if a.table:
+        print(table(json.loads(Path(a.table).read_text())))
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if a.smoke:
+        a.shape = "qwen3-vocab-toy"
+        if a.train_examples == 64:
+            a.train_examples, a.min_len, a.max_len, a.prompts, a.max_tokens, a.hf_new_tokens = 8, 100, 300, 8, 24, 8
+    default = ROOT / "state" / "models" / "qwen3-4b-random" if a.shape == "qwen3-4b" else Path(a.workdir) / f"model-{a.shape}"
+    a.model = a.model or str(default)  # qwen3-4b: where configs/qwen3-4b-qlora.yaml looks
+    Path(a.workdir).mkdir(parents=True, exist_ok=True)
+    if a.part:
+        try:
+            res = PARTS[a.part](a)
+        except BaseException as e:
+            res = {"error": f"{type(e).__name__}: {e}"}
+            Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))
+            raise
+        Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))
+        return
+    skip = {"--out", "--parts", "--part-timeout"}
+    a.passthrough = []
+    args = sys.argv[1:] if argv is None else list(argv)
+    i = 0
+    while i < len(args):  # forward everything but the driver's own options
+        if args[i] in skip:
+            i += 2
+            continue
+        if args[i] != "--merge":
+            a.passthrough.append(args[i])
+        i += 1
+    a.passthrough += ["--model", a.model, "--workdir", a.workdir, "--shape", a.shape]
+    res = run_parts(a)
+    print(json.dumps(res.get("summary", {}), indent=2))
+
+
+if __name__ == "__main__":
+    main()
