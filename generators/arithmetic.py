@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +46,44 @@ def sub_steps(a: int, b: int) -> list[str]:
     return steps
 
 
+def aligned_steps(a: int, b: int, op: str) -> list[str]:
+    """Digit-aligned scratchpad for add / sub (a >= b), least significant digit first.
+
+    The first line restates the problem; each next line restates what is left of both
+    operands, the column just peeled off (its last digits, with the carry or borrow of the
+    column before as a third term) and the answer so far, e.g. for 347+285:
+    `34+28;7+5=12;2`, `3+2;4+8+1=13;32`, `+;3+2+1=6;632`. Every line is computed from the
+    line above it alone (the last digit before `+` and before `;`), so the same local rule
+    works at every length: the property that lets a small model extend itself to longer
+    numbers (Lee et al. 2025, "Self-Improving Transformers Overcome Easy-to-Hard and
+    Length Generalization Challenges"). The last column writes its whole sum (a final carry
+    needs no extra line) and the last line drops a subtraction's leading zeros.
+    """
+    sa, sb = str(a), str(b)
+    lines, carry, partial = [f"{sa}{op}{sb}"], 0, ""
+    while sa:
+        x, y = int(sa[-1]), int(sb[-1]) if sb else 0
+        sa, sb = sa[:-1], sb[:-1]
+        last = not sa and not sb
+        if op == "+":
+            s = x + y + carry
+            eq = f"{x}+{y}+{carry}={s}" if carry else f"{x}+{y}={s}"
+            partial = (str(s) if last else str(s % 10)) + partial
+            carry = s // 10
+        else:
+            top = x + 10 if x - carry < y else x
+            d = top - y - carry
+            eq = f"{top}-{y}-{carry}={d}" if carry else f"{top}-{y}={d}"
+            partial = str(d) + partial
+            carry = 1 if top != x else 0
+            if last:
+                partial = partial.lstrip("0") or "0"
+        if not sa and sb:  # add with a shorter first operand: keep peeling the second
+            sa = "0" * len(sb)
+        lines.append(f"{sa}{op}{sb};{eq};{partial}")
+    return lines
+
+
 def mul_steps(a: int, b: int) -> list[str]:
     """One partial product per digit of b (with its place value), then their running sum."""
     steps, partials = [], []
@@ -68,6 +107,10 @@ class Arithmetic(Generator):
         template: str = Field(
             "Compute {expr}.", description="user message; {expr} is replaced by e.g. '47+85'")
         max_digits: int = Field(5, ge=1, le=12, description="hardest difficulty (digits per operand)")
+        chain: Literal["columns", "aligned"] = Field(
+            "columns", description="reference chain for add/sub: 'columns' = one equation per column; 'aligned' = "
+                                   "each line restates the digits left, the column and the answer so far "
+                                   "(length-generalizes for small models); mul always uses partial products")
 
     def categories(self) -> list[str]:
         return list(OPS)
@@ -77,10 +120,11 @@ class Arithmetic(Generator):
 
     def make(self, category: str, a: int, b: int, digits: int) -> Problem:
         op = OPS[category]
+        aligned = self.options.chain == "aligned"
         if category == "add":
-            steps, result = add_steps(a, b), a + b
+            steps, result = aligned_steps(a, b, "+") if aligned else add_steps(a, b), a + b
         elif category == "sub":
-            steps, result = sub_steps(a, b), a - b
+            steps, result = aligned_steps(a, b, "-") if aligned else sub_steps(a, b), a - b
         else:
             steps, result = mul_steps(a, b), a * b
         expr = f"{a}{op}{b}"

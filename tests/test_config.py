@@ -91,7 +91,8 @@ def test_verifier_and_policy_mistakes():
 def test_set_syntax():
     has(error(["loop.rounds"]), "--set 'loop.rounds'", "key.path=value", "--set loop.rounds=5")
     has(error(["=3"]), "empty key")
-    has(error(["loop.rounds.x=3"]), "loop.rounds is a value (3)", "--set loop.rounds=")
+    rounds = load_config(DEFAULT).loop.rounds
+    has(error(["loop.rounds.x=3"]), f"loop.rounds is a value ({rounds})", "--set loop.rounds=")
     # list items are addressed by index; a wrong index says how long the list is
     cfg = load_config(DEFAULT, ["generators.0.categories.add.budget=8", "verifiers.1.required=true"])
     assert cfg.generators[0].categories["add"].budget == 8 and cfg.verifiers[1].required
@@ -126,3 +127,12 @@ def test_config_diff_names_changes_and_ignores_rounds():
 def test_every_shipped_config_validates():
     for path in sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_float32_never_reaches_vllm_on_a_gpu():
+    # vLLM's CUDA LoRA kernels take only fp16/bf16: refuse float32 when the sampler has a GPU.
+    has(error(["cluster.sampler.num_gpus=0.5", "model.dtype=float32"]), "model.dtype: float32",
+        "cluster.sampler.num_gpus", "set model.dtype: bfloat16")
+    assert load_config(DEFAULT, ["cluster.sampler.num_gpus=0.5", "model.dtype=bfloat16"]).model.dtype == "bfloat16"
+    assert load_config(DEFAULT, ["cluster.sampler.num_gpus=0.5", "model.dtype=auto"]).model.dtype == "auto"
+    assert load_config(DEFAULT, ["model.dtype=float32"]).model.dtype == "float32"  # CPU sampler: fine

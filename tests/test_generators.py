@@ -146,3 +146,27 @@ def test_arithmetic_examples_and_answers():
                     assert a >= b
                 if cat == "mul":
                     assert len(str(b)) == (1 if d <= 3 else 2)
+
+
+def test_arithmetic_aligned_chain():
+    """The digit-aligned scratchpad: each line restates the digits left, the column and the answer so far."""
+    gen = GENERATORS.build("arithmetic", {"chain": "aligned", "max_digits": 8})
+    assert gen.make("add", 347, 285, 3).reference.chain == (
+        "<think>\n347+285\n34+28;7+5=12;2\n3+2;4+8+1=13;32\n+;3+2+1=6;632\n</think>\nAnswer: 632")
+    assert gen.make("add", 999, 1, 3).reference.chain.endswith("+;9+0+1=10;1000\n</think>\nAnswer: 1000")
+    assert gen.make("sub", 503, 498, 3).reference.chain == (
+        "<think>\n503-498\n50-49;13-8=5;5\n5-4;10-9-1=0;05\n-;5-4-1=0;5\n</think>\nAnswer: 5")
+    assert gen.make("mul", 47, 35, 2).reference.chain == GENERATORS.build("arithmetic").make("mul", 47, 35, 2).reference.chain
+    for cat in ("add", "sub"):
+        for d in range(1, 9):
+            for p in gen.generate(cat, d, 20, seed=d):
+                assert check_chain(p) == d                       # one true equation per column
+                lines = p.reference.chain.split("\n")[1:-2]
+                assert lines[0] == p.prompt[0].content[len("Compute "):-1]
+                assert lines[-1].rsplit(";", 1)[1] == p.reference.answer   # the last partial is the answer
+                for prev, line in zip(lines, lines[1:]):       # each line peels one digit off each operand
+                    a, b = prev.split(";")[0].split(p.metadata["op"])
+                    ra, rb = line.split(";")[0].split(p.metadata["op"])
+                    assert (ra, rb) == (a[:-1], b[:-1]) or (ra, rb) == ("0" * len(b[:-1]), b[:-1])
+    with pytest.raises(ValueError, match="aligned"):
+        GENERATORS.build("arithmetic", {"chain": "reversed"})

@@ -1,0 +1,177 @@
+"""Does the loop make the model better? Learning curves on the default, with controls.
+
+    python benchmarks/efficacy.py [--seeds 0 1 2] [--rounds 5] [--reuse] [--only loop controls targeting]
+
+Runs, all through `launch.py run` (the same code path as `make run`, one at a time):
+
+- loop, one run per seed: configs/default.yaml with `run.seed=<seed>`;
+- controls, seed 0, same rounds, problems per round, samples per problem and trainer:
+  `accept_all` (the same loop accepting every sample: no verification) and
+  `warm_start_data` (acceptance `reference` on problems drawn by `uniform` targeting at the
+  warm start's main level, 2 digits: the warm start trained further on data like its own
+  original data);
+- targeting, seed 0: configs/targeting.yaml under its own targeting policy and under
+  `uniform` (same total budget).
+
+Gain = held-out accuracy after the last round minus the baseline (the warm start) of the
+same run. Writes benchmarks/results/efficacy.json and efficacy.png. `--reuse` takes the
+newest completed run of each label (state/runs/efficacy-<label>-*) instead of running it
+again, so an interrupted benchmark continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT, TARGETING = "configs/default.yaml", "configs/targeting.yaml"
+# The warm start's main level (loop/tiny_model.py WARM_START): 2-digit add and sub.
+WARM_START_DATA = ["policies.acceptance.name=reference", "policies.targeting.name=uniform",
+                   "generators.0.categories.add.difficulty=2", "generators.0.categories.sub.difficulty=2"]
+
+
+def plan(seeds: list[int], only: set[str]) -> dict[str, tuple[str, list[str]]]:
+    """label -> (config, overrides)."""
+    runs: dict[str, tuple[str, list[str]]] = {}
+    if "loop" in only:
+        runs |= {f"loop-s{s}": (DEFAULT, [f"run.seed={s}"]) for s in seeds}
+    if "controls" in only:
+        runs["accept_all"] = (DEFAULT, ["policies.acceptance.name=accept_all"])
+        runs["warm_start_data"] = (DEFAULT, WARM_START_DATA)
+    if "targeting" in only:
+        runs["targeting-targeted"] = (TARGETING, [])
+        runs["targeting-uniform"] = (TARGETING, ["policies.targeting.name=uniform"])
+    return runs
+
+
+def completed(label: str) -> Path | None:
+    cands = sorted((ROOT / "state" / "runs").glob(f"efficacy-{label}-*"))
+    for d in reversed(cands):
+        m = d / "manifest.json"
+        if m.exists() and json.loads(m.read_text()).get("status") == "completed":
+            return d
+    return None
+
+
+def execute(label: str, config: str, overrides: list[str], rounds: int | None) -> Path:
+    """One `launch.py run`; rounds=None keeps the config's own loop.rounds."""
+    before = set((ROOT / "state" / "runs").glob(f"efficacy-{label}-*"))
+    extra = [f"run.name=efficacy-{label}"] + ([f"loop.rounds={rounds}"] if rounds else [])
+    sets = [x for o in [*overrides, *extra] for x in ("--set", o)]
+    t0 = time.time()
+    subprocess.run([sys.executable, "launch.py", "run", "-c", config, *sets], cwd=ROOT, check=True)
+    (new,) = set((ROOT / "state" / "runs").glob(f"efficacy-{label}-*")) - before
+    (new / "efficacy_wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
+    return new
+
+
+def curve(run: Path) -> dict:
+    """Held-out accuracy (overall, per category, per category@difficulty) at baseline and after each round."""
+    base = json.loads((run / "baseline" / "metrics.json").read_text())
+    points = [base]
+    for rd in sorted(run.glob("round-*")):
+        if (rd / "heldout" / "metrics.json").exists():
+            points.append(json.loads((rd / "heldout" / "metrics.json").read_text()))
+    wall = run / "efficacy_wall_s.txt"
+    return {"run": run.name, "accuracy": [p["accuracy"] for p in points],
+            "by_category": [p["by_category"] for p in points],
+            "by_category_difficulty": [p.get("by_category_difficulty", {}) for p in points],
+            "accepted": [json.loads((rd / "metrics.json").read_text())["accepted"]
+                         for rd in sorted(run.glob("round-*")) if (rd / "metrics.json").exists()],
+            "wall_s": int(wall.read_text()) if wall.exists() else None}
+
+
+def gain(c: dict) -> float:
+    return c["accuracy"][-1] - c["accuracy"][0]
+
+
+def summarize(curves: dict[str, dict], seeds: list[int]) -> dict:
+    out: dict = {"seeds": seeds, "curves": curves}
+    loop = [curves[f"loop-s{s}"] for s in seeds if f"loop-s{s}" in curves]
+    if loop:
+        gains = [gain(c) for c in loop]
+        out["loop"] = {"gain_mean": statistics.mean(gains),
+                       "gain_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
+                       "per_seed": {str(s): {"baseline": c["accuracy"][0], "final": c["accuracy"][-1], "gain": gain(c)}
+                                    for s, c in zip(seeds, loop)}}
+    ctrl = {k: gain(curves[k]) for k in ("accept_all", "warm_start_data") if k in curves}
+    if ctrl:
+        out["controls"] = ctrl
+    if "targeting-targeted" in curves and "targeting-uniform" in curves:
+        t, u = curves["targeting-targeted"], curves["targeting-uniform"]
+        base = t["by_category"][0]
+        k = min(base, key=base.get)  # the weakest category at the start (same warm start, same held-out set)
+        out["targeting"] = {"weakest_category": k, "baseline_weakest": base[k],
+                            "targeted_weakest": t["by_category"][-1][k], "uniform_weakest": u["by_category"][-1][k],
+                            "targeted_overall": t["accuracy"][-1], "uniform_overall": u["accuracy"][-1]}
+    return out
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = summary["curves"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    for label, c in curves.items():
+        if label.startswith("targeting"):
+            continue
+        style = dict(color="tab:blue", alpha=0.8) if label.startswith("loop") else dict(ls="--")
+        ax.plot(range(len(c["accuracy"])), c["accuracy"], marker="o", label=label, **style)
+    ax.set_xlabel("round (0 = warm start, before any round)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("default config: loop (3 seeds) vs controls")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    t = summary.get("targeting")
+    if t:
+        k = t["weakest_category"]
+        for label in ("targeting-targeted", "targeting-uniform"):
+            c = curves[label]
+            ax.plot(range(len(c["accuracy"])), [b[k] for b in c["by_category"]], marker="o",
+                    label=f"{label.split('-')[1]}: {k.split('/')[-1]} (weakest)")
+            ax.plot(range(len(c["accuracy"])), c["accuracy"], ls=":", label=f"{label.split('-')[1]}: overall")
+        ax.set_title("configs/targeting.yaml: targeted vs uniform, same budget")
+        ax.set_xlabel("round (0 = warm start)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the loop and control runs (the targeting "
+                                                              "runs use configs/targeting.yaml's own)")
+    ap.add_argument("--only", nargs="+", choices=["loop", "controls", "targeting"],
+                    default=["loop", "controls", "targeting"])
+    ap.add_argument("--reuse", action="store_true", help="reuse the newest completed run of each label")
+    ap.add_argument("--out", default=str(RESULTS / "efficacy.json"))
+    args = ap.parse_args()
+    curves = {}
+    for label, (config, overrides) in plan(args.seeds, set(args.only)).items():
+        run = completed(label) if args.reuse else None
+        if run is None:
+            run = execute(label, config, overrides, None if config == TARGETING else args.rounds)
+        curves[label] = curve(run)
+        print(f"{label}: {' -> '.join(f'{a:.3f}' for a in curves[label]['accuracy'])} ({run.name})", flush=True)
+    summary = summarize(curves, args.seeds)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    plot(summary, out.with_suffix(".png"))
+    print(json.dumps({k: v for k, v in summary.items() if k != "curves"}, indent=1))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
