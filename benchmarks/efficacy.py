@@ -5,7 +5,8 @@
 Runs, all through `launch.py run` (the same code path as `make run`, one at a time):
 
 - loop, one run per seed: configs/default.yaml with `run.seed=<seed>`;
-- controls, seed 0, same rounds, problems per round, samples per problem and trainer:
+- controls, seed 0, same rounds, problems per round, samples per problem and trainer, training
+  data capped at 300 chains a round (about what the loop accepts):
   `accept_all` (the same loop accepting every sample: no verification) and
   `warm_start_data` (acceptance `reference` on problems drawn by `uniform` targeting at the
   warm start's main level, 2 digits: the warm start trained further on data like its own
@@ -32,7 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT, TARGETING = "configs/default.yaml", "configs/targeting.yaml"
 # The warm start's main level (loop/tiny_model.py WARM_START): 2-digit add and sub.
-WARM_START_DATA = ["policies.acceptance.name=reference", "policies.targeting.name=uniform",
+# The controls' training data is capped near what the loop accepts a round (about 250 to 400
+# chains), so they get the same training compute, not more.
+CONTROL_CHAINS = "policies.acceptance.options.max_chains=300"
+WARM_START_DATA = ["policies.acceptance.name=reference", CONTROL_CHAINS, "policies.targeting.name=uniform",
                    "generators.0.categories.add.difficulty=2", "generators.0.categories.sub.difficulty=2"]
 
 
@@ -42,7 +46,7 @@ def plan(seeds: list[int], only: set[str]) -> dict[str, tuple[str, list[str]]]:
     if "loop" in only:
         runs |= {f"loop-s{s}": (DEFAULT, [f"run.seed={s}"]) for s in seeds}
     if "controls" in only:
-        runs["accept_all"] = (DEFAULT, ["policies.acceptance.name=accept_all"])
+        runs["accept_all"] = (DEFAULT, ["policies.acceptance.name=accept_all", CONTROL_CHAINS])
         runs["warm_start_data"] = (DEFAULT, WARM_START_DATA)
     if "targeting" in only:
         runs["targeting-targeted"] = (TARGETING, [])

@@ -9,6 +9,7 @@ and "does the loop's own data matter?" (benchmarks/efficacy.py runs them).
 """
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +17,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from loop.records import Row
 from policies.acceptance import normalize_chain
 from policies.base import POLICIES, AcceptancePolicy
+
+
+def at_most(rows: list[Row], limit: int | None) -> list[Row]:
+    """A deterministic pseudo-random subset of `limit` rows (by a hash of the sample id), in
+    their original order: caps a control's training data at the loop's, for equal compute."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    keep = set(sorted(range(len(rows)), key=lambda i: hashlib.sha256(rows[i].sample.id.encode()).digest())[:limit])
+    return [r for i, r in enumerate(rows) if i in keep]
+
+
+_MAX_CHAINS = ("most chains accepted per round (a hash-random subset); set it near the number the loop accepts "
+               "so the control gets the same training compute; null = no cap")
 
 
 @POLICIES.register("accept_all")
@@ -26,6 +40,7 @@ class AcceptAll(AcceptancePolicy):
         model_config = ConfigDict(extra="forbid")
         max_per_problem: int = Field(4, ge=1, description="most chains accepted per problem")
         include_hinted: bool = Field(False, description="also accept STaR rationalized (hinted) chains")
+        max_chains: int | None = Field(None, ge=1, description=_MAX_CHAINS)
 
     def accept(self, rows: list[Row]) -> list[Row]:
         seen: dict[str, list[str]] = defaultdict(list)
@@ -39,12 +54,16 @@ class AcceptAll(AcceptancePolicy):
                 continue
             kept.append(norm)
             out.append(r)
-        return out
+        return at_most(out, self.options.max_chains)
 
 
 @POLICIES.register("reference")
 class Reference(AcceptancePolicy):
     """Control: train on each sampled problem's reference (gold) chain, ignoring the samples."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        max_chains: int | None = Field(None, ge=1, description=_MAX_CHAINS)
 
     def accept(self, rows: list[Row]) -> list[Row]:
         out: dict[str, Row] = {}
@@ -53,4 +72,4 @@ class Reference(AcceptancePolicy):
             if chain and r.problem.id not in out and not r.sample.hinted:
                 sample = r.sample.model_copy(update={"text": chain, "num_tokens": 0, "finish_reason": "stop"})
                 out[r.problem.id] = r.model_copy(update={"sample": sample, "outcome": "pass", "error": None})
-        return list(out.values())
+        return at_most(list(out.values()), self.options.max_chains)

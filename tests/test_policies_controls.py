@@ -44,3 +44,12 @@ def test_reference_trains_on_the_gold_chain_once_per_problem():
     assert acc[0].sample.text == p.reference.chain and acc[0].sample.problem_id == p.id
     assert acc[0].outcome == "pass" and acc[0].error is None
     assert wrong.sample.text.endswith("122")   # the input rows are not modified
+
+
+def test_max_chains_caps_deterministically():
+    probs = [problem(f"What is {i}+1?", str(i + 1)) for i in range(20)]
+    rows = [row(p, f"<think>\n{i}+1={i + 1}\n</think>\nAnswer: {i + 1}", OK, 0) for i, p in enumerate(probs)]
+    a = POLICIES.build("accept_all", {"max_chains": 7}).accept(rows)
+    assert len(a) == 7 and ids(a) == ids(POLICIES.build("accept_all", {"max_chains": 7}).accept(list(rows)))
+    assert ids(a) == [i for i in ids(rows) if i in set(ids(a))]        # original order kept
+    assert len(POLICIES.build("accept_all", {"max_chains": 50}).accept(rows)) == 20
