@@ -37,6 +37,7 @@ DEFAULT, TARGETING = "configs/default.yaml", "configs/targeting.yaml"
 # chains), so they get the same training compute, not more.
 CONTROL_CHAINS = "policies.acceptance.options.max_chains=300"
 WARM_START_DATA = ["policies.acceptance.name=reference", CONTROL_CHAINS, "policies.targeting.name=uniform",
+                   "policies.targeting.options={}",
                    "generators.0.categories.add.difficulty=2", "generators.0.categories.sub.difficulty=2"]
 
 
