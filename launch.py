@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from loop.plugins import PluginError
 
     from loop.registry import RegistryError
-    from loop.state import Interrupted, RunStateError, StageFailed, install_signal_handlers
+    from loop.state import RunStateError, StageFailed, install_signal_handlers, received_signal
 
     install_signal_handlers()  # SIGTERM / SIGHUP end a run like Ctrl-C: marked interrupted, engines stopped
     try:
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, Interrupted) as e:
-        print(f"interrupted ({e or 'Ctrl-C'}); finished work is saved", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP (loop.state.Interrupted)
+        print(f"interrupted ({received_signal()}); finished work is saved", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a bug or a broken environment: one line, traceback to the log
         return _unexpected(e, getattr(args, "state_dir", "state"))

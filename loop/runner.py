@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import copy
 import logging
+import signal
 from pathlib import Path
 
 from loop.config import Config, ConfigError, dump_config, load_config
 from loop.logs import attach_run_log
-from loop.state import Interrupted, RunDir, RunStateError, StopAfter, atomic_write_text, find_run
+from loop.state import (Interrupted, RunDir, RunStateError, StopAfter, atomic_write_text, find_run,
+                        install_signal_handlers, received_signal)
 
 log = logging.getLogger("loop")
 
@@ -34,23 +36,39 @@ def config_diff(old: Config, new: Config) -> list[str]:
             if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and not k.startswith(RESUMABLE_PREFIXES)]
 
 
+def _start_cluster(cfg: Config):
+    """Cluster(cfg), with SIGTERM handled as ours: ray.init installs its own SIGTERM
+    handlers (they sys.exit), so a signal during start-up is turned into Interrupted and
+    ours is put back afterwards."""
+    from loop.cluster import Cluster
+
+    try:
+        cluster = Cluster(cfg)
+    except SystemExit:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        raise Interrupted(signal.SIGTERM) from None
+    install_signal_handlers()
+    return cluster
+
+
 def _execute(cfg: Config, run: RunDir) -> RunDir:
     """Run the controller; whatever happens, the manifest says how it ended, the cluster is
     shut down (engines before Ray) and the run's lock is released."""
-    from loop.cluster import Cluster
     from loop.controller import Controller
 
     cluster = None
     try:
-        cluster = Cluster(cfg)
+        cluster = _start_cluster(cfg)
         Controller(cfg, run, cluster).run_all()
     except StopAfter as e:
         run.set_status("stopped")
         log.info("stopped after %s as asked; continue with: python launch.py resume %s", e, run.path)
         return run
-    except (KeyboardInterrupt, Interrupted) as e:
-        run.set_status("interrupted", error=f"interrupted by {e}" if isinstance(e, Interrupted)
-                       else "interrupted by SIGINT (Ctrl-C)")
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP (Interrupted)
+        run.set_status("interrupted", error=f"interrupted by {received_signal()}")
         log.error("interrupted at %s; finished stages are saved. Continue with: python launch.py resume %s",
                   run.manifest.get("cursor"), run.path)
         raise
@@ -116,6 +134,7 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
         if cfg.loop.rounds != old.loop.rounds:
             atomic_write_text(run.path / "config.yaml", dump_config(cfg))
         run.manifest["attempts"] = run.manifest.get("attempts", 1) + 1
+        run.manifest.pop("error", None)  # the last attempt's; this one records its own
         run.set_status("running")
     except BaseException:
         run.release()
@@ -128,7 +147,6 @@ def evaluate_only(cfg: Config, adapter: str | None) -> dict:
     """Held-out accuracy of the model (+ adapter) per category, in a throwaway run dir."""
     import tempfile
 
-    from loop.cluster import Cluster
     from loop.controller import Controller
     from loop.preflight import preflight
 
@@ -137,7 +155,7 @@ def evaluate_only(cfg: Config, adapter: str | None) -> dict:
         run = RunDir.create(Path(tmp), "eval")
         cluster = None
         try:
-            cluster = Cluster(cfg)
+            cluster = _start_cluster(cfg)
             ctl = Controller(cfg, run, cluster)
             heldout = ctl.freeze_heldout()
             m = ctl.evaluate("eval", heldout, str(Path(adapter).resolve()) if adapter else None, run.path / "eval-out")

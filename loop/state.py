@@ -78,13 +78,23 @@ class StageFailed(Exception):
     str() names the cause. Finished stages are kept; `resume` retries this one."""
 
 
-class Interrupted(BaseException):
-    """A terminating signal (SIGTERM, SIGHUP) arrived; raised like KeyboardInterrupt so
-    every `finally` runs and the run is marked `interrupted`."""
+class Interrupted(KeyboardInterrupt):
+    """A terminating signal (SIGTERM, SIGHUP) arrived; raised like Ctrl-C's KeyboardInterrupt
+    (a subclass, because Ray's blocking calls pass only KeyboardInterrupt on) so every
+    `finally` runs and the run is marked `interrupted`."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        _received.append(signum)
+
+
+_received: list[int] = []
+
+
+def received_signal() -> str:
+    """The name of the last terminating signal this process got ('SIGINT' if none did)."""
+    return signal.Signals(_received[-1]).name if _received else "SIGINT"
 
 
 def install_signal_handlers() -> None:
