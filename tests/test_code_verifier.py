@@ -154,11 +154,21 @@ def test_results_compare_by_value_and_exact_builtin_type():
 
 # ------------------------------------------------------------------ the pieces of the trust boundary
 
+def test_iterators_cross_as_iterators():
+    q = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="x")],
+                reference=Reference(tests="assert list(f(3)) == [0, 1, 4]\nassert sorted(g()) == [1, 2]\n"))
+    r = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="x")],
+                reference=Reference(tests="assert f(3) == [0, 1, 4]\n"))
+    gen = "def f(n):\n    return (i * i for i in range(n))\ndef g():\n    return map(int, '21')"
+    a, b = verifier().verify([q, r], [sample(q, fenced(gen), 0), sample(r, fenced(gen), 1)])
+    assert a.outcome == "pass" and b.outcome == "fail"  # a generator is not a list, as in plain Python
+
+
 def test_wire_round_trip_keeps_exact_types():
     from verifiers import wire
 
     values = [None, True, 0, 1, -7, 10**40, 1.0, -0.0, float("inf"), "é\n\"", b"\x00\xff", (1, [2.5, (None,)]),
-              {"a": 1, 2: (3,)}, {1, 2}, frozenset({"x"}), complex(1, -2), [], (), {}]
+              {"a": 1, 2: (3,)}, {1, 2}, frozenset({"x"}), complex(1, -2), [], (), {}, range(1, 9, 2)]
     for v in values:
         back = wire.loads(wire.dumps(v))
         assert back == v and type(back) is type(v), v
@@ -186,7 +196,7 @@ def test_wire_refuses_imitations():
         def __eq__(self, other):
             return True
 
-    for v, suspicious in ((Int(1), True), (Eq(), True), (object(), False), ([Int(1)], True), (iter([]), False),
+    for v, suspicious in ((Int(1), True), (Eq(), True), (object(), False), ([Int(1)], True), ({}.keys(), False),
                           (set(range(20_000)), False)):
         with pytest.raises(wire.Unserialisable) as e:
             wire.encode(v)

@@ -7,7 +7,7 @@ import pytest
 from verifiers import sandbox, sandbox_cgroup
 from verifiers.sandbox import SandboxLimits, leftover_processes, run
 
-FAST = SandboxLimits(timeout_s=2.0)
+FAST = SandboxLimits(timeout_s=10.0)  # generous: these programs end at once; CI machines may be loaded
 ROOT = os.geteuid() == 0
 
 
@@ -19,7 +19,7 @@ def test_ok_captures_stdout_and_reports_isolation():
     r = run("print('hello'); import sys; print('err', file=sys.stderr)", limits=FAST)
     assert (r.status, r.exit_code, r.signal) == ("ok", 0, None)
     assert r.stdout == "hello\n" and r.stderr == "err\n"
-    assert r.duration_s < 2.0
+    assert r.duration_s < 10.0
     if ROOT:
         assert r.isolation["uid"] >= sandbox.UID_BASE
         assert r.isolation["network_off"] and "/tmp" in r.isolation["private_tmp"]
@@ -46,7 +46,7 @@ def test_failed_exit_code():
 def test_timeout_kills():
     r = run("while True: pass", limits=SandboxLimits(timeout_s=1.0))
     assert r.status == "timeout" and r.signal == 9
-    assert 1.0 <= r.duration_s < 1.8
+    assert 1.0 <= r.duration_s < 1.0 + sandbox.SETUP_S  # the clock starts when the program does
     _clean(r)
 
 
@@ -76,8 +76,8 @@ def test_killed_by_signal():
 def test_straggler_holding_pipes_is_killed():
     src = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(30)\n"
            "print('main done')")
-    r = run(src, limits=SandboxLimits(timeout_s=3))
-    assert r.status == "ok" and r.duration_s < 1.5
+    r = run(src, limits=SandboxLimits(timeout_s=20))
+    assert r.status == "ok" and r.duration_s < 10  # not the straggler's 30 s, nor the timeout
     _clean(r)
 
 
@@ -108,7 +108,7 @@ def test_process_limit_holds_under_root():
     src = ("import os, time\nn = 0\nfor i in range(60):\n    try:\n        pid = os.fork()\n"
            "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(20)\n        os._exit(0)\n"
            "    n += 1\nprint(n)")
-    r = run(src, limits=SandboxLimits(timeout_s=3, max_procs=8))
+    r = run(src, limits=SandboxLimits(timeout_s=20, max_procs=8))
     # 8 tasks for the run: with a cgroup the launcher and init count too, else the uid's processes
     assert r.status == "ok" and int(r.stdout) == (5 if r.isolation["cgroup"].startswith("v") else 7)
     _clean(r)
@@ -156,7 +156,7 @@ def test_one_memory_budget_for_the_whole_run():
            "        b = bytearray(60 << 20)\n        for j in range(0, len(b), 4096):\n            b[j] = 1\n"
            "        time.sleep(2)\n        os._exit(0)\n    kids.append(pid)\n"
            "print(sum(os.waitpid(k, 0)[1] == 0 for k in kids))")
-    r = run(src, limits=SandboxLimits(timeout_s=5, memory_mb=150))
+    r = run(src, limits=SandboxLimits(timeout_s=20, memory_mb=150))
     assert r.status == "ok" and int(r.stdout) < 4  # each fits its own 150 MiB; together they do not
     assert r.isolation["oom_kills"] >= 1 and r.isolation["cgroup"].startswith("v")
 

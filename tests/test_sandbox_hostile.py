@@ -61,7 +61,7 @@ def judge(monkeypatch, tmp_path):
     monkeypatch.setattr(code_mod.sandbox, "run", recording_run)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the sandbox's work dirs go here
 
-    def go(program: str, translate: bool = True, timeout_s: float = 4.0, problem: Problem = PROBLEM):
+    def go(program: str, translate: bool = True, timeout_s: float = 6.0, problem: Problem = PROBLEM):
         del results[:]
         shm, cgroups = _shm_ids(), _cgroups()
         verifier = VERIFIERS.build("code_tests", {"timeout_s": timeout_s, "memory_mb": 256, "translate": translate})

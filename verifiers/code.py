@@ -68,8 +68,8 @@ def plan_for(tests: str, entry_point: str | None) -> tuple[Plan | None, bytes, s
         plan = code_cases.translate(tests, entry_point)
         frames = []
         for i, c in enumerate(plan.calls):
-            wire.encode(list(c.args)), wire.encode(c.kwargs)  # plain built-ins only
-            body = marshal.dumps({"id": i, "fn": c.fn, "args": list(c.args), "kwargs": c.kwargs})
+            body = marshal.dumps({"id": i, "fn": c.fn, "args": wire.encode(list(c.args)),
+                                  "kwargs": wire.encode(c.kwargs)})
             frames.append(len(body).to_bytes(4, "big") + body)
     except NotTranslatable as e:
         return None, b"", str(e)

@@ -1,7 +1,7 @@
 """The candidate's side of the trust boundary; runs in the sandbox as main.py (stdlib only).
 
 It loads solution.py, then answers call requests read from fd 0, each a 4-byte length and
-a marshal of {"id": 3, "fn": "add", "args": [...], "kwargs": {...}} (only the verifier and
+a marshal of {"id": 3, "fn": "add", "args": <wire>, "kwargs": <wire>} (only the verifier and
 the tests' process write requests), with one JSON line each on fd 3:
     {"id": 3, "value": <wire>} | {"id": 3, "raised": {...}} | {"id": 3, "unserialisable": {...}}
 after a first {"loaded": true} (or {"load_error": {...}}) and before a last {"done": true}.
@@ -148,7 +148,8 @@ def main():
     for frame in requests():
         try:
             req = marshal.loads(frame)
-            rid, fn, args, kwargs = req["id"], req["fn"], req["args"], req["kwargs"]
+            rid, fn = req["id"], req["fn"]
+            args, kwargs = wire.decode(req["args"]), wire.decode(req["kwargs"])
         except _BaseException as e:  # noqa: BLE001
             send({"bad_request": _str(e)[:200]})
             continue

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 LAUNCHER = Path(__file__).with_name("sandbox_launch.py")
 Status = Literal["ok", "failed", "timeout", "memory", "output_limit", "killed", "sandbox_error"]
 GRACE_S = 0.2      # after the program exits, how long a straggler may hold its pipes open
+SETUP_S = 10.0     # the sandbox's own setup (namespaces, mounts) may take this long on a loaded machine
 UID_BASE = 0x70000000  # per-run uids are drawn above this; no account owns them
 UID_SPAN = 1 << 24
 CHANNEL_FD = 3     # with channel=True the program's fd 3 is a pipe the verifier reads
@@ -57,7 +58,7 @@ OWNER_FILE = ".owner.json"  # in each work directory: which verifier process mad
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    timeout_s: float = 5.0          # wall clock, startup included
+    timeout_s: float = 5.0          # wall clock from the program's exec (interpreter start included)
     memory_mb: int = 512            # the whole run (cgroup); also the address space of each process
     max_output_bytes: int = 1 << 20  # stdout + stderr
     max_channel_bytes: int = 4 << 20  # fd 3 (channel=True)
@@ -365,8 +366,8 @@ def _read_status(fd: int, deadline: float) -> str:
 
 def _supervise(proc: subprocess.Popen, status_r: int, chan_r: int | None, limits: SandboxLimits,
                uid: int | None, start: float, cgroup) -> SandboxResult:
-    deadline = start + limits.timeout_s
-    status = _read_status(status_r, deadline)
+    status = _read_status(status_r, start + max(SETUP_S, limits.timeout_s))
+    deadline = time.monotonic() + limits.timeout_s
     if not status.startswith("OK "):
         _kill_run(proc, uid, cgroup)
         try:

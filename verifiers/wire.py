@@ -9,6 +9,9 @@ exact types below cross; `decode` builds them from scratch, so the trusted side 
     float  {"f": repr}  (nan, inf, -0.0 kept)   complex  {"c": [re, im]}
     tuple  {"t": [...]}   list [...]            dict     {"d": [[k, v], ...]}
     set    {"s": [...]}   frozenset {"fs": [...]}        bytes    {"b": hex}
+    range  {"r": [start, stop, step]}
+    an iterator (generator, map, filter, zip, ...)  {"it": [...]}: the items it yielded,
+           rebuilt as a list iterator, so `list(f())` works and `f() == [...]` stays False
 """
 MAX_DEPTH = 64
 # Items of one set or dict: engineered hash collisions make building one quadratic.
@@ -29,6 +32,10 @@ class WireError(ValueError):
 
 
 _PLAIN = (type(None), bool, str)
+_ITERATORS = tuple({type(x) for x in ((lambda: (yield))(), map(int, ()), filter(None, ()), zip(), enumerate(()),
+                                      reversed(()), iter([]), iter(()), iter(""), iter("\u00e9"), iter(range(0)), iter({}),
+                                      iter(set()))})
+MAX_ITEMS = 1_000_000  # items taken from one iterator
 _BUILTINS = (int, float, complex, str, bytes, list, tuple, dict, set, frozenset, bool)
 
 
@@ -70,6 +77,15 @@ def encode(v, depth=0):
         return {"b": bytes.hex(v)}
     if t is complex:
         return {"c": [float.__repr__(v.real), float.__repr__(v.imag)]}
+    if t is range:
+        return {"r": [v.start, v.stop, v.step]}
+    if t in _ITERATORS:
+        items = []
+        for x in v:  # the program's own code may run here; this side is the program's
+            if len(items) >= MAX_ITEMS:
+                raise Unserialisable(f"an iterator of more than {MAX_ITEMS} items", False)
+            items.append(encode(x, depth + 1))
+        return {"it": items}
     kind, suspicious = _describe(v)
     raise Unserialisable(kind, suspicious)
 
@@ -115,6 +131,12 @@ def decode(tree, depth=0):
             raise WireError(f"more than {MAX_HASHED} items in one set or dict")
         if tag == "t":
             return tuple(decode(x, depth + 1) for x in body)
+        if tag == "it":
+            return iter([decode(x, depth + 1) for x in body])
+        if tag == "r":
+            if len(body) != 3 or any(type(x) is not int for x in body):
+                raise WireError("a range is [start, stop, step]")
+            return range(*body)
         if tag == "s":
             return {decode(x, depth + 1) for x in body}
         if tag == "fs":
