@@ -16,6 +16,7 @@ is built in a temporary directory and swapped in whole, so `export/` is never ha
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -83,11 +84,21 @@ def _base_model(cfg, out: Path, final: Path) -> tuple[dict[str, Any], Path | Non
     given = cfg.model.path
     src = Path(cfg.model.resolved_path())
     if given.startswith(BUILTIN_PREFIX):
+        # The embedded model is whatever this checkout ships now; its digest says which one was packaged.
         shutil.copytree(src, out / "base", copy_function=_copy)
-        return {"path": "base", "configured": given, "copied": True}, src
+        return {"path": "base", "configured": given, "copied": True, "weights_sha256": _weights_digest(src)}, src
     if src.is_dir():
         return {"path": os.path.relpath(src.resolve(), final.resolve()), "copied": False}, src
     return {"path": given, "configured": given, "copied": False, "hub_id": True}, None
+
+
+def _weights_digest(d: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(d.glob("*.safetensors")):
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _write_adapter(choice: AdapterChoice, base_dir: Path | None, base_ref: str, out: Path) -> list[str]:

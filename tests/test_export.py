@@ -105,7 +105,11 @@ def test_exports_the_best_heldout_adapter_with_relative_paths(tmp_path):
     assert b["adapter"]["round"] == 1 and b["adapter"]["beats_base"] is True
     assert "held-out accuracy 0.600" in b["adapter"]["why"] and "base model 0.250" in b["adapter"]["why"]
     assert [c["accuracy"] for c in b["adapter"]["candidates"]] == [0.4, 0.6, 0.5]
-    assert b["base_model"] == {"path": "base", "configured": "builtin:tiny-qwen3", "copied": True}
+    import hashlib
+
+    digest = hashlib.sha256((ROOT / "loop/assets/tiny-qwen3/model.safetensors").read_bytes()).hexdigest()
+    assert b["base_model"] == {"path": "base", "configured": "builtin:tiny-qwen3", "copied": True,
+                               "weights_sha256": digest}
     assert read_json(out / "adapter_config.json")["base_model_name_or_path"] == "base"
     assert absolute_paths({k: v for k, v in b.items() if k != "config"}) == []
     assert load_bundle(out).base_model == str((out / "base").resolve())

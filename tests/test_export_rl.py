@@ -127,11 +127,13 @@ def _install_wheel(tmp: Path) -> Path:
         shutil.copy(ROOT / name, src / name)
     for pkg in ("loop", "verifiers", "generators", "policies"):
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    for cmd in (["wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp / "wheel")],
-                ["install", "--no-deps", "--no-index", "--target", str(tmp / "site"),
-                 *map(str, (tmp / "wheel").glob("*.whl"))]):
-        p = subprocess.run([PY, "-m", "pip", *cmd, "-q"], capture_output=True, text=True, timeout=300)
+    def pip(*args: str) -> None:
+        p = subprocess.run([PY, "-m", "pip", *args, "-q"], capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr[-3000:]
+
+    pip("wheel", str(src), "--no-deps", "--no-build-isolation", "-w", str(tmp / "wheel"))
+    (wheel,) = (tmp / "wheel").glob("reasoning_loop-*.whl")
+    pip("install", "--no-deps", "--no-index", "--target", str(tmp / "site"), str(wheel))
     return tmp / "site"
 
 
