@@ -1,5 +1,6 @@
 """The sandbox's statuses, limits and isolation layers, on small real programs."""
 import os
+import subprocess
 import sys
 
 import pytest
@@ -9,6 +10,19 @@ from verifiers.sandbox import SandboxLimits, leftover_processes, run
 
 FAST = SandboxLimits(timeout_s=10.0)  # generous: these programs end at once; CI machines may be loaded
 ROOT = os.geteuid() == 0
+
+
+def _kernel_allows_namespaces() -> bool:
+    """Checked without the sandbox's code: can this process make mount + pid namespaces?
+    (Not in an unprivileged container; there the sandbox degrades and says so.)"""
+    try:
+        return subprocess.run(["unshare", "--mount", "--pid", "--ipc", "--net", "--fork", "true"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+NS = _kernel_allows_namespaces()
 
 
 def _clean(r):
@@ -22,9 +36,10 @@ def test_ok_captures_stdout_and_reports_isolation():
     assert r.duration_s < 10.0
     if ROOT:
         assert r.isolation["uid"] >= sandbox.UID_BASE
+    if NS:  # the kernel allows them, so the sandbox must have used them
         assert r.isolation["network_off"] and "/tmp" in r.isolation["private_tmp"]
         assert r.isolation["root"] == "minimal" and r.isolation["workdir"] == "/work"
-        assert set(r.isolation["namespaces"]) == {"mnt", "pid", "ipc", "uts", "net"}
+        assert {"mnt", "pid", "ipc", "net"} <= set(r.isolation["namespaces"])
     _clean(r)
 
 
@@ -133,7 +148,7 @@ def test_without_pidfd_the_exit_is_polled(monkeypatch):
     _clean(r)
 
 
-@pytest.mark.skipif(not ROOT, reason="the minimal root and the pid namespace are checked where they apply (root)")
+@pytest.mark.skipif(not NS, reason="the kernel refuses mount/pid namespaces here; the sandbox says so in isolation")
 def test_minimal_filesystem_view_and_own_pid_namespace():
     src = ("import os, sys\nprint(sorted(os.listdir('/')))\nprint(sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
            "print(os.getppid(), os.path.exists(sys.prefix + '/lib/python3.11/site-packages/pytest'))\n"

@@ -28,6 +28,19 @@ from verifiers.sandbox import leftover_processes
 
 REPO = Path(__file__).resolve().parent.parent
 ROOT = os.geteuid() == 0
+
+
+def _kernel_allows_namespaces() -> bool:
+    """Checked without the sandbox's code: can this process make mount + pid namespaces?
+    (Not in an unprivileged container; there the sandbox degrades and says so.)"""
+    try:
+        return subprocess.run(["unshare", "--mount", "--pid", "--ipc", "--net", "--fork", "true"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+NS = _kernel_allows_namespaces()
 ADD = "def add(a, b):\n    return a + b\n"
 TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(10, -4) == 6\n"
 PROBLEM = Problem(family="test", category="code", difficulty=1, prompt=[Message(role="user", content="add")],
@@ -37,15 +50,19 @@ WRONG = "def add(a, b):\n    return 0\n"
 
 
 def _shm_ids() -> set[str]:
+    """SysV segments on the host made by a sandbox uid (as root) or by anyone (otherwise)."""
     try:
-        return {line.split()[1] for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]}
+        rows = [line.split() for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
     except OSError:
         return set()
+    return {r[1] for r in rows if not ROOT or int(r[9]) >= sandbox.UID_BASE}  # r[9]: creator uid
 
 
 def _cgroups() -> set[str]:
+    """Run cgroups of this process (other verifiers on the machine make their own)."""
     found, _ = sandbox_cgroup.bases()
-    return {str(p) for base in found.values() for p in base.iterdir()} if found else set()
+    mine = f"{os.getpid()}."
+    return {str(p) for base in found.values() for p in base.iterdir() if p.name.startswith(mine)} if found else set()
 
 
 @pytest.fixture
@@ -90,7 +107,7 @@ def test_control_correct_program_passes(translate):
                num_tokens=0, finish_reason="stop")
     verdict = v.verify([PROBLEM], [s])[0]
     assert verdict.outcome == "pass", verdict
-    if ROOT:  # the evidence says which isolation applied
+    if NS:  # the evidence says which isolation applied
         assert verdict.evidence["isolation"]["root"] == "minimal"
         assert {"pid", "ipc", "mnt", "net"} <= set(verdict.evidence["isolation"]["namespaces"])
 
@@ -242,12 +259,13 @@ def test_host_files_are_not_visible(judge, translate):
     prog = (f"import os\nseen = [p for p in {probes!r} if os.path.exists(p)]\n"
             "if os.path.isdir('/root'):\n    seen += sorted(set(os.listdir('/root')) - {'.pyenv'})\nprint(seen)\n"
             "def add(a, b):\n    return a + b if seen else 0\n")
+    if not NS:
+        pytest.skip("no mount namespace here: host files are visible (isolation says root: host)")
     v, _ = judge(prog, translate)
-    if ROOT:
-        assert v.evidence["exception"] == "AssertionError", v
+    assert v.evidence["exception"] == "AssertionError", v
 
 
-@pytest.mark.skipif(not ROOT, reason="pid namespace checked where it applies")
+@pytest.mark.skipif(not NS, reason="the kernel refuses pid namespaces here")
 def test_host_processes_are_not_visible(judge):
     prog = (f"import os\npids = [int(p) for p in os.listdir('/proc') if p.isdigit()]\n"
             f"seen = {os.getpid()} in pids or len(pids) > 8\n"
@@ -258,12 +276,14 @@ def test_host_processes_are_not_visible(judge):
     assert v.evidence["exception"] == "AssertionError", v
 
 
+@pytest.mark.skipif(not NS, reason="no ipc namespace here")
 def test_sysv_shared_memory_does_not_outlive_the_run(judge):
     # Leaves a segment without a process attached; the fixture checks the host's list after.
     prog = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
             "ok = libc.shmget(0x5eed, 1 << 20, 0o1000 | 0o666) >= 0\n"  # IPC_CREAT
-            "def add(a, b):\n    return a + b if ok and False else 0\n")
-    judge(prog)
+            "print('segment made', ok)\n" + WRONG)
+    _, results = judge(prog)
+    assert "segment made True" in results[0].stdout  # made inside; gone with the run's ipc namespace
 
 
 @pytest.mark.skipif(not ROOT, reason="the cgroup budget needs root")
@@ -375,7 +395,7 @@ def test_killing_the_verifier_is_not_possible(tmp_path):
     assert json.loads(out.strip().splitlines()[-1])["outcome"] in ("pass", "fail")
 
 
-@pytest.mark.skipif(not ROOT, reason="namespaces and per-run uids need root here")
+@pytest.mark.skipif(not (ROOT and NS), reason="the namespace (killed with init) and per-run uids need both")
 def test_a_crashed_verifier_leaves_nothing_running_and_the_next_one_cleans_up(tmp_path):
     nonce = secrets.token_hex(6)
     prog = (f"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
