@@ -86,7 +86,8 @@ class LocalRayCluster:
     def add_node(self, num_cpus: int, resources: dict[str, float]) -> None:
         assert self.address, "start the head first"
         n = len(self.procs)
-        self._start(["--address", self.address, "--num-cpus", str(num_cpus),
+        # One log monitor per machine (the head's): they all read the same session directory.
+        self._start(["--address", self.address, "--include-log-monitor", "false", "--num-cpus", str(num_cpus),
                      "--resources", json.dumps(resources)], f"node{n}")
 
     def wait(self, timeout: float = 180) -> None:
