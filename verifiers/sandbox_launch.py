@@ -208,6 +208,7 @@ def _program(cfg, workdir, status_fd, init_pid):
             pass
         for name, (soft, hard) in cfg["rlimits"].items():
             resource.setrlimit(getattr(resource, name), (soft, hard))
+        os.chdir(workdir)  # before the uid change: the host's parents of a work dir may be closed to it
         if cfg["uid"] is not None:
             uid = cfg["uid"]
             os.setgroups([])
@@ -217,9 +218,11 @@ def _program(cfg, workdir, status_fd, init_pid):
                 raise OSError(f"could not switch to uid {uid}")
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
         _die_with_parent(init_pid)  # set after the uid change, which clears it
-        os.chdir(workdir)
         env = dict(cfg["env"], HOME=workdir, TMPDIR="/tmp" if workdir == "/work" else workdir)
-        os.execve(cfg["python"], [cfg["python"], "-I", "-S", "-B", cfg["main"]], env)
+        # Python opens the script by its absolute path: on the host that walks parents the
+        # uid may not enter, so go through the cwd link instead.
+        main = cfg["main"] if workdir == "/work" else f"/proc/self/cwd/{cfg['main']}"
+        os.execve(cfg["python"], [cfg["python"], "-I", "-S", "-B", main], env)
     except BaseException as e:  # noqa: BLE001 - reported to the verifier as a sandbox failure
         try:
             os.write(status_fd, f"ERR {type(e).__name__}: {e}\n".encode())
