@@ -108,7 +108,7 @@ def _static_problem(row: CodeRow) -> str | None:
     return None
 
 
-def check_rows(path: str, rows: list[tuple[int, CodeRow]], run_solutions: bool = True) -> None:
+def check_rows(path: str, rows: list[tuple[int | str, CodeRow]], run_solutions: bool = True) -> None:
     """Every row's tests parse and (with run_solutions) every reference solution passes its
     own tests in the sandbox; ValueError listing each bad row as `file:line: reason` otherwise."""
     from verifiers.base import VERIFIERS
@@ -129,7 +129,8 @@ def check_rows(path: str, rows: list[tuple[int, CodeRow]], run_solutions: bool =
             elif v.outcome != "pass":
                 bad[lineno] = f"the reference solution fails its own tests: {v.reason}"
     if bad:
-        lines = [f"{path}:{n}: {why}" for n, why in sorted(bad.items())]
+        order = {label: i for i, (label, _) in enumerate(rows)}
+        lines = [f"{path}:{n}: {why}" for n, why in sorted(bad.items(), key=lambda kv: order[kv[0]])]
         raise ValueError(f"{len(bad)} bad code row(s) (fix the tests or the solution, or drop the row):\n"
                          + "\n".join(lines))
 

