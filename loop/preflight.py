@@ -243,8 +243,16 @@ def check_devices(cfg: Config, problems: list[str]) -> None:
 
 
 def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TIMEOUT_S) -> None:
-    if address in ("auto", "local"):
+    if address == "local":
         return
+    if address == "auto":  # what ray.init does with it: $RAY_ADDRESS, else the cluster started on this machine
+        found = os.environ.get("RAY_ADDRESS") or _current_cluster()
+        if not found:
+            problems.append("cluster.address: 'auto' finds no Ray cluster ($RAY_ADDRESS is unset and no `ray start` "
+                            "ran on this machine); start one with `ray start --head`, give host:port, or remove "
+                            "cluster.address for a local Ray")
+            return
+        address = found
     a = address
     default_port = 6379
     if "://" in a:
@@ -275,6 +283,15 @@ def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TI
     except OSError as e:
         problems.append(f"cluster.address: cannot connect to {host}:{port_s} ({e.strerror or e}); start the Ray head "
                         "there (`ray start --head`) or remove cluster.address for a local Ray")
+
+
+def _current_cluster() -> str | None:
+    import tempfile
+
+    try:
+        return (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _ray_gcs_answer(address: str, timeout: float) -> str | None:
