@@ -42,7 +42,9 @@ class PreflightError(ConfigError):
 
 
 def preflight(cfg: Config, *, stop_after: str | None = None, adapter: str | None = None,
-              run: "RunDir | None" = None, check_prompts: bool = True) -> None:
+              run: "RunDir | None" = None, new_run: bool = True, check_prompts: bool = True) -> None:
+    """new_run: a run directory will be created under run.state_dir (not for `eval`);
+    run: the run being resumed (its finished stages' files are checked)."""
     problems: list[str] = []
     model_ok = check_model(cfg, problems)
     check_lora(cfg, problems)
@@ -50,7 +52,7 @@ def preflight(cfg: Config, *, stop_after: str | None = None, adapter: str | None
         check_adapter(Path(adapter), "--adapter", cfg, problems)
     if stop_after is not None:
         check_stop_after(stop_after, cfg.loop.rounds, problems)
-    if run is None and adapter is None:
+    if new_run and run is None:
         check_state_dir(Path(cfg.run.state_dir), problems)
     if run is not None:
         check_run_files(run, problems)

@@ -150,7 +150,7 @@ def evaluate_only(cfg: Config, adapter: str | None) -> dict:
     from loop.controller import Controller
     from loop.preflight import preflight
 
-    preflight(cfg, adapter=adapter)
+    preflight(cfg, adapter=adapter, new_run=False)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(Path(tmp), "eval")
         cluster = None
