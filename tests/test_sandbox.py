@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from verifiers import sandbox, sandbox_cgroup
+from verifiers import sandbox, sandbox_cgroup, sandbox_launch
 from verifiers.sandbox import SandboxLimits, leftover_processes, run
 
 FAST = SandboxLimits(timeout_s=10.0)  # generous: these programs end at once; CI machines may be loaded
@@ -199,3 +199,19 @@ def test_cleanup_of_a_dead_verifiers_work_directory(tmp_path):
     (live / sandbox.OWNER_FILE).write_text(f'{{"pid": {me}, "start": {sandbox_cgroup.start_time(me)}, "uid": null}}')
     assert sandbox.cleanup_stale(str(tmp_path))["dirs"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["sandbox-live"]
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the seccomp filter is written for x86_64")
+def test_seccomp_denies_tracing_and_new_namespaces_but_not_threads_or_fork():
+    src = ("import ctypes, os, threading, multiprocessing\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+           "t = threading.Thread(target=lambda: print('thread'))\nt.start()\nt.join()\n"
+           "pid = os.fork()\nif pid == 0:\n    os._exit(0)\nprint('fork', os.waitpid(pid, 0)[1])\n"
+           "print('ptrace', libc.ptrace(16, 1, 0, 0), ctypes.get_errno())\n"
+           "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n"
+           "print('clone', libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0), ctypes.get_errno())\n"
+           "with multiprocessing.Pool(2) as p:\n    print('pool', p.map(abs, [-1, -2]))")
+    r = run(src, limits=SandboxLimits(timeout_s=20))
+    assert r.status == "ok", r.stderr
+    assert r.stdout.split("\n")[:6] == ["thread", "fork 0", "ptrace -1 1", "unshare -1 1", "clone -1 1", "pool [1, 2]"]
+    assert r.isolation["seccomp"].startswith(f"{len(sandbox_launch.DENIED_X86_64)} calls denied")
+    _clean(r)

@@ -80,8 +80,8 @@ def plan_for(tests: str, entry_point: str | None) -> tuple[Plan | None, bytes, s
 
 def isolation_summary(iso: dict) -> dict:
     """What the run got, short enough for every verdict."""
-    return {"root": iso.get("root"), "namespaces": iso.get("namespaces", []),
-            "cgroup": iso.get("cgroup"), "own_uid": iso.get("uid") is not None}
+    return {"root": iso.get("root"), "namespaces": iso.get("namespaces", []), "cgroup": iso.get("cgroup"),
+            "own_uid": iso.get("uid") is not None, "seccomp": iso.get("seccomp")}
 
 
 class Channel:

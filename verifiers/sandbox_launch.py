@@ -26,6 +26,7 @@ import fcntl
 import marshal
 import os
 import resource
+import struct
 import sys
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -35,7 +36,7 @@ NS_FLAGS = {"mnt": CLONE_NEWNS, "pid": CLONE_NEWPID, "ipc": CLONE_NEWIPC, "net":
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 0x40000
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
 HIGH_FD = 200  # the program's fds are arranged above this, then moved into place
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}.get(os.uname().machine)
 DEVICES = ("null", "zero", "random", "urandom")
@@ -186,7 +187,57 @@ def _filesystem(cfg, files, layers):
     return _private_tmp(cfg, files, owner, layers)
 
 
-def _program(cfg, workdir, status_fd, init_pid):
+# x86_64 system calls the program never needs and that widen what it can reach: tracing and
+# reading other processes, namespaces and mounts, kernel keyrings, bpf, io_uring, modules.
+DENIED_X86_64 = {
+    "ptrace": 101, "syslog": 103, "personality": 135, "vhangup": 153, "pivot_root": 155, "chroot": 161,
+    "acct": 163, "mount": 165, "umount2": 166, "swapon": 167, "swapoff": 168, "reboot": 169,
+    "init_module": 175, "delete_module": 176, "quotactl": 179, "lookup_dcookie": 212, "kexec_load": 246,
+    "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298,
+    "name_to_handle_at": 303, "open_by_handle_at": 304, "setns": 308, "process_vm_readv": 310,
+    "process_vm_writev": 311, "kcmp": 312, "finit_module": 313, "kexec_file_load": 320, "bpf": 321,
+    "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+    "pidfd_getfd": 438, "mount_setattr": 442,
+}
+CLONE_NS_FLAGS = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+
+
+def _seccomp_filter():
+    """(BPF program, note): the calls above fail with EPERM, clone() into new namespaces
+    too, clone3 with ENOSYS (its flags cannot be inspected; libc falls back to clone), and
+    any call through another ABI (i386, x32) is refused. (None, why) off x86_64."""
+    if os.uname().machine != "x86_64":
+        return None, "none: the filter is written for x86_64"
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, errno = 0x7FFF0000, 0x00050000
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, 0xC000003E), (ret, 0, 0, errno | 1), (ld, 0, 0, 0),
+            (jge, 0, 1, 0x40000000), (ret, 0, 0, errno | 1), (jeq, 0, 1, 435), (ret, 0, 0, errno | 38)]
+    deny_jumps = []
+    for nr in sorted(DENIED_X86_64.values()):
+        deny_jumps.append(len(prog))
+        prog.append((jeq, None, 0, nr))
+    prog += [(jeq, 0, 2, 56), (ld, 0, 0, 16)]  # clone: look at its flags (first argument, low word)
+    deny_jumps.append(len(prog))
+    prog += [(jset, None, 0, CLONE_NS_FLAGS), (ret, 0, 0, allow), (ret, 0, 0, errno | 1)]
+    deny = len(prog) - 1
+    prog = [(c, deny - i - 1 if jt is None else jt, jf, k) for i, (c, jt, jf, k) in enumerate(prog)]
+    return b"".join(struct.pack("HBBI", *insn) for insn in prog), \
+        f"{len(DENIED_X86_64)} calls denied (ptrace, mount, unshare, bpf, ...), no new namespaces"
+
+
+def _apply_seccomp(raw):
+    """Install the filter (after no_new_privs); a failure stops the run as a sandbox error."""
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = Prog(len(raw) // 8, ctypes.addressof(buf))
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp filter")
+
+
+def _program(cfg, workdir, status_fd, init_pid, seccomp):
     """In the program's process: fds, limits, identity, then exec. Never returns."""
     try:
         # Move every source out of the way first: a source may sit on another's target number.
@@ -218,6 +269,8 @@ def _program(cfg, workdir, status_fd, init_pid):
                 raise OSError(f"could not switch to uid {uid}")
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
         _die_with_parent(init_pid)  # set after the uid change, which clears it
+        if seccomp is not None:
+            _apply_seccomp(seccomp)
         env = dict(cfg["env"], HOME=workdir, TMPDIR="/tmp" if workdir == "/work" else workdir)
         # Python opens the script by its absolute path: on the host that walks parents the
         # uid may not enter, so go through the cwd link instead.
@@ -240,6 +293,7 @@ def _init(cfg, files, layers, status_fd, exit_w, parent):
             pass
         workdir = _filesystem(cfg, files, layers)
         layers["workdir"] = workdir
+        seccomp, layers["seccomp"] = _seccomp_filter()
         if layers["root"] != "minimal":  # ours may sit where the run's uid cannot reach it
             cfg["python"] = cfg["host_python"]
         os.write(status_fd, b"OK " + repr(layers).encode() + b"\n")
@@ -249,7 +303,7 @@ def _init(cfg, files, layers, status_fd, exit_w, parent):
     child = os.fork()
     if child == 0:
         os.close(exit_w)
-        _program(cfg, workdir, status_fd, os.getppid())
+        _program(cfg, workdir, status_fd, os.getppid(), seccomp)
     os.close(status_fd)
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):  # hold none of the program's pipes open
