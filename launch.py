@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     from loop.config import ConfigError, load_config
     from loop.export_choice import ExportError
     from loop.plugins import PluginError
-
     from loop.registry import RegistryError
     from loop.state import RunStateError, StageFailed, install_signal_handlers, received_signal
 
