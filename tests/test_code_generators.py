@@ -104,7 +104,7 @@ def _judge(problem, program):
 
     s = Sample(id=f"{problem.id}:t:0", problem_id=problem.id, round=0, index=0, num_tokens=0, finish_reason="stop",
                text=f"```python\n{program}\n```")
-    return VERIFIERS.build("code_tests", {"timeout_s": 10}).verify([problem], [s])[0]
+    return VERIFIERS.build("code_tests", {"timeout_s": 30}).verify([problem], [s])[0]
 
 
 def test_code_jsonl_reads_mbpp_rows_and_assert_lists(tmp_path):

@@ -18,7 +18,7 @@ def sample(problem: Problem, text: str, i: int = 0) -> Sample:
 
 
 def verifier(**opts):
-    return VERIFIERS.build("code_tests", {"timeout_s": 5, **opts})
+    return VERIFIERS.build("code_tests", {"timeout_s": 20, **opts})  # generous: CI machines may be loaded
 
 
 def fenced(code: str, tag: str = "python") -> str:

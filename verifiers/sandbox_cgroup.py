@@ -99,24 +99,29 @@ class RunCgroup:
         except (OSError, ValueError, KeyError):
             return 0
 
-    def kill(self) -> None:
-        """SIGKILL every process in the group until it is empty (a fork bomb converges fast)."""
+    def kill(self, patience_s: float = 10.0) -> bool:
+        """SIGKILL every process in the group until it is empty: the task limit bounds a
+        fork bomb, and killed processes leave the group once they have exited. True if empty."""
         if self.version == "v2":
             try:
                 (self.dirs["v2"] / "cgroup.kill").write_text("1")
             except OSError:
                 pass
-        for _ in range(200):
+        deadline, pause = time.monotonic() + patience_s, 0.0005
+        while True:
             victims = self.pids()
             if not victims:
-                return
+                return True
+            if time.monotonic() > deadline:
+                log.warning("sandbox: processes %s of %s still there after %.0f s", victims, self.dirs, patience_s)
+                return False
             for p in victims:
                 try:
                     os.kill(p, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-            time.sleep(0.001)
-        log.warning("sandbox: processes of %s survived 200 kill sweeps", self.dirs)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     def remove(self) -> bool:
         ok = True
