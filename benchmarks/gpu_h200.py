@@ -14,8 +14,9 @@ ratio's two sides are measured in the same process, same data, one after the oth
   (200..2048 tokens, uniform); tokens/s counts real tokens only, peak is
   `torch.cuda.max_memory_allocated` from before the model load. The levers are measured as a
   ladder, one change per step: textbook -> loop trainer with the fp32 upcast and no packing
-  (TRL, fused LM head) -> without the upcast -> with packing (the loop's config); each lever's
-  share is its step's log-ratio over the whole log-ratio.
+  (TRL, fused LM head) -> without the upcast -> with packing; each step's ratio is reported
+  (and its share of the whole log-ratio). The headline ratios use the rung that matches the
+  config as shipped (`loop_config_rung`: no upcast, no packing in configs/qwen3-4b-qlora.yaml).
 - sampler: the loop's sampler stage (`Cluster.generate`: Ray actor, chunks, progress bar)
   against `LLM.chat` timed inside the same actor on the same engine, prompts and sampling
   settings; base vs LoRA tokens/s (raw, same prompts); sleep/wake seconds and GiB freed
@@ -53,7 +54,7 @@ log = logging.getLogger("gpu_h200")
 # machine (a random model writes every chain to max_tokens and fails every problem).
 LOOP_OVERRIDES = [
     "loop.rounds=2", "heldout.per_category=4", "sampling.max_tokens=320",
-    "generators.0.categories.basic_arithmetic.budget=4", "generators.0.categories.chain_sum.budget=4",
+    "generators.0.categories.add.budget=4", "generators.0.categories.mul.budget=4",
     "generators.1.categories.bit_manipulation.budget=4", "generators.1.categories.cipher.budget=4",
     "generators.1.categories.unit_conversion.budget=4", "generators.1.categories.numeral_system.budget=4",
 ]
@@ -62,7 +63,10 @@ SMOKE_OVERRIDES = [
     "model.dtype=float32", "model.max_model_len=2048", "quantization.compute_dtype=float32",
     "sampling.max_tokens=24", "sampling.n=2", "training.max_seq_len=256", "training.device=cpu",
     "cluster.sampler.num_gpus=0", "cluster.trainer_num_gpus=0", "cluster.gpu_sharing=none",
-    "cluster.sampler.enforce_eager=true", "verifiers.4.options.max_tokens=16",
+    "cluster.sampler.enforce_eager=true", "verifiers.3.options.max_tokens=16", "heldout.per_category=2",
+    *(f"generators.{i}.categories.{c}.budget=1" for i, cats in enumerate([
+        ["add", "mul"], ["bit_manipulation", "cipher", "unit_conversion", "numeral_system"]])
+      for c in cats),
 ]
 GOALS = {"sampler_vs_raw_vllm": (">=", 0.95), "sampler_vs_hf_generate": (">=", 10.0),
          "trainer_vs_textbook_tok_s": (">=", 3.5), "trainer_vs_textbook_peak_mem": ("<=", 0.5),
@@ -86,16 +90,29 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def engine_core_pids() -> list[int]:
-    """vLLM engine-core processes (vLLM names them VLLM::EngineCore)."""
+def session_pids(sid: int) -> list[int]:
+    """Processes of session `sid` (Ray gives each worker its own process group, in the session)."""
     out = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                if b"EngineCore" in (p / "cmdline").read_bytes() or "EngineCore" in (p / "comm").read_text():
+                if int((p / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
                     out.append(int(p.name))
-            except OSError:
+            except (OSError, ValueError, IndexError):
                 pass
+    return out
+
+
+def engine_core_pids() -> list[int]:
+    """vLLM engine-core processes (vLLM names them VLLM::EngineCore) of this session only (a
+    part runs in its own session, with its Ray and engines): never another program's."""
+    out = []
+    for pid in session_pids(os.getsid(0)):
+        try:
+            if b"EngineCore" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            pass
     return out
 
 
@@ -258,23 +275,33 @@ def part_trainer(a) -> dict:
                  "grad_accum": tr["grad_accum"], "max_seq_len": tr["max_seq_len"]}
     res["textbook"] = textbook_qlora(a.model, lora, examples, tr["batch_size"], tr["learning_rate"], seed=1)
     log.info("textbook: %s", res["textbook"])
-    ladder = [  # one change per step, ending at the loop's own config
+    Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))  # what is measured survives a timeout
+    ladder = [  # one change per step
         ("trl_fused_head", {"prepare_for_kbit": True}, {"packing": False}),
         ("no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": False}),
         ("packing", {"prepare_for_kbit": False}, {"packing": True}),
     ]
     keep = ("tokens", "loss_tokens", "tokens_per_s", "peak_gib", "steps", "train_seconds", "seconds", "first_loss",
             "last_loss", "tokens_per_micro_batch")
-    for name, q, t in ladder:
+    # The rung that is the loop's config as shipped (quantization.prepare_for_kbit, training.packing).
+    own = next(n for n, q, t in ladder if q["prepare_for_kbit"] == quant["prepare_for_kbit"]
+               and t["packing"] == tr["packing"])
+    res["loop_config_rung"] = own
+    order = ladder if a.ladder_forward else sorted(ladder, key=lambda x: x[0] != own)  # default: own config first
+    for name, q, t in order:
         out = Path(a.workdir) / f"adapter-{name}"
         m = TrainerWorker(a.model, {**quant, **q}, lora, {**tr, **t}).train(examples, str(out), None, seed=1)
         res[name] = {k: m.get(k) for k in keep} | {"prepare_for_kbit": q["prepare_for_kbit"], "packing": t["packing"]}
         log.info("%s: %s", name, res[name])
+        if name == own:
+            loop_m, book = res[own], res["textbook"]
+            res["trainer_vs_textbook_tok_s"] = loop_m["tokens_per_s"] / book["tokens_per_s"]
+            if book["peak_gib"]:
+                res["trainer_vs_textbook_peak_mem"] = loop_m["peak_gib"] / book["peak_gib"]
+            res["adapter"] = str(out)
+        Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))
         _free_memory()
-    loop_m, book = res["packing"], res["textbook"]
-    res["trainer_vs_textbook_tok_s"] = loop_m["tokens_per_s"] / book["tokens_per_s"]
-    if book["peak_gib"]:
-        res["trainer_vs_textbook_peak_mem"] = loop_m["peak_gib"] / book["peak_gib"]
+    book = res["textbook"]
     steps = ["textbook"] + [n for n, _, _ in ladder]
     for metric, key in (("tok_s", "tokens_per_s"), ("peak_mem", "peak_gib")):
         if not book[key]:
@@ -284,7 +311,6 @@ def part_trainer(a) -> dict:
             steps[i]: {"ratio": res[steps[i]][key] / res[steps[i - 1]][key],
                        "share": math.log(res[steps[i]][key] / res[steps[i - 1]][key]) / total if total else None}
             for i in range(1, len(steps))}
-    res["adapter"] = str(Path(a.workdir) / "adapter-packing")
     return res
 
 
@@ -312,7 +338,7 @@ def part_sampler(a) -> dict:
     from loop.config import load_config
     from loop.sampler import SamplerWorker
 
-    cfg = load_config(CONFIG, [f"model.path={a.model}", *(SMOKE_OVERRIDES if a.smoke else [])])
+    cfg = load_config(CONFIG, loop_overrides(a))  # the loop part can then run on this engine (--with-loop)
     s, c, m = cfg.sampling, cfg.cluster, cfg.model
     prompts = problem_prompts(cfg, a.prompts)
     res: dict = {"prompts": len(prompts), "n": s.n, "max_tokens": a.max_tokens, "temperature": s.temperature,
@@ -370,8 +396,16 @@ def part_sampler(a) -> dict:
 
         res["hf_generate"] = hf_generate(a.model, prompts, s.n, s.temperature, s.top_p, a.hf_new_tokens)
         res["sampler_vs_hf_generate"] = stage["tokens_per_s"] / res["hf_generate"]["tokens_per_s"]
+        if a.with_loop:
+            if c.gpu_sharing == "sleep":
+                ray.get(actor.wake_up.remote())
+            Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))  # kept if the loop fails
+            res["loop"] = part_loop(a, cluster)
     finally:
-        cluster.shutdown()
+        try:
+            cluster.shutdown()
+        except Exception as e:  # noqa: BLE001  (the loop's runner shut it down already)
+            log.info("second shutdown: %s", e)
     return res
 
 
@@ -409,30 +443,40 @@ def hf_generate(model_path: str, prompts: list[list[dict]], n: int, temperature:
             "tokens_per_s": tokens / secs}
 
 
-def part_loop(a) -> dict:
+def loop_overrides(a) -> list[str]:
+    return [f"model.path={a.model}", f"run.state_dir={Path(a.workdir) / 'state'}", *LOOP_OVERRIDES,
+            *(SMOKE_OVERRIDES if a.smoke else [])]
+
+
+def part_loop(a, cluster=None) -> dict:
+    """`launch.py run`'s path (loop.runner.start). With `cluster` (the sampler part's, engine
+    already built and awake), the run uses it instead of building its own: one engine start."""
     import loop.cluster as lc
     from loop.config import load_config
     from loop.runner import start
     from loop.state import read_json
 
-    overrides = [f"model.path={a.model}", f"run.state_dir={Path(a.workdir) / 'state'}", *LOOP_OVERRIDES,
-                 *(SMOKE_OVERRIDES if a.smoke else [])]
+    overrides = loop_overrides(a)
     cfg = load_config(CONFIG, overrides)
-    clusters: list = []
-    init = lc.Cluster.__init__
+    clusters: list = [cluster] if cluster is not None else []
+    cls, init = lc.Cluster, lc.Cluster.__init__
 
     def observed(self, *args, **kwargs):  # keep a handle to read its engine-build count afterwards
         init(self, *args, **kwargs)
         clusters.append(self)
 
-    lc.Cluster.__init__ = observed
+    if cluster is not None:
+        lc.Cluster = lambda cfg_: cluster  # the runner imports it at call time
+    else:
+        lc.Cluster.__init__ = observed
     watch = StallWatch("loop's engine", a.stall_dump, a.dump_stacks,
                        ready=lambda: bool(clusters and clusters[0].engine_builds))
     t0 = time.time()
     try:
         run = start(cfg)
     finally:
-        lc.Cluster.__init__ = init
+        lc.Cluster = cls
+        cls.__init__ = init
         watch.done()
     wall = time.time() - t0
     man = run.manifest
@@ -442,7 +486,8 @@ def part_loop(a) -> dict:
                  "status": man.get("status"), "stage_seconds": secs}
     builds = clusters[0].engine_builds if clusters else None
     res["engine_builds"] = builds
-    res["engine_rebuilds_after_round0"] = builds - 1 if builds else None  # the one build is at the baseline eval
+    res["shared_engine_with_sampler_part"] = cluster is not None
+    res["engine_rebuilds_after_round0"] = builds - 1 if builds else None  # the one build is before round 0
     # Round r's wall time: from the end of the previous round (or of the baseline eval) to its
     # metrics.json (the last file a round writes); its stages: the manifest's seconds.
     marks = [(run.path / "baseline" / "metrics.json").stat().st_mtime]
@@ -475,7 +520,8 @@ PARTS = {"build": part_build, "trainer": part_trainer, "sampler": part_sampler, 
 def summary(results: dict) -> dict:
     flat = {}
     for part in ("trainer", "sampler", "loop"):
-        for k, v in results.get(part, {}).items():
+        got = results.get(part, {})
+        for k, v in list(got.items()) + list(got.get("loop", {}).items()):
             if k in GOALS or k == "lora_vs_base_tok_s":
                 flat[k] = v
     out = {}
@@ -494,11 +540,13 @@ def _f(v, spec=".2f") -> str:
 
 def table(results: dict) -> str:
     """The README's table, made from the JSON."""
-    t, smp, lp = results.get("trainer", {}), results.get("sampler", {}), results.get("loop", {})
+    t, smp = results.get("trainer", {}), results.get("sampler", {})
+    lp = results.get("loop") or smp.get("loop", {})
     rows = ["| measure | value | goal | met |", "|---|---|---|---|"]
     for k, v in results.get("summary", {}).items():
         val = v["value"]
-        rows.append(f"| `{k}` | {_f(val, '.3g') if isinstance(val, float) else val} | {v['goal'] or ''} | "
+        shown = "not measured" if val is None else _f(val, ".3g") if isinstance(val, float) else val
+        rows.append(f"| `{k}` | {shown} | {v['goal'] or ''} | "
                     f"{'yes' if v['met'] else 'no' if v['met'] is False else ''} |")
     lines = ["\n".join(rows), ""]
     if t.get("textbook"):
@@ -532,16 +580,24 @@ def run_parts(a) -> dict:
     out = Path(a.out)
     results = json.loads(out.read_text()) if out.exists() and a.merge else {}
     for part in a.parts.split(","):
-        part_out = Path(a.workdir) / f"part-{part}.json"
+        part_out = Path(a.part_dir or a.workdir) / f"part-{part}.json"
         part_out.unlink(missing_ok=True)
         cmd = [sys.executable, __file__, "--part", part, "--part-out", str(part_out)] + a.passthrough
         log.info("part %s: %s", part, " ".join(cmd))
         t0 = time.time()
+        # Its own session: Ray, its workers and vLLM's engine cores land in it, and the whole
+        # session is killed afterwards, so nothing of a stalled part outlives it on the GPU.
+        proc = subprocess.Popen(cmd, start_new_session=True)
         try:
-            proc = subprocess.run(cmd, timeout=a.part_timeout, start_new_session=True)
-            rc = proc.returncode
+            rc = proc.wait(timeout=a.part_timeout)
         except subprocess.TimeoutExpired:
             rc = "timeout"
+        for pid in [proc.pid] + session_pids(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
         got = json.loads(part_out.read_text()) if part_out.exists() else {}
         got["_process"] = {"rc": rc, "seconds": round(time.time() - t0, 1)}
         if part == "trainer" and got.get("adapter") and "--adapter" not in a.passthrough:
@@ -569,12 +625,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", default=None, help="model directory (built by the build part if missing)")
     ap.add_argument("--workdir", default="/tmp/h200")
     ap.add_argument("--adapter", default=None)
-    ap.add_argument("--train-examples", type=int, default=64)
+    ap.add_argument("--train-examples", type=int, default=48)
     ap.add_argument("--min-len", type=int, default=200)
     ap.add_argument("--max-len", type=int, default=2048)
-    ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--max-tokens", type=int, default=1024)
-    ap.add_argument("--hf-new-tokens", type=int, default=256)
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--hf-new-tokens", type=int, default=128)
+    ap.add_argument("--part-dir", default=None, help="where each part writes its JSON (default: --workdir)")
+    ap.add_argument("--ladder-forward", action="store_true", help="trainer: run the ladder in its order (loop config last)")
+    ap.add_argument("--with-loop", action="store_true", help="sampler part: then run the loop part on its engine")
     ap.add_argument("--stall-dump", type=float, default=240, help="seconds of engine start before stacks are dumped")
     ap.add_argument("--dump-stacks", action="store_true", help="SIGUSR1 stalled engine cores (faulthandler must be registered)")
     ap.add_argument("--table", metavar="JSON", help="print the README table made from a results file, and exit")
@@ -587,7 +646,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if a.smoke:
         a.shape = "qwen3-vocab-toy"
-        if a.train_examples == 64:
+        if True:  # tiny sizes for a 2-core CPU
             a.train_examples, a.min_len, a.max_len, a.prompts, a.max_tokens, a.hf_new_tokens = 8, 100, 300, 8, 24, 8
     default = ROOT / "state" / "models" / "qwen3-4b-random" if a.shape == "qwen3-4b" else Path(a.workdir) / f"model-{a.shape}"
     a.model = a.model or str(default)  # qwen3-4b: where configs/qwen3-4b-qlora.yaml looks
