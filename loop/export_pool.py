@@ -89,9 +89,14 @@ def rates_from_samples(run: RunDir, cfg: Config, adapter: Path, problems: dict[s
     counts = _tally(cfg, samples, verdicts)
     per = Counter(s.problem_id for s in samples)
     detail = (f"the loop's own samples of {', '.join(rounds)} ({len(counts)} of {len(problems)} train problems, "
-              f"{min(per.values())}-{max(per.values())} completions each at temperature {cfg.sampling.temperature}); "
+              f"{_span(per.values())} completions each at temperature {cfg.sampling.temperature}); "
               f"train problems of other rounds were not sampled by this adapter and are not in the pool")
     return PassRates("samples", detail, counts)
+
+
+def _span(xs) -> str:
+    lo, hi = min(xs), max(xs)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
 def measure_rates(cfg: Config, adapter: Path, problems: dict[str, Problem], n: int) -> PassRates:

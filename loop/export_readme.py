@@ -83,7 +83,7 @@ def render_readme(bundle: dict[str, Any], export_dir: Path) -> str:
                  f"was chosen among its completed rounds.\n")
     if not a["beats_base"]:
         warn += ("\n> **Warning: this adapter does not beat the base model on held-out problems** (exported with "
-                 "`--allow-no-gain`). RL from it starts from a worse policy than the base.\n")
+                 "`--allow-no-gain`). RL from it starts from a policy no better than the base.\n")
     base = bundle["base_model"]
     base_line = ("`base/` (a copy of the embedded model)" if base.get("copied") else
                  f"the hub model `{base['path']}`" if base.get("hub_id") else
