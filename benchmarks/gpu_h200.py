@@ -557,9 +557,8 @@ def table(results: dict) -> str:
         for metric in ("tok_s", "peak_mem"):
             shares = t.get(f"lever_share_{metric}", {})
             if shares:
-                lines.append(f"\nlever shares of {metric}: " + ", ".join(
-                    f"{k} x{_f(v['ratio'])} ({_f(100 * v['share'] if v['share'] is not None else None, '.0f')}%)"
-                    for k, v in shares.items()))
+                lines.append(f"\n{metric}, each step over the one before: " + ", ".join(
+                    f"{k} x{_f(v['ratio'])}" for k, v in shares.items()))
         lines.append("")
     if smp.get("raw_vllm"):
         lines += ["| sampler | tokens/s | seconds |", "|---|---|---|"]
