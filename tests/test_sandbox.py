@@ -215,3 +215,15 @@ def test_seccomp_denies_tracing_and_new_namespaces_but_not_threads_or_fork():
     assert r.stdout.split("\n")[:6] == ["thread", "fork 0", "ptrace -1 1", "unshare -1 1", "clone -1 1", "pool [1, 2]"]
     assert r.isolation["seccomp"].startswith(f"{len(sandbox_launch.DENIED_X86_64)} calls denied")
     _clean(r)
+
+
+def test_no_python_reachable_by_the_uid_matters_only_without_a_minimal_root(monkeypatch):
+    def none(unprivileged):
+        raise OSError("no interpreter usable by an unprivileged uid")
+
+    monkeypatch.setattr(sandbox, "interpreter", none)
+    r = run("print(1)", limits=FAST)
+    if NS:  # the minimal root always holds our own interpreter
+        assert r.status == "ok" and r.isolation["root"] == "minimal"
+    else:
+        assert r.status == "sandbox_error" and "no interpreter usable" in r.error

@@ -226,8 +226,11 @@ def _close(fds: list[int]) -> None:
 
 def _prepare_and_run(source, files, stdin, limits, python, tmp_root, channel, fds, minimal_root, uid, start,
                      owned) -> SandboxResult:
-    try:
+    try:  # needed only where the minimal root cannot be built; the launcher says so then
         host_python = python or interpreter(uid is not None)
+    except OSError as e:
+        host_python = f"!{e}"
+    try:
         workdir = tempfile.mkdtemp(prefix="sandbox-", dir=tmp_root)
     except OSError as e:
         return SandboxResult("sandbox_error", error=f"cannot prepare the sandbox: {e}",

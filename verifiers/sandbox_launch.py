@@ -295,6 +295,9 @@ def _init(cfg, files, layers, status_fd, exit_w, parent):
         layers["workdir"] = workdir
         seccomp, layers["seccomp"] = _seccomp_filter()
         if layers["root"] != "minimal":  # ours may sit where the run's uid cannot reach it
+            if cfg["host_python"].startswith("!"):
+                raise OSError(f"no minimal root ({layers.get('root_error') or 'no mount namespace'}) and "
+                              f"{cfg['host_python'][1:]}")
             cfg["python"] = cfg["host_python"]
         os.write(status_fd, b"OK " + repr(layers).encode() + b"\n")
     except BaseException as e:  # noqa: BLE001
