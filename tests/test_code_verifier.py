@@ -266,3 +266,16 @@ def test_tamper_is_an_error_class_counted_per_round():
     assert round0.categories["humaneval/humaneval"].errors["tamper"] == 2
     assert compare(round0, round1)["humaneval/humaneval"]["d_errors"]["tamper"] == -2
     assert error_table(round0)[0][ERROR_CLASSES.index("tamper") + 1] == "tamper"
+
+
+def test_what_only_checking_finds_untranslatable_goes_to_a_test_process():
+    from verifiers.code import plan_for
+
+    tests = "import os\nassert f(1) != os\nassert f(2) == 3\n"  # `os` is unknown to the evaluator
+    q = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="x")],
+                reference=Reference(tests=tests))
+    good, bad = verifier().verify([q, q], [sample(q, fenced("def f(x):\n    return x + 1"), 0),
+                                          sample(q, fenced("def f(x):\n    return x"), 1)])
+    assert (good.outcome, bad.outcome) == ("pass", "fail")
+    assert good.evidence["path"] == bad.evidence["path"] == "test_process"
+    assert "os" in plan_for(tests, None)[0].untranslatable and bad.evidence["test_line"] == "assert f(2) == 3"

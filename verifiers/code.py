@@ -182,12 +182,13 @@ class CodeTests(Verifier):
             return self.verdict(sample, "fail", reason="no code block", status="no_code")
         try:
             plan, requests, why = plan_for(ref.tests, ref.entry_point)
-            if plan is not None and o.translate:
+            if plan is not None and o.translate and not plan.untranslatable:
                 return self._translated(sample, plan, requests, code)
+            why = why or (plan.untranslatable if plan is not None else "")
         except TestsError as e:
             return self.verdict(sample, "error", reason=f"the problem's tests are broken: {e}", status="bad_tests")
-        except NotTranslatable as e:  # found only while checking: judge it the general way
-            why = str(e)
+        except NotTranslatable as e:  # found only while checking: this and later samples go the general way
+            why = plan.untranslatable = str(e) or "found while checking"
         return self._test_process(sample, ref.tests, ref.entry_point, code, why or "translation disabled")
 
     # ------------------------------------------------------------ translated path

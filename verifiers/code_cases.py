@@ -296,6 +296,7 @@ class Plan:
     candidate_names: set[str]
     source: str
     nodes: list[ast.AST] = field(default_factory=list)  # keeps the nodes (and their ids) alive
+    untranslatable: str = ""         # set when checking met something only a test process can run
 
     def check(self, outcomes: list[Outcome]) -> Failure | None:
         """Evaluate the tests over the program's answers; the first failure, or None."""
