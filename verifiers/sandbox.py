@@ -191,7 +191,10 @@ def _sweep_once(tmp_root: str | None) -> None:
         if key in _swept:
             return
         _swept.add(key)
-    cleanup_stale(tmp_root)
+    try:
+        cleanup_stale(tmp_root)
+    except Exception:  # noqa: BLE001 - debris of others must not stop this run
+        log.exception("sandbox: cleaning up after dead verifiers failed")
 
 
 # ------------------------------------------------------------------ running a program
