@@ -314,21 +314,19 @@ def part_trainer(a) -> dict:
     return res
 
 
-class _TimedSampler:
-    """Mixed into the loop's SamplerWorker in `part_sampler`: `LLM.chat` timed inside the actor."""
+def _raw_generate(worker, prompts, n, temperature, top_p, max_tokens, seed, adapter):
+    """Run on the sampler actor through `__ray_call__`: `LLM.chat` on its engine, timed inside it."""
+    from vllm import SamplingParams
 
-    def raw_generate(self, prompts, n, temperature, top_p, max_tokens, seed, adapter):
-        from vllm import SamplingParams
-
-        params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                seed=seed if self.cuda else None)
-        lora = self.adapters[adapter] if adapter else None
-        t0 = time.perf_counter()
-        outs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
-        secs = time.perf_counter() - t0
-        tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
-        return {"seconds": secs, "tokens": tokens, "tokens_per_s": tokens / secs,
-                "sequences": sum(len(o.outputs) for o in outs)}
+    params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                            seed=seed if worker.cuda else None)
+    lora = worker.adapters[adapter] if adapter else None
+    t0 = time.perf_counter()
+    outs = worker.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
+    secs = time.perf_counter() - t0
+    tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
+    return {"seconds": secs, "tokens": tokens, "tokens_per_s": tokens / secs,
+            "sequences": sum(len(o.outputs) for o in outs)}
 
 
 def part_sampler(a) -> dict:
@@ -336,10 +334,9 @@ def part_sampler(a) -> dict:
 
     from loop.cluster import Cluster
     from loop.config import load_config
-    from loop.sampler import SamplerWorker
 
     cfg = load_config(CONFIG, loop_overrides(a))  # the loop part can then run on this engine (--with-loop)
-    s, c, m = cfg.sampling, cfg.cluster, cfg.model
+    s, c = cfg.sampling, cfg.cluster
     prompts = problem_prompts(cfg, a.prompts)
     res: dict = {"prompts": len(prompts), "n": s.n, "max_tokens": a.max_tokens, "temperature": s.temperature,
                  "top_p": s.top_p, "enforce_eager": c.sampler.enforce_eager,
@@ -347,24 +344,22 @@ def part_sampler(a) -> dict:
                  "env": {k: os.environ.get(k) for k in ("VLLM_USE_V2_MODEL_RUNNER", "VLLM_NO_USAGE_STATS")}}
     cluster = Cluster(cfg)
     try:
-        # The loop's own start_samplers, with the timing mix-in on the actor class.
-        Worker = type("TimedSamplerWorker", (_TimedSampler, SamplerWorker), {})
-        Actor = ray.remote(num_cpus=c.sampler.num_cpus, num_gpus=c.sampler.num_gpus)(Worker)
-        watch = StallWatch("sampler engine", a.stall_dump, a.dump_stacks)
-        actor = Actor.remote(m.resolved_path(), m.max_model_len, m.dtype, cfg.run.seed, c.sampler.max_lora_rank,
-                             c.sampler.kv_cache_gib, c.sampler.gpu_memory_utilization, c.sampler.enforce_eager,
-                             c.gpu_sharing == "sleep")
+        watch = StallWatch("sampler engine", a.stall_dump, a.dump_stacks, ready=lambda: cluster.engine_builds > 0)
+        t0 = time.time()
+        cluster.start_samplers()  # the loop's own sampler actor and engine
+        res["engine_start"] = {**watch.done(), "seconds": round(time.time() - t0, 1)}
+        actor = cluster.samplers[0]
         res["engine_build_seconds_inside"] = ray.get(actor.ready.remote())
-        res["engine_start"] = watch.done()
-        cluster.samplers = [actor]
-        cluster.engine_builds = 1
-        cluster.min_chunk_seqs = 4 * ray.get(actor.max_num_seqs.remote())
         res["max_num_seqs"] = cluster.min_chunk_seqs // 4
+
+        def raw_generate(*args):
+            return ray.get(actor.__ray_call__.remote(_raw_generate, *args))
+
         # Warm-up (first batches, sampler kernels), not measured.
         cluster.generate(prompts[:8], n=2, temperature=s.temperature, max_tokens=16, seed=1, adapter=None, desc="warm-up")
-        ray.get(actor.raw_generate.remote(prompts[:8], 2, s.temperature, s.top_p, 16, 1, None))
+        raw_generate(prompts[:8], 2, s.temperature, s.top_p, 16, 1, None)
 
-        raw = ray.get(actor.raw_generate.remote(prompts, s.n, s.temperature, s.top_p, a.max_tokens, 7, None))
+        raw = raw_generate(prompts, s.n, s.temperature, s.top_p, a.max_tokens, 7, None)
         t0 = time.perf_counter()
         outs = cluster.generate(prompts, n=s.n, temperature=s.temperature, max_tokens=a.max_tokens, seed=7,
                                 adapter=None, desc="sampler stage")
@@ -379,9 +374,8 @@ def part_sampler(a) -> dict:
         adapter = Path(a.adapter) if a.adapter else None
         if adapter and (adapter / "adapter_config.json").exists():
             ray.get(actor.load_adapter.remote("bench-lora", str(adapter)))
-            ray.get(actor.raw_generate.remote(prompts[:8], 2, s.temperature, s.top_p, 16, 1, "bench-lora"))
-            lora = ray.get(actor.raw_generate.remote(prompts, s.n, s.temperature, s.top_p, a.max_tokens, 7,
-                                                     "bench-lora"))
+            raw_generate(prompts[:8], 2, s.temperature, s.top_p, 16, 1, "bench-lora")
+            lora = raw_generate(prompts, s.n, s.temperature, s.top_p, a.max_tokens, 7, "bench-lora")
             res["lora_vllm"] = lora
             res["lora_vs_base_tok_s"] = lora["tokens_per_s"] / raw["tokens_per_s"]
         else:
@@ -390,7 +384,7 @@ def part_sampler(a) -> dict:
         if c.gpu_sharing == "sleep":
             res["sleep"] = ray.get(actor.sleep.remote())
             res["wake"] = ray.get(actor.wake_up.remote())
-            after = ray.get(actor.raw_generate.remote(prompts[:4], 1, s.temperature, s.top_p, 16, 3, None))
+            after = raw_generate(prompts[:4], 1, s.temperature, s.top_p, 16, 3, None)
             res["generates_after_wake"] = after["tokens"] > 0
             res["sleep_again"] = ray.get(actor.sleep.remote())  # room for the HF baseline below
 
