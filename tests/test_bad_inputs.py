@@ -78,7 +78,8 @@ def test_duplicate_yaml_keys_name_both_lines(tmp_path):
 
 def test_duplicate_key_inside_a_flow_mapping_and_a_list_item(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text(DEFAULT.read_text().replace("add: {budget: 128,", "add: {budget: 1, budget: 128,"))
+    p.write_text("generators:\n  - family: arithmetic\n    categories:\n      add: {budget: 1, budget: 128}\n"
+                 "verifiers: [{name: exact_match}]\n")
     with pytest.raises(ConfigError, match="duplicate key 'budget'"):
         load_config(p)
 
