@@ -61,8 +61,8 @@ class SamplerPool:
             try:
                 self._ready(rep, self.ray.get(rep.ready_ref))
             except self.ray.exceptions.RayActorError as e:
-                if not self.ever_ready:
-                    raise  # the engine cannot be built at all: not a fault to ride out
+                if getattr(e, "actor_init_failed", False) and not self.ever_ready:
+                    raise  # the engine cannot be built (its __init__ raised): not a fault to ride out
                 self._died(rep, e, deque())
         if not self.replicas:
             raise NoSamplerLeft("no sampler replica is left and no replacement may start; see the run's `faults` "
@@ -132,7 +132,9 @@ class SamplerPool:
             self.ray.kill(rep.handle)
         except Exception:  # noqa: BLE001 - it is dead already
             pass
-        replace = self.replacements_left > 0
+        # A replica whose __init__ raised would fail the same way again; one killed (OOM killer,
+        # SIGKILL, its node lost) is worth replacing.
+        replace = self.replacements_left > 0 and not getattr(error, "actor_init_failed", False)
         if replace:
             self.replacements_left -= 1
         what = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__

@@ -44,7 +44,11 @@ class LocalRayCluster:
         """The environment of a node or of a driver that joins this cluster."""
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")}
         env.update(RAY_USAGE_STATS_ENABLED="0", VLLM_CPU_KVCACHE_SPACE="1", RAY_AUTH_MODE="token",
-                   RAY_AUTH_TOKEN_PATH=str(self.token))
+                   RAY_AUTH_TOKEN_PATH=str(self.token),
+                   # Ray's memory monitor counts the whole machine: on a shared CI box it kills
+                   # this cluster's workers for memory other processes use. The tests kill
+                   # workers on purpose; the kernel's OOM killer still guards the machine.
+                   RAY_memory_monitor_refresh_ms="0")
         return env
 
     def _start(self, args: list[str], name: str) -> None:
@@ -62,14 +66,22 @@ class LocalRayCluster:
         deadline = time.time() + 120
         while "Ray runtime started" not in log_path.read_text():
             if p.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"Ray node {name} did not start; see {log_path}")
+                tail = "\n".join(log_path.read_text().splitlines()[-15:])
+                raise RuntimeError(f"Ray node {name} did not start (exit code {p.poll()}); {log_path} ends:\n{tail}")
             time.sleep(0.5)
 
     def add_head(self, num_cpus: int, resources: dict[str, float]) -> str:
-        port = free_port()
-        self._start(["--head", "--port", str(port), "--include-dashboard", "false",
-                     "--ray-client-server-port", str(free_port()),
-                     "--num-cpus", str(num_cpus), "--resources", json.dumps(resources)], "head")
+        for attempt in range(2):  # a free port can be taken by another Ray on the machine before ours binds it
+            port = free_port()
+            try:
+                self._start(["--head", "--port", str(port), "--include-dashboard", "false",
+                             "--ray-client-server-port", str(free_port()),
+                             "--num-cpus", str(num_cpus), "--resources", json.dumps(resources)], "head")
+                break
+            except RuntimeError:
+                self.stop()
+                if attempt:
+                    raise
         self.address = f"127.0.0.1:{port}"
         deadline = time.time() + 120
         while time.time() < deadline:  # workers that come before the head's GCS fail to join

@@ -34,11 +34,18 @@ class EchoReplica:
         return out
 
 
+class BrokenReplica(EchoReplica):
+    def __init__(self):
+        raise RuntimeError("no engine here")
+
+
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     import ray
 
     d = tmp_path_factory.mktemp("faults")
+    if ray.is_initialized():  # left over by another test in this process: ours needs its own env
+        ray.shutdown()
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "LOOP_FAULT_DIR": str(d),
                                        "LOOP_FAULT_PAUSE": "sampler=round-0/sample"}})
@@ -115,6 +122,18 @@ def test_no_replica_left_is_a_clear_error(local_ray):
         pool.run(3, lambda h, c: h.work.remote(c, "round-0/sample"), lambda c: None)
     t.join()
     assert [i["replacement"] for k, i in events if k == "died"] == [False]
+
+
+def test_a_replica_whose_init_raises_is_not_replaced(local_ray):
+    from loop.sampler_pool import SamplerPool
+
+    ray, _ = local_ray
+    events = []
+    Actor = ray.remote(num_cpus=0.5, max_restarts=0)(BrokenReplica)
+    pool = SamplerPool(ray, lambda i: Actor.remote(), 1, 3, lambda kind, info: events.append((kind, info)))
+    with pytest.raises(ray.exceptions.RayActorError, match="no engine here"):
+        pool.start()
+    assert not events, "a broken build is reported, not retried"
 
 
 def test_an_error_inside_a_live_replica_is_not_a_death(local_ray):
