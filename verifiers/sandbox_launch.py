@@ -213,12 +213,8 @@ def _seccomp_filter():
     allow, errno = 0x7FFF0000, 0x00050000
     prog = [(ld, 0, 0, 4), (jeq, 1, 0, 0xC000003E), (ret, 0, 0, errno | 1), (ld, 0, 0, 0),
             (jge, 0, 1, 0x40000000), (ret, 0, 0, errno | 1), (jeq, 0, 1, 435), (ret, 0, 0, errno | 38)]
-    deny_jumps = []
-    for nr in sorted(DENIED_X86_64.values()):
-        deny_jumps.append(len(prog))
-        prog.append((jeq, None, 0, nr))
+    prog += [(jeq, None, 0, nr) for nr in sorted(DENIED_X86_64.values())]  # None: jump to the final deny
     prog += [(jeq, 0, 2, 56), (ld, 0, 0, 16)]  # clone: look at its flags (first argument, low word)
-    deny_jumps.append(len(prog))
     prog += [(jset, None, 0, CLONE_NS_FLAGS), (ret, 0, 0, allow), (ret, 0, 0, errno | 1)]
     deny = len(prog) - 1
     prog = [(c, deny - i - 1 if jt is None else jt, jf, k) for i, (c, jt, jf, k) in enumerate(prog)]
