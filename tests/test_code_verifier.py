@@ -279,3 +279,26 @@ def test_what_only_checking_finds_untranslatable_goes_to_a_test_process():
     assert (good.outcome, bad.outcome) == ("pass", "fail")
     assert good.evidence["path"] == bad.evidence["path"] == "test_process"
     assert "os" in plan_for(tests, None)[0].untranslatable and bad.evidence["test_line"] == "assert f(2) == 3"
+
+
+def test_modules_the_tests_use_without_importing_them():
+    # MBPP's tests call math.isclose relying on the solution's `import math`.
+    tests = ("assert math.isclose(area(2), 12.566, rel_tol=0.001)\n"
+             "assert re.fullmatch('[0-9]+', str(int(area(1))))\n")
+    q = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="x")],
+                reference=Reference(tests=tests))
+    prog = fenced("import math\ndef area(r):\n    return math.pi * r * r")
+    for translate in (True, False):
+        [v] = verifier(translate=translate).verify([q], [sample(q, prog)])
+        assert v.outcome == "pass" and v.evidence["path"] == "test_process", v  # `re` needs the test process
+    q2 = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="x")],
+                 reference=Reference(tests="assert math.isclose(area(2), 12.566, rel_tol=0.001)\n"))
+    [v] = verifier().verify([q2], [sample(q2, prog)])
+    assert v.outcome == "pass" and v.evidence["path"] == "translated"
+
+
+def test_a_function_named_like_a_module_is_still_the_programs():
+    from verifiers.code_cases import free_names, implicit_modules, parse_tests
+
+    tree = parse_tests("assert calendar(3) == 3\nassert math.floor(string(2.5)) == 2\n")
+    assert free_names(tree) == {"calendar", "string"} and implicit_modules(tree) == {"math"}

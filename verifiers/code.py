@@ -222,7 +222,8 @@ class CodeTests(Verifier):
             return self.verdict(sample, "error", reason=f"the problem's tests are broken: {e}", status="bad_tests")
         except NotTranslatable:
             names = {n: n for n in code_cases.free_names(tree)}
-        config = json.dumps({"entry_point": entry_point, "names": names})
+        config = json.dumps({"entry_point": entry_point, "names": names,
+                             "modules": sorted(code_cases.implicit_modules(tree))})
         req_r, req_w = os.pipe()
         ans_r, ans_w = os.pipe()
         limits = self.limits()

@@ -19,6 +19,7 @@ import ast
 import builtins
 import math
 import operator
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,12 +298,13 @@ class Plan:
     source: str
     nodes: list[ast.AST] = field(default_factory=list)  # keeps the nodes (and their ids) alive
     untranslatable: str = ""         # set when checking met something only a test process can run
+    modules: set[str] = field(default_factory=set)  # stdlib modules the tests use unimported
 
     def check(self, outcomes: list[Outcome]) -> Failure | None:
         """Evaluate the tests over the program's answers; the first failure, or None."""
         results = dict(zip(self.call_ids, outcomes))
         ev = Evaluator(self.candidate_names, results, dict(zip(self.call_ids, self.calls)))
-        env: dict = {}
+        env: dict = {m: _Math() if m == "math" else _IMPORTED for m in self.modules}
         for st in self.statements:
             line = _first_line(self.source, st)
             try:
@@ -355,7 +357,25 @@ def free_names(tree: ast.AST) -> set[str]:
             bound.update((a.asname or a.name).split(".")[0] for a in n.names)
         elif isinstance(n, ast.ExceptHandler) and n.name:
             bound.add(n.name)
-    return {x for x in loads - bound if not hasattr(builtins, x)}
+    return {x for x in loads - bound if not hasattr(builtins, x)} - implicit_modules(tree)
+
+
+def implicit_modules(tree: ast.AST) -> set[str]:
+    """Standard-library modules the tests use without importing them (MBPP's tests lean on
+    the solution's `import math`): names of stdlib modules that are never bound and only
+    ever appear as `name.attribute`. Both paths import them on the tests' side."""
+    attr_bases = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    used, other, bound = set(), set(), set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+            (used if id(n) in attr_bases else other).add(n.id)
+        elif isinstance(n, ast.Name) or isinstance(n, ast.arg):
+            bound.add(n.id if isinstance(n, ast.Name) else n.arg)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in n.names)
+    return {x for x in used - other - bound if x in sys.stdlib_module_names}
 
 
 def parse_tests(tests: str) -> ast.Module:
@@ -389,7 +409,7 @@ def translate(tests: str, entry_point: str | None) -> Plan:
     tree = parse_tests(tests)
     statements, names = body_of(tree, entry_point)
     ev = Evaluator(set(names), None, {})
-    env: dict = {}
+    env: dict = {m: _Math() if m == "math" else _IMPORTED for m in implicit_modules(tree)}
     calls, call_ids, kept, passed_names = [], [], [], set()
     for st in statements:
         if isinstance(st, ast.FunctionDef) and st.name == "check":
@@ -441,7 +461,7 @@ def translate(tests: str, entry_point: str | None) -> Plan:
         kept.append(st)
     if not calls:
         raise NotTranslatable("the tests never call the program")
-    return Plan(calls, kept, call_ids, set(names), tests, nodes=[tree])
+    return Plan(calls, kept, call_ids, set(names), tests, nodes=[tree], modules=implicit_modules(tree))
 
 
 def _is_print(e: ast.expr) -> bool:
