@@ -175,15 +175,16 @@ class Cluster:
                     self._placed("trainer", info["node_id"], len(examples))
                     break
                 except self.ray.exceptions.RayActorError as e:
+                    broken = getattr(e, "actor_init_failed", False)  # its __init__ raised: it would again
                     self._event("trainer", "died", {"attempt": attempt + 1, "node_id": info.get("node_id"),
                                                     "pid": info.get("pid"), "error": _first_line(e),
-                                                    "retry": attempt < retries})
+                                                    "retry": attempt < retries and not broken})
                     try:
                         self.ray.kill(self.trainer)
                     except Exception:  # noqa: BLE001 - dead already
                         pass
                     self.trainer = None
-                    if attempt == retries:
+                    if attempt == retries or broken:
                         raise RuntimeError(f"the trainer actor died {retries + 1} time(s) (last: {_first_line(e)}); "
                                            "see `faults` in the run's manifest.json. Finished stages are kept: "
                                            "`python launch.py resume` when the cluster is healthy") from None
