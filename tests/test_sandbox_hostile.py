@@ -406,16 +406,18 @@ def test_a_crashed_verifier_leaves_nothing_running_and_the_next_one_cleans_up(tm
             f"        open('/tmp/daemon-{nonce}', 'w').write(str(os.getpid()))\n        time.sleep(120)\n"
             "    os._exit(0)\ntime.sleep(120)\n" + ADD)
     p = _verify_elsewhere(prog, 60, tmp_path)
-    deadline = time.time() + 30
-    while time.time() < deadline and not any(tmp_path.glob("sandbox-*")):
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(f"sandbox-*/{sandbox.OWNER_FILE}")):
         time.sleep(0.05)
-    time.sleep(1.0)  # the program and its daemon are running now
     [workdir] = list(tmp_path.glob("sandbox-*"))
+    time.sleep(0.2)  # the owner file is written in one go, but give it a moment
     owner = json.loads((workdir / sandbox.OWNER_FILE).read_text())
-    assert leftover_processes(uid=owner["uid"]), "the program should be running"
+    while time.time() < deadline and len(leftover_processes(uid=owner["uid"])) < 3:
+        time.sleep(0.05)  # wait for the program, its child and the setsid daemon
+    assert len(leftover_processes(uid=owner["uid"])) >= 3, "the program and its daemon should be running"
     os.killpg(p.pid, signal.SIGKILL)  # the verifier dies mid-run
     p.wait()
-    deadline = time.time() + 5
+    deadline = time.time() + 15
     while time.time() < deadline and leftover_processes(uid=owner["uid"]):
         time.sleep(0.05)
     assert leftover_processes(uid=owner["uid"]) == [], "the program or its daemon outlived the verifier"
