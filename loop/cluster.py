@@ -35,8 +35,13 @@ def _env_vars(threads: int, local: bool = True) -> dict[str, str]:
     return env
 
 
-# Not shipped to a cluster with the code: environments, run state, caches, VCS.
-SHIP_EXCLUDES = [".venv", "state", ".git", "**/__pycache__", "*.pyc", ".pytest_cache", "scratch*"]
+# What the workers import, shipped to a cluster with the job; everything else at the top of
+# the checkout (environments, run state, build outputs, VCS) stays here.
+SHIPPED = {"loop", "generators", "verifiers", "policies", "configs", "launch.py", "pyproject.toml"}
+
+
+def ship_excludes() -> list[str]:
+    return [f"/{p.name}" for p in ROOT.iterdir() if p.name not in SHIPPED] + ["__pycache__/", "*.pyc"]
 
 
 class Cluster:
@@ -48,7 +53,7 @@ class Cluster:
         threads = os.cpu_count() or 2
         if not ray.is_initialized():
             if c.address:
-                ray.init(address=c.address, runtime_env={"working_dir": str(ROOT), "excludes": SHIP_EXCLUDES,
+                ray.init(address=c.address, runtime_env={"working_dir": str(ROOT), "excludes": ship_excludes(),
                                                          "env_vars": _env_vars(threads, local=False)},
                          log_to_driver=True)
             else:
