@@ -227,3 +227,22 @@ def test_resume_may_move_the_run_to_another_cluster(tiny_run_config, tmp_path):
     assert config_diff(old, new) == []
     changed = old.model_copy(update={"sampling": old.sampling.model_copy(update={"n": 3})})
     assert config_diff(old, changed) == ["sampling.n: 4 -> 3"]
+
+
+def test_the_job_ships_only_what_workers_import(tmp_path):
+    """What `cluster.address` uploads (Ray's own packaging, with our excludes): the code and
+    the builtin model, not the checkout's environments, run state or build outputs."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import create_package
+
+    from loop.cluster import ship_excludes
+
+    out = tmp_path / "pkg.zip"
+    create_package(str(ROOT), out, include_gitignore=False, excludes=ship_excludes())
+    names = zipfile.ZipFile(out).namelist()
+    assert {n.split("/")[0] for n in names} <= {"loop", "generators", "verifiers", "policies", "configs",
+                                                 "launch.py", "pyproject.toml"}
+    assert "loop/cluster.py" in names and any(n.startswith("loop/assets/tiny-qwen3/") for n in names)
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert out.stat().st_size < 50 * 2**20
