@@ -55,12 +55,15 @@ def plan(seeds: list[int], only: set[str]) -> dict[str, tuple[str, list[str]]]:
     return runs
 
 
-def completed(label: str) -> Path | None:
+def existing(label: str, partial: bool) -> Path | None:
+    """The newest completed run of `label` (or, with partial, the newest run with at least one round)."""
     cands = sorted((ROOT / "state" / "runs").glob(f"efficacy-{label}-*"))
     for d in reversed(cands):
         m = d / "manifest.json"
-        if m.exists() and json.loads(m.read_text()).get("status") == "completed":
-            return d
+        if m.exists():
+            man = json.loads(m.read_text())
+            if man.get("status") == "completed" or (partial and man.get("rounds_completed", 0) > 0):
+                return d
     return None
 
 
@@ -84,7 +87,9 @@ def curve(run: Path) -> dict:
         if (rd / "heldout" / "metrics.json").exists():
             points.append(json.loads((rd / "heldout" / "metrics.json").read_text()))
     wall = run / "efficacy_wall_s.txt"
-    return {"run": run.name, "accuracy": [p["accuracy"] for p in points],
+    man = json.loads((run / "manifest.json").read_text())
+    return {"run": run.name, "status": man.get("status"), "rounds_completed": man.get("rounds_completed", 0),
+            "accuracy": [p["accuracy"] for p in points],
             "by_category": [p["by_category"] for p in points],
             "by_category_difficulty": [p.get("by_category_difficulty", {}) for p in points],
             "accepted": [json.loads((rd / "metrics.json").read_text())["accepted"]
@@ -98,13 +103,14 @@ def gain(c: dict) -> float:
 
 def summarize(curves: dict[str, dict], seeds: list[int]) -> dict:
     out: dict = {"seeds": seeds, "curves": curves}
-    loop = [curves[f"loop-s{s}"] for s in seeds if f"loop-s{s}" in curves]
+    done = [s for s in seeds if f"loop-s{s}" in curves]
+    loop = [curves[f"loop-s{s}"] for s in done]
     if loop:
         gains = [gain(c) for c in loop]
         out["loop"] = {"gain_mean": statistics.mean(gains),
                        "gain_std": statistics.stdev(gains) if len(gains) > 1 else 0.0,
                        "per_seed": {str(s): {"baseline": c["accuracy"][0], "final": c["accuracy"][-1], "gain": gain(c)}
-                                    for s, c in zip(seeds, loop)}}
+                                    for s, c in zip(done, loop)}}
     ctrl = {k: gain(curves[k]) for k in ("accept_all", "warm_start_data") if k in curves}
     if ctrl:
         out["controls"] = ctrl
@@ -159,16 +165,27 @@ def main() -> None:
                                                               "runs use configs/targeting.yaml's own)")
     ap.add_argument("--only", nargs="+", choices=["loop", "controls", "targeting"],
                     default=["loop", "controls", "targeting"])
+    ap.add_argument("--labels", nargs="+", help="run only these labels (e.g. targeting-uniform); with --out, to run "
+                                                "parts in parallel, then assemble them all with --reuse")
     ap.add_argument("--reuse", action="store_true", help="reuse the newest completed run of each label")
+    ap.add_argument("--partial", action="store_true", help="with --reuse: also take runs that stopped early (their "
+                                                           "curves are shorter; status and rounds_completed say so)")
+    ap.add_argument("--assemble", action="store_true", help="run nothing: summarize the runs there are (--reuse "
+                                                            "--partial), skipping labels without one")
     ap.add_argument("--out", default=str(RESULTS / "efficacy.json"))
     args = ap.parse_args()
     curves = {}
     for label, (config, overrides) in plan(args.seeds, set(args.only)).items():
-        run = completed(label) if args.reuse else None
+        if args.labels and label not in args.labels:
+            continue
+        run = existing(label, args.partial or args.assemble) if args.reuse or args.assemble else None
+        if run is None and args.assemble:
+            continue
         if run is None:
             run = execute(label, config, overrides, None if config == TARGETING else args.rounds)
         curves[label] = curve(run)
-        print(f"{label}: {' -> '.join(f'{a:.3f}' for a in curves[label]['accuracy'])} ({run.name})", flush=True)
+        print(f"{label}: {' -> '.join(f'{a:.3f}' for a in curves[label]['accuracy'])} ({run.name}, "
+              f"{curves[label]['status']})", flush=True)
     summary = summarize(curves, args.seeds)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
