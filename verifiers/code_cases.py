@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from verifiers import wire
+
 MAX_SIZE = 1_000_000  # elements a sequence operation here may produce
 MAX_HASHED = 10_000   # items of a set or dict built here (as verifiers.wire allows)
 
@@ -84,14 +86,23 @@ def _guard_lshift(a, b):
 def _hashed(kind):
     """set/frozenset/dict over at most wire.MAX_HASHED items: crafted collisions make them quadratic."""
     def build(*a, **k):
-        if a and not isinstance(a[0], (range, str, bytes)):
+        if a and not isinstance(a[0], (str, bytes)):  # a range may be the program's: range(M, 3000 * M, M)
             items = list(a[0].items() if isinstance(a[0], dict) else a[0])
             if len(items) > MAX_HASHED:
                 raise EvalLimit(f"{kind.__name__}() of more than {MAX_HASHED} items")
+            _spread([p[0] for p in items if type(p) in (tuple, list) and len(p) == 2] if kind is dict else items)
             a = (items, *a[1:])
         return kind(*a, **k)
     build.__name__ = kind.__name__
     return build
+
+
+def _spread(keys):
+    """wire.spread as an EvalLimit: keys the program crafted to share one hash."""
+    try:
+        return wire.spread(keys)
+    except wire.WireError as e:
+        raise EvalLimit(str(e)) from None
 
 
 def _guard_range(*a):
@@ -120,6 +131,7 @@ MATH = {name: getattr(math, name) for name in (
 METHODS = {"lower", "upper", "strip", "lstrip", "rstrip", "split", "join", "startswith", "endswith", "count",
            "index", "find", "isdigit", "isalpha", "isalnum", "isspace", "isupper", "islower", "keys", "values",
            "items", "get", "copy", "title", "capitalize", "swapcase", "splitlines"}
+IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), range)  # a call cannot change these
 PLAIN = (str, bytes, list, tuple, dict, set, frozenset, int, float, complex, bool, type(None), range)
 STATIC_OK = (ast.Constant, ast.Name, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.BinOp, ast.UnaryOp,
              ast.BoolOp, ast.Compare, ast.IfExp, ast.Call, ast.Subscript, ast.Slice, ast.Attribute, ast.keyword,
@@ -261,10 +273,12 @@ class Evaluator:
         return iter(self._collect(n, env, n.elt))
 
     def _SetComp(self, n, env):
-        return set(self._collect(n, env, n.elt))
+        return set(_spread(self._collect(n, env, n.elt)))
 
     def _DictComp(self, n, env):
-        return dict(self._collect(n, env, ast.Tuple(elts=[n.key, n.value], ctx=ast.Load())))
+        pairs = self._collect(n, env, ast.Tuple(elts=[n.key, n.value], ctx=ast.Load()))
+        _spread([k for k, _ in pairs])
+        return dict(pairs)
 
 
 def _limit(out):
@@ -435,7 +449,10 @@ def translate(tests: str, entry_point: str | None) -> Plan:
                     raise NotTranslatable(f"{node.id} is used other than by calling it")
                 if isinstance(node, ast.Attribute) and node.attr not in METHODS and node.attr not in MATH:
                     raise NotTranslatable(f"attribute .{node.attr}")
+            scoped = _in_comprehension_scope(e)
             for call in _candidate_calls(e, names):
+                if id(call) in scoped:  # asked once here, but Python would call it per item with other names
+                    raise NotTranslatable("a call of the program inside a comprehension")
                 if any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
                     raise NotTranslatable("* or ** arguments")
                 try:  # NotTranslatable for nested calls or names known only later
@@ -447,6 +464,9 @@ def translate(tests: str, entry_point: str | None) -> Plan:
                     raise NotTranslatable(f"evaluating arguments: {type(e).__name__}") from None
                 passed_names.update(a.id for a in [*call.args, *(k.value for k in call.keywords)]
                                     if isinstance(a, ast.Name))
+                passed_names.update(  # also inside another value: `f([a])` may change `a`
+                    n.id for a in [*call.args, *(k.value for k in call.keywords)] for n in ast.walk(a)
+                    if isinstance(n, ast.Name) and n.id in env and not isinstance(env[n.id], IMMUTABLE))
                 calls.append(Call(names[call.func.id], tuple(args), kwargs, ast.get_source_segment(tests, call) or ""))
                 call_ids.append(id(call))
         if isinstance(st, ast.Assign) and _candidate_calls(st.value, names):
@@ -462,6 +482,18 @@ def translate(tests: str, entry_point: str | None) -> Plan:
     if not calls:
         raise NotTranslatable("the tests never call the program")
     return Plan(calls, kept, call_ids, set(names), tests, nodes=[tree], modules=implicit_modules(tree))
+
+
+def _in_comprehension_scope(e: ast.AST) -> set[int]:
+    """ids of the calls evaluated in a comprehension's own scope (all but its first iterable)."""
+    out = set()
+    for n in ast.walk(e):
+        if isinstance(n, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            inner = [n.key, n.value] if isinstance(n, ast.DictComp) else [n.elt]
+            inner += [n.generators[0].target, *n.generators[0].ifs]
+            inner += [x for g in n.generators[1:] for x in (g.target, g.iter, *g.ifs)]
+            out.update(id(c) for part in inner for c in ast.walk(part) if isinstance(c, ast.Call))
+    return out
 
 
 def _is_print(e: ast.expr) -> bool:

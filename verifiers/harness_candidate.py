@@ -127,6 +127,23 @@ def requests():
         buf = buf[4 + n:]
 
 
+def with_changed_args(rec, req, args, kwargs):
+    """`rec` plus, for the tests' process (its requests say "back"), the arguments after the call
+    when the program changed them: it copies the change into the tests' own objects, as one
+    process would have seen it (a test may check that an argument was, or was not, changed)."""
+    if req.get("back") is not True:
+        return rec
+    try:
+        after = [wire.encode(args), wire.encode(kwargs)]
+    except _BaseException as e:  # noqa: BLE001 - e.g. the program put a generator into a list argument
+        kind = e.kind if _type(e) is wire.Unserialisable else _type(e).__name__
+        return {"id": rec["id"], "unserialisable": {"kind": f"an argument it changed holds {kind}"[:200],
+                                                    "suspicious": bool(getattr(e, "suspicious", False))}}
+    if after != [req["args"], req["kwargs"]]:
+        rec["args"] = after
+    return rec
+
+
 def main():
     global out_fd, in_fd
     out_fd, in_fd = os.dup(3), os.dup(0)  # private copies: fds 0 and 3 are closed for the program
@@ -161,10 +178,10 @@ def main():
         try:
             value = target(*args, **kwargs)
         except _BaseException as e:  # noqa: BLE001
-            send({"id": rid, "raised": error_info(e)})
+            send(with_changed_args({"id": rid, "raised": error_info(e)}, req, args, kwargs))
             continue
         try:
-            send({"id": rid, "value": wire.encode(value)})
+            send(with_changed_args({"id": rid, "value": wire.encode(value)}, req, args, kwargs))
         except wire.Unserialisable as e:
             send({"id": rid, "unserialisable": {"kind": e.kind[:200], "suspicious": bool(e.suspicious)}})
         except _BaseException as e:  # noqa: BLE001 - e.g. RecursionError on a self-containing list

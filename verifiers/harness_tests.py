@@ -21,7 +21,9 @@ sys.path.pop(0)
 
 VERDICT, ANSWERS, REQUESTS = 3, 4, 5
 MAX_ANSWER = 4 << 20  # bytes of one answer, as the verifier caps its own channel
-NOT_RERAISED = (SystemExit, KeyboardInterrupt, GeneratorExit)
+# Not re-raised as themselves: they would end the tests (exits) or the tests' own loops
+# (StopIteration out of map(candidate, ...) ends all(), zip, for: a program raising it "passed").
+NOT_RERAISED = (SystemExit, KeyboardInterrupt, GeneratorExit, StopIteration, StopAsyncIteration)
 tamper = []
 
 
@@ -93,7 +95,8 @@ _ids = iter(range(1 << 62))
 def call(fn, args, kwargs):
     rid = next(_ids)
     try:
-        body = marshal.dumps({"id": rid, "fn": fn, "args": wire.encode(list(args)), "kwargs": wire.encode(dict(kwargs))})
+        body = marshal.dumps({"id": rid, "fn": fn, "args": wire.encode(list(args)), "kwargs": wire.encode(dict(kwargs)),
+                              "back": True})
     except (wire.Unserialisable, ValueError) as e:
         raise TypeError(f"the tests pass {e} to {fn}(), which cannot cross the sandbox boundary") from None
     data = len(body).to_bytes(4, "big") + body
@@ -104,6 +107,16 @@ def call(fn, args, kwargs):
         raise ProgramError(f"the program stopped before answering {fn}()")
     if rec.get("id") != rid:
         raise ProtocolError(f"expected the answer to call {rid}, got {str(rec)[:80]}")
+    if "args" in rec:  # the program changed its arguments: so do the tests' objects
+        try:
+            new_args, new_kwargs = wire.decode(rec["args"])
+        except (wire.WireError, ValueError, TypeError) as e:
+            raise ProtocolError(f"changed arguments that are not wire values: {str(e)[:80]}") from None
+        if type(new_args) is not list or len(new_args) != len(args) or type(new_kwargs) is not dict \
+                or set(new_kwargs) != set(kwargs):
+            raise ProtocolError("changed arguments that do not match the call")
+        for old, new in [*zip(args, new_args), *((kwargs[k], new_kwargs[k]) for k in kwargs)]:
+            copy_back(old, new)
     if "value" in rec:
         try:
             return wire.decode(rec["value"])
@@ -125,6 +138,30 @@ def call(fn, args, kwargs):
         err.program_info = info
         raise err
     raise ProtocolError(f"an unexpected record {str(rec)[:80]}")
+
+
+def copy_back(old, new):
+    """Make the tests' object `old` hold `new` (it after the program's call) in place; False where
+    `old` cannot change in place (then a containing list or dict takes `new` instead)."""
+    if type(old) is list and type(new) is list:
+        if len(old) != len(new):
+            old[:] = new
+        for i in range(len(new)):
+            if old[i] is not new[i] and not copy_back(old[i], new[i]):
+                old[i] = new[i]
+        return True
+    if type(old) is dict and type(new) is dict:
+        kept = {k: old[k] for k in new if k in old and copy_back(old[k], new[k])}
+        old.clear()
+        old.update({k: kept[k] if k in kept else v for k, v in new.items()})
+        return True
+    if type(old) is set and type(new) is set:
+        old.clear()
+        old.update(new)
+        return True
+    if type(old) is tuple and type(new) is tuple and len(old) == len(new):
+        return all([copy_back(o, n) or o == n for o, n in zip(old, new)])
+    return old == new if type(old) is type(new) else False
 
 
 def proxy(fn):

@@ -78,6 +78,8 @@ def encode(v, depth=0):
     if t is complex:
         return {"c": [float.__repr__(v.real), float.__repr__(v.imag)]}
     if t is range:
+        if len(range(0, v.stop - v.start, v.step)) > MAX_ITEMS:  # len(v) overflows past sys.maxsize
+            raise Unserialisable(f"a range of more than {MAX_ITEMS} items", False)
         return {"r": [v.start, v.stop, v.step]}
     if t in _ITERATORS:
         items = []
@@ -136,23 +138,42 @@ def decode(tree, depth=0):
         if tag == "r":
             if len(body) != 3 or any(type(x) is not int for x in body):
                 raise WireError("a range is [start, stop, step]")
-            return range(*body)
+            r = range(*body)
+            if len(range(0, r.stop - r.start, r.step)) > MAX_ITEMS:  # the verifier would iterate it
+                raise WireError(f"a range of more than {MAX_ITEMS} items")
+            return r
         if tag == "s":
-            return {decode(x, depth + 1) for x in body}
+            return set(spread([decode(x, depth + 1) for x in body]))
         if tag == "fs":
-            return frozenset(decode(x, depth + 1) for x in body)
+            return frozenset(spread([decode(x, depth + 1) for x in body]))
         if tag == "d":
-            out = {}
+            pairs = []
             for pair in body:
                 if type(pair) is not list or len(pair) != 2:
                     raise WireError("a dict item must be [key, value]")
-                out[decode(pair[0], depth + 1)] = decode(pair[1], depth + 1)
-            return out
+                pairs.append((decode(pair[0], depth + 1), decode(pair[1], depth + 1)))
+            spread([k for k, _ in pairs])
+            return dict(pairs)
     except (TypeError, ValueError) as e:  # unhashable keys, bad hex, wrong arity
         if isinstance(e, WireError):
             raise
         raise WireError(f"bad {tag!r} value: {e}") from None
     raise WireError(f"unknown tag {tag!r}")
+
+
+MAX_SAME_HASH = 64  # keys sharing a hash: plain data has a handful (-1 and -2), crafted ints thousands
+
+
+def spread(keys):
+    """`keys` unless many share one hash: ints equal modulo 2**61 - 1 (or tuples of them) all hash
+    alike, and a set or dict of n of them costs n**2 / 2 comparisons to build and to look up.
+    Counting distinct hashes is safe: hash values of plain keys are ints below 2**63, which hash
+    to themselves modulo 2**61 - 1 (at most 8 of them alike)."""
+    if len(keys) > MAX_SAME_HASH:
+        hashes = [hash(k) for k in keys]  # TypeError (unhashable) as building the set would
+        if len(hashes) - len(set(hashes)) > MAX_SAME_HASH:
+            raise WireError("keys crafted to share a hash (building the set or dict would take quadratic time)")
+    return keys
 
 
 def loads(text):
