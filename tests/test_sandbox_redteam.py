@@ -147,3 +147,15 @@ FORGED = ("import os, threading\n"
 def test_forged_records_from_a_child_and_a_thread(translate):
     v = judge(FORGED, "assert f(1) == 2\n", translate=translate)
     assert v.outcome == "fail", v
+
+
+# ------------------------------------------------------------ the tests' own try/except
+
+@pytest.mark.parametrize("handler", ["except Exception:", "except:", "except BaseException:"])
+def test_a_refused_answer_is_not_taken_for_the_program_raising(handler):
+    """The tests want f(-1) to raise; a program answering with a function made the harness raise
+    ProgramResultError, which the tests' own handler took for the program's exception."""
+    tests = f"try:\n    f(-1)\n{handler}\n    pass\nelse:\n    assert False, 'f(-1) must raise'\nassert f(2) == 4\n"
+    v = judge("def f(x):\n    return (lambda: 0) if x < 0 else x * x\n", tests)
+    assert v.outcome == "fail" and "ProgramResultError" in v.reason, v
+    assert judge("def f(x):\n    if x < 0:\n        raise ValueError\n    return x * x\n", tests).outcome == "pass"

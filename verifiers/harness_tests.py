@@ -31,11 +31,23 @@ class ProgramError(Exception):
     """The program raised an exception that is not a built-in one."""
 
 
-class ProgramResultError(Exception):
+fatal = []  # ProgramResultError/ProtocolError raised, even where the tests swallowed them
+
+
+class _Fatal(BaseException):
+    """Not an Exception: a test's `except Exception` (written for the program raising) must not
+    take a refused answer for one; a bare `except:` still could, so main() checks `fatal` too."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        fatal.append(self)
+
+
+class ProgramResultError(_Fatal):
     """The program answered with a value that may not cross the boundary."""
 
 
-class ProtocolError(Exception):
+class ProtocolError(_Fatal):
     """The program's channel carried something the harness there did not write."""
 
 
@@ -216,6 +228,8 @@ def main():
         send_verdict({"protocol": str(e)})
     except BaseException as e:  # noqa: BLE001 - the tests failed; say where
         send_verdict({"failed": failure(e)})
+    for e in fatal[:1]:  # swallowed by the tests' own try/except
+        send_verdict({"protocol": str(e)} if isinstance(e, ProtocolError) else {"failed": failure(e)})
     os.close(REQUESTS)  # the program sees EOF, reports what it saw, and says done
     try:
         last = record()
