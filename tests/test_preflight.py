@@ -197,3 +197,19 @@ def test_resume_checks_the_files_of_finished_stages(tmp_path):
     assert "baseline/metrics.json: missing, although the manifest says stage baseline is done" in out[0]
     assert "round-000/problems.jsonl: missing" in out[1]
     assert "adapter of stage round-0/train is missing" in out[2]
+
+
+def test_fast_token_count_matches_transformers():
+    """The preflight counts prompt tokens without importing transformers' model stack; the
+    counts must be the ones the engine will see."""
+    from transformers import AutoTokenizer
+
+    from loop.preflight import _FastCounter
+
+    tok = AutoTokenizer.from_pretrained(str(TINY_MODEL))
+    fast = _FastCounter(TINY_MODEL)
+    for msgs in ([{"role": "user", "content": "Compute 12+34."}],
+                 [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2? " * 30}],
+                 [{"role": "user", "content": "émoji ✓ and\nnew lines\t"}]):
+        want = len(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False))
+        assert fast(msgs) == want, msgs
