@@ -159,3 +159,12 @@ def test_a_refused_answer_is_not_taken_for_the_program_raising(handler):
     v = judge("def f(x):\n    return (lambda: 0) if x < 0 else x * x\n", tests)
     assert v.outcome == "fail" and "ProgramResultError" in v.reason, v
     assert judge("def f(x):\n    if x < 0:\n        raise ValueError\n    return x * x\n", tests).outcome == "pass"
+
+
+@pytest.mark.parametrize("raising", ["class E(BaseException):\n    pass\n", "E = SystemExit\n", "E = KeyboardInterrupt\n"])
+def test_a_base_exception_is_not_caught_by_except_exception(raising):
+    """In one process `except Exception` does not catch SystemExit or a BaseException of the program's;
+    the tests' process used to re-raise both as an Exception, so the test below passed."""
+    tests = "try:\n    f(-1)\nexcept Exception:\n    pass\nelse:\n    assert False, 'f(-1) must raise'\nassert f(2) == 4\n"
+    v = judge(raising + "def f(x):\n    if x < 0:\n        raise E(0)\n    return x * x\n", tests)
+    assert v.outcome == "fail" and "ProgramBaseError" in v.reason, v

@@ -108,7 +108,7 @@ def error_info(e):
     frames = safe(lambda: "\n".join(f.line or "" for f in traceback.extract_tb(e.__traceback__)
                                     if f.filename == "solution.py"))
     info = {"exception": safe(lambda: _type(e).__name__)[:80], "message": safe(lambda: _str(e))[:500],
-            "line": (frames.splitlines() or [None])[-1] or None}
+            "line": (frames.splitlines() or [None])[-1] or None, "is_exception": isinstance(e, Exception)}
     if isinstance(e, SyntaxError):
         info["line"] = safe(lambda: (e.text or "").strip()) or None
     return info

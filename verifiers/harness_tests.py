@@ -31,6 +31,11 @@ class ProgramError(Exception):
     """The program raised an exception that is not a built-in one."""
 
 
+class ProgramBaseError(BaseException):
+    """The program raised a BaseException that is no Exception (SystemExit, its own class): a
+    test's `except Exception` would not have caught it in one process, so it does not here."""
+
+
 fatal = []  # ProgramResultError/ProtocolError raised, even where the tests swallowed them
 
 
@@ -145,7 +150,7 @@ def call(fn, args, kwargs):
         name, msg = str(info.get("exception", "Exception"))[:80], str(info.get("message", ""))[:500]
         cls = getattr(builtins, name, None)
         if not (isinstance(cls, type) and issubclass(cls, BaseException)) or issubclass(cls, NOT_RERAISED):
-            cls = ProgramError
+            cls = ProgramError if info.get("is_exception") is not False else ProgramBaseError
         err = cls(msg)
         err.program_info = info
         raise err
