@@ -102,6 +102,7 @@ def test_guide_plugins_list_loads_a_module_and_a_file(tmp_path, monkeypatch):
     cfg = load_config(None, raw=raw)
     assert cfg.plugins == ["my_pkg.checks", str(tmp_path / "my_plugins.py")]
     assert VERIFIERS.source("my_checker") == "plugins: my_pkg.checks"
+    del VERIFIERS._items["my_checker"], VERIFIERS._sources["my_checker"]  # other tests compare with `list`
 
 
 def test_guide_entry_point_groups_are_the_real_ones():

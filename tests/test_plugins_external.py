@@ -49,6 +49,27 @@ class StopAt(StoppingPolicy):
 '''
 
 
+@pytest.fixture(autouse=True)
+def restore_registries():
+    """The plug-ins registered here are gone afterwards (other tests compare the registries
+    with what a fresh `launch.py list` prints)."""
+    import generators  # noqa: F401
+    import policies  # noqa: F401
+    import verifiers  # noqa: F401
+    from generators.base import GENERATORS
+    from policies.base import POLICIES
+    from verifiers.base import VERIFIERS
+
+    regs = (VERIFIERS, GENERATORS, POLICIES)
+    saved = [(dict(r._items), dict(r._sources)) for r in regs]
+    yield
+    for r, (items, sources) in zip(regs, saved):
+        r._items.clear()
+        r._items.update(items)
+        r._sources.clear()
+        r._sources.update(sources)
+
+
 def write_plugin(path: Path, prefix: str) -> Path:
     path.write_text(PLUGIN_SOURCE.replace("{p}", prefix))
     return path
