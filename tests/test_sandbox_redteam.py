@@ -49,6 +49,8 @@ def test_in_place_mutation_the_tests_expect_is_seen():
     tests = "a = [3, 1, [5, 4]]\nb = {'k': 1}\nf(a, b)\nassert a == [1, 3, [4, 5]] and b == {'k': 2}\n"
     prog = "def f(x, d):\n    x[2].sort()\n    x[:2] = sorted(x[:2])\n    d['k'] += 1\n"
     assert judge(prog, tests).outcome == "pass"
+    aliased = "a = [1]\nf(a, a)\nassert a == [1, 1]\n"  # only the argument that changed is copied back
+    assert judge("def f(x, y):\n    x.extend(y)\n", aliased).outcome == "pass"
 
 
 # ------------------------------------------------------------ StopIteration ends the tests' own loops

@@ -112,8 +112,8 @@ _ids = iter(range(1 << 62))
 def call(fn, args, kwargs):
     rid = next(_ids)
     try:
-        body = marshal.dumps({"id": rid, "fn": fn, "args": wire.encode(list(args)), "kwargs": wire.encode(dict(kwargs)),
-                              "back": True})
+        sent = [wire.encode(list(args)), wire.encode(dict(kwargs))]
+        body = marshal.dumps({"id": rid, "fn": fn, "args": sent[0], "kwargs": sent[1], "back": True})
     except (wire.Unserialisable, ValueError) as e:
         raise TypeError(f"the tests pass {e} to {fn}(), which cannot cross the sandbox boundary") from None
     data = len(body).to_bytes(4, "big") + body
@@ -132,8 +132,11 @@ def call(fn, args, kwargs):
         if type(new_args) is not list or len(new_args) != len(args) or type(new_kwargs) is not dict \
                 or set(new_kwargs) != set(kwargs):
             raise ProtocolError("changed arguments that do not match the call")
-        for old, new in [*zip(args, new_args), *((kwargs[k], new_kwargs[k]) for k in kwargs)]:
-            copy_back(old, new)
+        before = [*zip(args, sent[0]), *((kwargs[k], tree) for k, (_, tree) in zip(kwargs, sent[1]["d"]))]
+        after = [*new_args, *(new_kwargs[k] for k in kwargs)]
+        for (old, tree), new in zip(before, after):  # only those changed: f(a, a) changing its first argument
+            if wire.encode(new) != tree:
+                copy_back(old, new)
     if "value" in rec:
         try:
             return wire.decode(rec["value"])
