@@ -230,18 +230,14 @@ def check_devices(cfg: Config, problems: list[str]) -> None:
     wants_gpu = c.sampler.num_gpus > 0 or c.trainer_num_gpus > 0 or cfg.training.device == "cuda"
     if not wants_gpu or c.address:
         return  # a remote cluster's GPUs are not visible from here
-    try:
-        import torch
-
-        have = torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - a broken torch install is reported by the engine itself
-        return
+    # No torch import here (tens of seconds on a busy CPU): an NVIDIA driver shows up in /proc and /dev.
+    have = Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
     if not have:
         fields = [f for f, on in (("cluster.sampler.num_gpus", c.sampler.num_gpus > 0),
                                   ("cluster.trainer_num_gpus", c.trainer_num_gpus > 0),
                                   ("training.device", cfg.training.device == "cuda")) if on]
-        problems.append(f"{', '.join(fields)}: a GPU is asked for but torch sees no CUDA device here; set them to 0 / "
-                        "auto to run on the CPU, or run on a machine with a GPU")
+        problems.append(f"{', '.join(fields)}: a GPU is asked for but this machine has no NVIDIA driver/device; set "
+                        "them to 0 / auto to run on the CPU, or run on a machine with a GPU")
 
 
 def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TIMEOUT_S) -> None:

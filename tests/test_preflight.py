@@ -213,3 +213,15 @@ def test_fast_token_count_matches_transformers():
                  [{"role": "user", "content": "émoji ✓ and\nnew lines\t"}]):
         want = len(tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False))
         assert fast(msgs) == want, msgs
+
+
+def test_gpu_asked_for_on_a_machine_without_one():
+    from loop.preflight import check_devices
+
+    has_gpu = Path("/proc/driver/nvidia/version").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+    out = problems_of(check_devices, cfg("training.device=cuda", "cluster.trainer_num_gpus=1"))
+    if has_gpu:
+        assert out == []
+    else:
+        assert out and out[0].startswith("cluster.trainer_num_gpus, training.device: a GPU is asked for")
+    assert problems_of(check_devices, cfg()) == []
