@@ -57,11 +57,10 @@ class LocalRayCluster:
                  "--min-worker-port", "0", "--max-worker-port", "0"]
         log_path = self.root / f"{name}.log"
         log = open(log_path, "w")
-        # Each node its own temp dir, as on separate machines: nodes sharing one would share
-        # runtime_resources/ too, and one node's runtime-env agent removes a working_dir
-        # package another node's workers are about to `cd` into.
-        temp_dir = self.temp_dir if name == "head" else f"{self.temp_dir}-{name}"
-        p = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", "--temp-dir", temp_dir,
+        # All nodes share one temp dir (one session directory, as `ray start` on one machine
+        # does); seen: a worker process start that failed once on a runtime_env `cd` race
+        # between the nodes' agents, which Ray retried.
+        p = subprocess.Popen([RAY, "start", "--block", "--disable-usage-stats", "--temp-dir", self.temp_dir,
                               "--object-store-memory", str(self.store), *ports, *args],
                              cwd=self.cwd, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
