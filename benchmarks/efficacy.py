@@ -131,20 +131,21 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     curves = summary["curves"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ax = axes[0]
+    t = summary.get("targeting")
+    fig, axes = plt.subplots(1, 2 if t else 1, figsize=(11 if t else 6.5, 4), squeeze=False)
+    ax = axes[0][0]
+    colors = {"accept_all": "tab:red", "warm_start_data": "tab:orange"}
     for label, c in curves.items():
         if label.startswith("targeting"):
             continue
-        style = dict(color="tab:blue", alpha=0.8) if label.startswith("loop") else dict(ls="--")
+        style = dict(color="tab:blue", alpha=0.8) if label.startswith("loop") else dict(ls="--", color=colors.get(label))
         ax.plot(range(len(c["accuracy"])), c["accuracy"], marker="o", label=label, **style)
-    ax.set_xlabel("round (0 = warm start, before any round)")
+    ax.set_xlabel("rounds done (0 = the warm start)")
     ax.set_ylabel("held-out accuracy")
     ax.set_title("default config: loop (3 seeds) vs controls")
     ax.legend(fontsize=8)
-    ax = axes[1]
-    t = summary.get("targeting")
     if t:
+        ax = axes[0][1]
         k = t["weakest_category"]
         for label in ("targeting-targeted", "targeting-uniform"):
             c = curves[label]
@@ -152,7 +153,7 @@ def plot(summary: dict, path: Path) -> None:
                     label=f"{label.split('-')[1]}: {k.split('/')[-1]} (weakest)")
             ax.plot(range(len(c["accuracy"])), c["accuracy"], ls=":", label=f"{label.split('-')[1]}: overall")
         ax.set_title("configs/targeting.yaml: targeted vs uniform, same budget")
-        ax.set_xlabel("round (0 = warm start)")
+        ax.set_xlabel("rounds done (0 = the warm start)")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
