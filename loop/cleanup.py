@@ -59,3 +59,30 @@ def unlink_segments(names: set[str]) -> list[str]:
         except OSError:
             continue
     return removed
+
+
+def reap(pids: set[int], timeout: float = 15.0) -> list[int]:
+    """Wait up to `timeout` s for these processes to exit, then SIGKILL the ones left (an
+    engine worker orphaned by its parent's shutdown can linger); returns the killed pids."""
+    import os
+    import signal
+    import time
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.2)
+    killed = []
+    for pid in pids:
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except OSError:
+                pass
+    return killed

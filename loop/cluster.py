@@ -319,16 +319,18 @@ def _close_engine(worker: Any) -> list[str]:
     remove the /dev/shm segments its processes had mapped that are still there."""
     import gc
 
-    from loop.cleanup import process_tree, shm_segments, unlink_segments
+    from loop.cleanup import process_tree, reap, shm_segments, unlink_segments
 
     llm = getattr(worker, "llm", None)
     if llm is None:
         return []
-    segments = shm_segments(process_tree(os.getpid()))
+    engine = process_tree(os.getpid()) - {os.getpid()}
+    segments = shm_segments(engine | {os.getpid()})
     llm.llm_engine.engine_core.shutdown()
     worker.llm = None
     del llm
     gc.collect()
+    reap(engine)  # its workers, even once orphaned by the engine core's exit
     return unlink_segments(segments)
 
 

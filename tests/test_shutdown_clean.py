@@ -38,7 +38,7 @@ def test_shutdown_removes_engines_shm_and_ray_session():
         assert len(tree) >= 2 and shm and session and Path(session).exists(), (tree, shm, session)
     finally:
         cluster.shutdown()
-    deadline = time.time() + 20
+    deadline = time.time() + 30
     while time.time() < deadline and any(_alive(p) for p in tree):
         time.sleep(0.5)
     assert not [p for p in tree if _alive(p)], "engine processes outlived the shutdown"

@@ -196,3 +196,17 @@ def test_stale_running_is_detected(tmp_path):
         assert not RunDir(run.path).is_stale_running()
     finally:
         run.release()
+
+
+def test_reap_waits_then_kills_what_is_left():
+    from loop.cleanup import reap
+
+    quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed = reap({quick.pid, stuck.pid}, timeout=3.0)
+        quick.wait(timeout=5)
+        assert killed == [stuck.pid]
+        assert stuck.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        stuck.kill()
