@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from loop.export_choice import ADAPTER_FILES, AdapterChoice, ExportError, choose_adapter
 from loop.export_pool import heldout_problems, pool_rows, problem_row, train_problems
@@ -131,9 +130,7 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
     adapter beats the base; pass_rates: auto | measure | samples (loop.export_pool); samples:
     completions per problem when measuring (default sampling.n)."""
     from loop.config import load_config
-    if not (run.path / "config.yaml").exists():
-        raise FileNotFoundError(f"{run.path}/config.yaml is missing; cannot tell the base model and verifiers")
-    raw = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8"))
+    raw = run.config_raw()  # RunStateError naming the file when it is missing or damaged
     cfg = load_config(None, raw=json.loads(json.dumps(raw)))  # a copy: validation must not touch `raw`
     choice = choose_adapter(run, round_, allow_no_gain)
     problems = train_problems(run, cfg)

@@ -272,8 +272,9 @@ def test_cli_damaged_manifest_and_config(tmp_path):
 
     run = RunDir.create(tmp_path, "t")
     (run.path / "config.yaml").write_text("run: [\n")
-    err = clear_error(cli("resume", str(run.path)))
-    assert "config.yaml is damaged at line" in err
+    for cmd in ("resume", "export"):
+        err = clear_error(cli(cmd, str(run.path)))
+        assert "config.yaml is damaged at line" in err, (cmd, err)
     (run.path / "manifest.json").write_text('{"run_id": ')
     for cmd in ("resume", "report", "export"):
         err = clear_error(cli(cmd, str(run.path)))
