@@ -13,6 +13,7 @@ supported):
     python <bundle>/train_grpo.py --max-steps 200 --output-dir grpo-out
 """
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -42,6 +43,15 @@ base = AutoModelForCausalLM.from_pretrained(bundle.base_model, dtype=dtype)
 model = PeftModel.from_pretrained(base, bundle.dir, is_trainable=True)
 model.peft_config["default"].base_model_name_or_path = bundle.base_model  # saved adapters name the real base
 
+train = bundle.dataset("train")
+if args.batch_size % args.num_generations:
+    sys.exit(f"--batch-size {args.batch_size} must be a multiple of --num-generations {args.num_generations}")
+if len(train) * args.num_generations < args.batch_size:
+    # One step needs batch_size / num_generations distinct prompts; a smaller pool would give
+    # zero steps (TRL then ends at once, silently): use every prompt per step instead.
+    args.batch_size = len(train) * args.num_generations
+    print(f"the RL pool has {len(train)} prompts: --batch-size lowered to {args.batch_size}", file=sys.stderr)
+
 s = bundle.meta["sampling"]  # the loop's sampling settings
 config = GRPOConfig(
     output_dir=args.output_dir, max_steps=args.max_steps, num_train_epochs=args.epochs,
@@ -51,7 +61,7 @@ config = GRPOConfig(
     logging_steps=1, save_strategy="no", report_to=[])
 trainer = GRPOTrainer(model=model, args=config, processing_class=tokenizer,
                       reward_funcs=bundle.reward_funcs(log_to=args.log_rewards),
-                      train_dataset=bundle.dataset("train"))
+                      train_dataset=train)
 trainer.train()
 trainer.save_model(args.output_dir)
 '''
