@@ -21,22 +21,17 @@ Rounds = list[tuple[int, dict[str, Any]]]  # (round index, metrics.json)
 def _save(fig: Any, path: Path) -> Path:
     """Written to a temp name and renamed, like every file of a run: a crash mid-write
     leaves the old plot, never half a PNG."""
-    import os
-    import tempfile
+    import io
+
+    from loop.state import atomic_write_bytes
 
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    buf = io.BytesIO()
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, dpi=100, format="png")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(buf, dpi=100, format="png")
     finally:
         plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
