@@ -233,6 +233,19 @@ def _apply_seccomp(raw):
     _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp filter")
 
 
+def _let_go_of_program_fds(cfg: dict) -> None:
+    """Hold none of the program's pipes open: stdio to /dev/null, the passed fds closed
+    (so the host sees EOF when the program ends)."""
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    for fd in map(int, cfg["fds"].values()):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def _program(cfg, workdir, status_fd, init_pid, seccomp):
     """In the program's process: fds, limits, identity, then exec. Never returns."""
     try:
@@ -304,14 +317,7 @@ def _init(cfg, files, layers, status_fd, exit_w, parent):
         os.close(exit_w)
         _program(cfg, workdir, status_fd, os.getppid(), seccomp)
     os.close(status_fd)
-    null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):  # hold none of the program's pipes open
-        os.dup2(null, fd)
-    for fd in map(int, cfg["fds"].values()):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    _let_go_of_program_fds(cfg)
     while True:  # reap everything; orphans of the namespace are reparented to us
         try:
             pid, status = os.wait()
@@ -350,14 +356,7 @@ def main():
         os._exit(126)
     os.close(status_fd)
     os.close(exit_w)
-    null = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    for fd in map(int, cfg["fds"].values()):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    _let_go_of_program_fds(cfg)
     report = b""
     while chunk := os.read(exit_r, 64):
         report += chunk
