@@ -9,20 +9,7 @@ from verifiers import sandbox, sandbox_cgroup, sandbox_launch
 from verifiers.sandbox import SandboxLimits, leftover_processes, run
 
 FAST = SandboxLimits(timeout_s=10.0)  # generous: these programs end at once; CI machines may be loaded
-ROOT = os.geteuid() == 0
-
-
-def _kernel_allows_namespaces() -> bool:
-    """Checked without the sandbox's code: can this process make mount + pid namespaces?
-    (Not in an unprivileged container; there the sandbox degrades and says so.)"""
-    try:
-        return subprocess.run(["unshare", "--mount", "--pid", "--ipc", "--net", "--fork", "true"],
-                              capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-NS = _kernel_allows_namespaces()
+from tests.kernel_caps import NS, ROOT  # noqa: E402
 
 
 def _clean(r):

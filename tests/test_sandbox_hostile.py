@@ -27,20 +27,7 @@ from verifiers.base import VERIFIERS
 from verifiers.sandbox import leftover_processes
 
 REPO = Path(__file__).resolve().parent.parent
-ROOT = os.geteuid() == 0
-
-
-def _kernel_allows_namespaces() -> bool:
-    """Checked without the sandbox's code: can this process make mount + pid namespaces?
-    (Not in an unprivileged container; there the sandbox degrades and says so.)"""
-    try:
-        return subprocess.run(["unshare", "--mount", "--pid", "--ipc", "--net", "--fork", "true"],
-                              capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-NS = _kernel_allows_namespaces()
+from tests.kernel_caps import NS, ROOT  # noqa: E402
 ADD = "def add(a, b):\n    return a + b\n"
 TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(10, -4) == 6\n"
 PROBLEM = Problem(family="test", category="code", difficulty=1, prompt=[Message(role="user", content="add")],
