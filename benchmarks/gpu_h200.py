@@ -277,21 +277,22 @@ def part_trainer(a) -> dict:
     log.info("textbook: %s", res["textbook"])
     Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))  # what is measured survives a timeout
     ladder = [  # one change per step
-        ("trl_fused_head", {"prepare_for_kbit": True}, {"packing": False}),
-        ("no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": False}),
-        ("packing", {"prepare_for_kbit": False}, {"packing": True}),
+        ("trl_fused_head", {"prepare_for_kbit": True}, {"packing": False, "group_by_length": False}),
+        ("no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": False, "group_by_length": False}),
+        ("group_by_length", {"prepare_for_kbit": False}, {"packing": False, "group_by_length": True}),
+        ("packing", {"prepare_for_kbit": False}, {"packing": True, "group_by_length": False}),
     ]
     keep = ("tokens", "loss_tokens", "tokens_per_s", "peak_gib", "steps", "train_seconds", "seconds", "first_loss",
-            "last_loss", "tokens_per_micro_batch")
+            "last_loss", "tokens_per_micro_batch", "padding_share")
     # The rung that is the loop's config as shipped (quantization.prepare_for_kbit, training.packing).
     own = next(n for n, q, t in ladder if q["prepare_for_kbit"] == quant["prepare_for_kbit"]
-               and t["packing"] == tr["packing"])
+               and t["packing"] == tr["packing"] and t["group_by_length"] == tr["group_by_length"])
     res["loop_config_rung"] = own
     order = ladder if a.ladder_forward else sorted(ladder, key=lambda x: x[0] != own)  # default: own config first
     for name, q, t in order:
         out = Path(a.workdir) / f"adapter-{name}"
         m = TrainerWorker(a.model, {**quant, **q}, lora, {**tr, **t}).train(examples, str(out), None, seed=1)
-        res[name] = {k: m.get(k) for k in keep} | {"prepare_for_kbit": q["prepare_for_kbit"], "packing": t["packing"]}
+        res[name] = {k: m.get(k) for k in keep} | {"prepare_for_kbit": q["prepare_for_kbit"], **t}
         log.info("%s: %s", name, res[name])
         if name == own:
             loop_m, book = res[own], res["textbook"]
@@ -320,7 +321,7 @@ def _raw_generate(worker, prompts, n, temperature, top_p, max_tokens, seed, adap
 
     params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                             seed=seed if worker.cuda else None)
-    lora = worker.adapters[adapter] if adapter else None
+    lora = worker.serve(adapter)
     t0 = time.perf_counter()
     outs = worker.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
     secs = time.perf_counter() - t0

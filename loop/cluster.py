@@ -92,7 +92,7 @@ class Cluster:
         Actor = self.ray.remote(**sampler_options(self.cfg))(SamplerWorker)
         return Actor.remote(self._model_ref(), m.max_model_len, m.dtype, self.cfg.run.seed + i, c.sampler.max_lora_rank,
                             c.sampler.kv_cache_gib, c.sampler.gpu_memory_utilization, c.sampler.enforce_eager,
-                            c.gpu_sharing == "sleep")
+                            c.gpu_sharing == "sleep", c.sampler.lora_mode)
 
     def start_samplers(self) -> None:
         """All replicas built (a replacement started during the last stage included)."""

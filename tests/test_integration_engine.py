@@ -31,12 +31,15 @@ def adapter_dir(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def sampler(adapter_dir):
+@pytest.fixture(scope="module", params=["lora", "merged"])
+def sampler(request, adapter_dir):
+    """Both ways of serving an adapter: vLLM's LoRA kernels, and merged into the weights."""
     from loop.sampler import SamplerWorker
 
     w = SamplerWorker(str(TINY_MODEL), max_model_len=512, dtype="float32", seed=0, max_lora_rank=16,
-                      kv_cache_gib=1, gpu_memory_utilization=0.5, enforce_eager=True, sleep_mode=False)
+                      kv_cache_gib=1, gpu_memory_utilization=0.5, enforce_eager=True, sleep_mode=False,
+                      lora_mode=request.param)
+    assert w.merged is (request.param == "merged")
     yield w
     del w
     gc.collect()
@@ -90,3 +93,27 @@ def test_adapter_parity_vllm_vs_transformers_peft(sampler, adapter_dir):
     print(f"parity: max abs diff {diff:.2e} nats; the adapter moves logprobs by up to {moved:.2e}")
     assert diff < tol, f"vLLM and transformers+PEFT disagree by {diff:.2e} nats"
     assert moved > 10 * tol, f"the adapter barely changes the model ({moved:.2e}); the parity check would be vacuous"
+
+
+def test_switching_adapters_never_serves_stale_weights(sampler, adapter_dir):
+    """base -> adapter -> base -> adapter on the same prefixes: each answer is the one its own
+    weights give (in merged mode the weights are swapped in place and the prefix cache, which
+    holds KV of the old weights, must be dropped), and the adapter really differs from the base."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(TINY_MODEL))
+    ids = tok(tok.apply_chat_template(PROMPTS[2], add_generation_prompt=True, tokenize=False)
+              + "<think>\n0+1=1\n4+4=8\n</think>\nAnswer: 81", add_special_tokens=False)["input_ids"]
+    prefixes = [ids[:n] for n in range(len(ids) - 12, len(ids) + 1, 2)]
+    sampler.load_adapter("switch", str(adapter_dir))
+
+    def top(adapter):
+        return sampler.next_token_logprobs(prefixes, 5, adapter)
+
+    base1, lora1, base2, lora2 = top(None), top("switch"), top(None), top("switch")
+
+    def gap(a, b):
+        return max(abs(x[t] - y.get(t, -1e9)) for x, y in zip(a, b) for t in x)
+
+    assert gap(base1, base2) < 1e-4 and gap(lora1, lora2) < 1e-4
+    assert gap(base1, lora1) > 1e-2, "the adapter did not change the answers: the switch check would be vacuous"
