@@ -11,8 +11,8 @@ Runs, all through `launch.py run` (the same code path as `make run`, one at a ti
   `warm_start_data` (acceptance `reference` on problems drawn by `uniform` targeting at the
   warm start's main level, 2 digits: the warm start trained further on data like its own
   original data);
-- targeting, seed 0: configs/targeting.yaml under its own targeting policy and under
-  `uniform` (same total budget).
+- targeting, one run per targeting seed (--targeting-seeds, default 0 1): configs/targeting.yaml
+  under its own targeting policy and under `uniform` (same total budget a round).
 
 Gain = held-out accuracy after the last round minus the baseline (the warm start) of the
 same run. Writes benchmarks/results/efficacy.json and efficacy.png. `--reuse` takes the
@@ -41,7 +41,7 @@ WARM_START_DATA = ["policies.acceptance.name=reference", CONTROL_CHAINS, "polici
                    "generators.0.categories.add.difficulty=2", "generators.0.categories.sub.difficulty=2"]
 
 
-def plan(seeds: list[int], only: set[str]) -> dict[str, tuple[str, list[str]]]:
+def plan(seeds: list[int], only: set[str], targeting_seeds: list[int] = (0, 1)) -> dict[str, tuple[str, list[str]]]:
     """label -> (config, overrides)."""
     runs: dict[str, tuple[str, list[str]]] = {}
     if "loop" in only:
@@ -50,8 +50,9 @@ def plan(seeds: list[int], only: set[str]) -> dict[str, tuple[str, list[str]]]:
         runs["accept_all"] = (DEFAULT, ["policies.acceptance.name=accept_all", CONTROL_CHAINS])
         runs["warm_start_data"] = (DEFAULT, WARM_START_DATA)
     if "targeting" in only:
-        runs["targeting-targeted"] = (TARGETING, [])
-        runs["targeting-uniform"] = (TARGETING, ["policies.targeting.name=uniform"])
+        for s in targeting_seeds:
+            runs[f"targeting-targeted-s{s}"] = (TARGETING, [f"run.seed={s}"])
+            runs[f"targeting-uniform-s{s}"] = (TARGETING, ["policies.targeting.name=uniform", f"run.seed={s}"])
     return runs
 
 
@@ -114,13 +115,29 @@ def summarize(curves: dict[str, dict], seeds: list[int]) -> dict:
     ctrl = {k: gain(curves[k]) for k in ("accept_all", "warm_start_data") if k in curves}
     if ctrl:
         out["controls"] = ctrl
-    if "targeting-targeted" in curves and "targeting-uniform" in curves:
-        t, u = curves["targeting-targeted"], curves["targeting-uniform"]
-        base = t["by_category"][0]
+    pairs = sorted({int(k.rsplit("-s", 1)[1]) for k in curves if k.startswith("targeting-")
+                    and f"targeting-targeted-s{k.rsplit('-s', 1)[1]}" in curves
+                    and f"targeting-uniform-s{k.rsplit('-s', 1)[1]}" in curves})
+    if pairs:
+        base = curves[f"targeting-targeted-s{pairs[0]}"]["by_category"][0]
         k = min(base, key=base.get)  # the weakest category at the start (same warm start, same held-out set)
-        out["targeting"] = {"weakest_category": k, "baseline_weakest": base[k],
-                            "targeted_weakest": t["by_category"][-1][k], "uniform_weakest": u["by_category"][-1][k],
-                            "targeted_overall": t["accuracy"][-1], "uniform_overall": u["accuracy"][-1]}
+        per = {}
+        for s in pairs:
+            t, u = curves[f"targeting-targeted-s{s}"], curves[f"targeting-uniform-s{s}"]
+            per[str(s)] = {"baseline_weakest": t["by_category"][0][k], "targeted_weakest": t["by_category"][-1][k],
+                           "uniform_weakest": u["by_category"][-1][k], "targeted_overall": t["accuracy"][-1],
+                           "uniform_overall": u["accuracy"][-1],
+                           "difference_weakest": t["by_category"][-1][k] - u["by_category"][-1][k]}
+        diffs = [p["difference_weakest"] for p in per.values()]
+        out["targeting"] = {
+            "weakest_category": k, "seeds": pairs,
+            "targeted_weakest": statistics.mean(p["targeted_weakest"] for p in per.values()),
+            "uniform_weakest": statistics.mean(p["uniform_weakest"] for p in per.values()),
+            "difference_mean": statistics.mean(diffs),
+            "difference_std": statistics.stdev(diffs) if len(diffs) > 1 else None,
+            "targeted_overall": statistics.mean(p["targeted_overall"] for p in per.values()),
+            "uniform_overall": statistics.mean(p["uniform_overall"] for p in per.values()),
+            "per_seed": per}
     return out
 
 
@@ -147,11 +164,11 @@ def plot(summary: dict, path: Path) -> None:
     if t:
         ax = axes[0][1]
         k = t["weakest_category"]
-        for label in ("targeting-targeted", "targeting-uniform"):
-            c = curves[label]
-            ax.plot(range(len(c["accuracy"])), [b[k] for b in c["by_category"]], marker="o",
-                    label=f"{label.split('-')[1]}: {k.split('/')[-1]} (weakest)")
-            ax.plot(range(len(c["accuracy"])), c["accuracy"], ls=":", label=f"{label.split('-')[1]}: overall")
+        for s in t["seeds"]:
+            for policy, color in (("targeted", "tab:green"), ("uniform", "tab:gray")):
+                c = curves[f"targeting-{policy}-s{s}"]
+                ax.plot(range(len(c["accuracy"])), [b[k] for b in c["by_category"]], marker="o", color=color,
+                        alpha=0.85, label=f"{policy}: {k.split('/')[-1]} (weakest)" if s == t["seeds"][0] else None)
         ax.set_title("configs/targeting.yaml: targeted vs uniform, same budget")
         ax.set_xlabel("rounds done (0 = the warm start)")
         ax.legend(fontsize=8)
@@ -164,6 +181,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rounds", type=int, default=5, help="rounds of the loop and control runs (the targeting "
                                                               "runs use configs/targeting.yaml's own)")
+    ap.add_argument("--targeting-seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--only", nargs="+", choices=["loop", "controls", "targeting"],
                     default=["loop", "controls", "targeting"])
     ap.add_argument("--labels", nargs="+", help="run only these labels (e.g. targeting-uniform); with --out, to run "
@@ -176,7 +194,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "efficacy.json"))
     args = ap.parse_args()
     curves = {}
-    for label, (config, overrides) in plan(args.seeds, set(args.only)).items():
+    for label, (config, overrides) in plan(args.seeds, set(args.only), args.targeting_seeds).items():
         if args.labels and label not in args.labels:
             continue
         run = existing(label, args.partial or args.assemble) if args.reuse or args.assemble else None

@@ -108,6 +108,15 @@ class SamplerWorker:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
+        import json
+
+        acfg = json.loads((Path(self.adapters[name]) / "adapter_config.json").read_text())
+        touched = {*(acfg.get("target_modules") or []), *(acfg.get("modules_to_save") or [])} \
+            if not isinstance(acfg.get("target_modules"), str) else {acfg["target_modules"]}
+        if touched & {"embed_tokens", "lm_head"}:
+            # vLLM's in-place reload keeps a tied LM head's old tensor: it would serve stale weights.
+            raise ValueError(f"adapter {name!r} changes embed_tokens/lm_head, which merged serving cannot swap in "
+                             f"place; set cluster.sampler.lora_mode: lora")
         base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, self.adapters[name]).merge_and_unload()
         out = os.path.join(self._workdir(), f"merged-{len(self._merged_dirs) + 1:04d}")
