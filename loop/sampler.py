@@ -38,6 +38,12 @@ class SamplerWorker:
         # core while the model loads; the one 4B start that did not stall had it off (issue 10).
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         os.environ.setdefault("DO_NOT_TRACK", "1")
+        import importlib.util
+
+        if importlib.util.find_spec("flashinfer") is None:
+            # vLLM's V2 runner imports flashinfer for top-p/top-k sampling unless told not to;
+            # without the package the engine dies at start (seen on the H200, vLLM 0.26).
+            os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         from vllm import LLM
 
         if model_path.startswith("builtin:"):
