@@ -545,10 +545,12 @@ def table(results: dict) -> str:
                     f"{'yes' if v['met'] else 'no' if v['met'] is False else ''} |")
     lines = ["\n".join(rows), ""]
     if t.get("textbook"):
-        lines += ["| trainer (one epoch, same chains) | real tokens/s | peak GiB |", "|---|---|---|"]
-        for name in ("textbook", "trl_fused_head", "no_fp32_upcast", "packing"):
+        lines += ["| trainer (one epoch, same chains) | real tokens/s | peak GiB | padding share |", "|---|---|---|---|"]
+        for name in ("textbook", "trl_fused_head", "no_fp32_upcast", "group_by_length", "packing"):
             if name in t:
-                lines.append(f"| {name} | {_f(t[name].get('tokens_per_s'), ',.0f')} | {_f(t[name].get('peak_gib'))} |")
+                mark = " (config as shipped)" if name == t.get("loop_config_rung") else ""
+                lines.append(f"| {name}{mark} | {_f(t[name].get('tokens_per_s'), ',.0f')} | {_f(t[name].get('peak_gib'))} "
+                             f"| {_f(t[name].get('padding_share'))} |")
         for metric in ("tok_s", "peak_mem"):
             shares = t.get(f"lever_share_{metric}", {})
             if shares:

@@ -276,10 +276,12 @@ class Cluster:
 
     def judge_engine(self):
         """generate(prompts, max_tokens) -> replies, greedy, on the base policy model."""
-        def generate(prompts: list[list[dict]], max_tokens: int) -> list[str]:
+        def generate(prompts: list[list[dict]], max_tokens: int) -> list[str | Exception]:
             outs = self.generate(prompts, n=1, temperature=0.0, max_tokens=max_tokens, seed=self.cfg.run.seed,
                                  adapter=None, desc="judge")
-            return [o[0]["text"] for o in outs]
+            return [ValueError(f"judge prompt longer than model.max_model_len ({self.cfg.model.max_model_len} "
+                               f"tokens)") if o[0]["finish_reason"] == "prompt_too_long" else o[0]["text"]
+                    for o in outs]
         return generate
 
     def _stop_samplers(self) -> None:

@@ -85,7 +85,7 @@ class Sample(BaseModel):
     index: int
     text: str
     num_tokens: int
-    finish_reason: str           # "stop" | "length" | ...
+    finish_reason: str           # "stop" | "length" | "prompt_too_long" (nothing sampled: prompt over max_model_len)
     adapter: str | None = None   # adapter version that produced it; None = base model
     hinted: bool = False         # STaR rationalization: sampled with the gold answer as a hint
     gold: bool = False           # not sampled: the problem's reference chain, replayed (acceptance gold_replay)

@@ -182,11 +182,38 @@ class SamplerWorker:
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                 seed=seed if self.cuda else None)
         lora = self.serve(adapter)
-        outs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
-        result = [[{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
+        try:
+            outs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
+        except ValueError:  # vLLM refuses the whole call if one prompt does not fit the context
+            too_long = self._too_long(prompts)
+            if not too_long:
+                raise
+            keep = [i for i in range(len(prompts)) if i not in too_long]
+            log.warning("%d of %d prompts are longer than the engine's context (%d tokens; the longest has %d): they "
+                        "get no completion (finish_reason 'prompt_too_long'); raise model.max_model_len to sample "
+                        "them", len(too_long), len(prompts), self.max_model_len, max(too_long.values()))
+            done = iter(self.llm.chat([prompts[i] for i in keep], params, lora_request=lora, use_tqdm=False)
+                        if keep else [])
+            outs = [None if i in too_long else next(done) for i in range(len(prompts))]
+        result = [[{"text": "", "num_tokens": 0, "finish_reason": "prompt_too_long"}] * n if o is None else
+                  [{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
                    for c in o.outputs] for o in outs]
         pause_point("sampler", stage)  # fault injection for tests (loop/faults.py); inert by default
         return result
+
+    @property
+    def max_model_len(self) -> int:
+        return int(self.llm.llm_engine.vllm_config.model_config.max_model_len)
+
+    def _too_long(self, prompts: list[list[dict]]) -> dict[int, int]:
+        """index -> token count of the prompts that leave no room for one generated token."""
+        tok = self.llm.get_tokenizer()
+        out = {}
+        for i, p in enumerate(prompts):
+            n = len(tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True))
+            if n >= self.max_model_len:
+                out[i] = n
+        return out
 
     def next_token_logprobs(self, prefixes: list[list[int]], k: int, adapter: str | None) -> list[dict[int, float]]:
         """The top-k next-token log-probabilities after each token-id prefix.

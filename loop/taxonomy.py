@@ -4,8 +4,9 @@ Error taxonomy (loop.records.ERROR_CLASSES). `classify` applies these rules in o
 the first that matches decides; the order puts the explanations that make later ones
 meaningless first:
 
-1. infra          a required verifier answered `error`, or any verifier's evidence has
-                  status "sandbox_error". The judgment itself is broken, so nothing can
+1. infra          a required verifier answered `error`, any verifier's evidence has
+                  status "sandbox_error", or the prompt did not fit the engine's context
+                  (finish_reason "prompt_too_long"). The judgment itself is broken, so nothing can
                   be said about the model; never trained on, never counted as wrong.
 2. tamper         a verifier's evidence has status "tamper": the program reached for the
                   harness (a result imitating a built-in, a forged result channel, heap or
@@ -113,6 +114,9 @@ def classify(row: Row, required: set[str] | None = None, format_verifier: str = 
     # Without `required`, an erroring verifier is known to be required only when it made
     # the combined outcome `error` (a required fail outranks it).
     errored = [v for v in row.verdicts if v.outcome == "error" and (required is None or v.verifier in required)]
+    if row.sample.finish_reason == "prompt_too_long":
+        return rec("infra", rule="prompt longer than model.max_model_len: nothing was sampled",
+                   fix="raise model.max_model_len or shorten the category's prompts")
     if row.outcome == "error" or sandbox or (required is not None and errored):
         return rec("infra", rule="verifier error", verifiers={v.verifier: v.reason for v in sandbox + errored})
     tampered = [v for v in row.verdicts if v.evidence.get("status") == "tamper"]

@@ -78,6 +78,15 @@ def test_truncated_outranks_format():
     assert classify(r).error_class == "truncated"
 
 
+def test_prompt_too_long_is_infra_not_a_model_error():
+    """Nothing was sampled (the prompt did not fit the engine): not the model's fault, never
+    trained on, and the fix is named."""
+    r = row(MUL, "", {"format": ("fail", {"reason": "no final answer"}), "exact_match": ("fail", {})},
+            finish="prompt_too_long")
+    rec = classify(r)
+    assert rec.error_class == "infra" and "max_model_len" in rec.evidence["fix"]
+
+
 def test_infra_outranks_everything():
     p = problem("Write add(a, b).", None, family="code", category="functions")
     text = "<think>\nreturn the sum\n</think>\n```python\ndef add(a, b):\n    return a + b\n```"

@@ -117,3 +117,14 @@ def test_switching_adapters_never_serves_stale_weights(sampler, adapter_dir):
 
     assert gap(base1, base2) < 1e-4 and gap(lora1, lora2) < 1e-4
     assert gap(base1, lora1) > 1e-2, "the adapter did not change the answers: the switch check would be vacuous"
+
+
+def test_a_prompt_longer_than_the_context_fails_only_itself(sampler):
+    """vLLM refuses a whole call when one prompt does not fit max_model_len (512 here): the
+    sampler answers that prompt with finish_reason 'prompt_too_long' and samples the others."""
+    long = [{"role": "user", "content": "Compute " + "+".join(["12"] * 300) + "."}]
+    outs = sampler.generate([PROMPTS[0], long, PROMPTS[1]], n=2, temperature=0.0, top_p=1.0, max_tokens=16,
+                            seed=0, adapter=None)
+    assert [len(o) for o in outs] == [2, 2, 2]
+    assert all(c["finish_reason"] == "prompt_too_long" and c["text"] == "" for c in outs[1])
+    assert all(c["num_tokens"] > 0 for c in outs[0] + outs[2])

@@ -140,6 +140,20 @@ def test_engine_failure_is_error_not_fail():
     assert short.verify([prob()], [samp(GOOD)])[0].outcome == "error"
 
 
+def test_one_prompt_the_engine_cannot_take_fails_only_itself():
+    """An engine answers an Exception for the one prompt it could not run (too long for its
+    context): that sample's verdict is `error`, its neighbours in the batch are judged, and
+    nothing is cached for it."""
+    eng = Engine(lambda c: ValueError("judge prompt longer than model.max_model_len") if "131" in c
+                 else "VERDICT: PASS")
+    j = judge(eng, batch_size=8)
+    out = j.verify([prob()] * 3, [samp(GOOD, 0), samp(BAD, 1), samp(GOOD.replace("132", "132.0"), 2)])
+    assert [v.outcome for v in out] == ["pass", "error", "pass"]
+    assert "max_model_len" in out[1].reason and eng.calls == [3]
+    j.verify([prob()], [samp(BAD, 1)])
+    assert eng.calls == [3, 1]  # asked again: an error reply is never cached
+
+
 def test_classify_maps_replies_and_accepts_rows():
     def reply(c):
         if "131" in c:

@@ -19,7 +19,7 @@ from verifiers.judge_prompts import (check_messages, classify_messages, parse_cl
 log = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
-Generate = Callable[[list[Messages], int], list[str]]
+Generate = Callable[[list[Messages], int], list]  # one reply text (or the Exception that stopped it) per prompt
 UNBOUND = "no judge engine bound"
 
 
@@ -176,7 +176,10 @@ class LLMJudge(Verifier):
                 log.warning("judge engine failed on %d prompts: %s", len(chunk), e)
                 failed.update({k: e for k, _ in chunk})
                 continue
-            self.cache.put({k: r if isinstance(r, str) else "" for (k, _), r in zip(chunk, replies)})
+            # a reply may be the exception that stopped that one prompt (e.g. too long for the engine)
+            failed.update({k: r for (k, _), r in zip(chunk, replies) if isinstance(r, Exception)})
+            self.cache.put({k: r if isinstance(r, str) else "" for (k, _), r in zip(chunk, replies)
+                            if not isinstance(r, Exception)})
         return [(failed[k], False) if k in failed else (self.cache.get(k) or "", was_cached[k]) for k in keys]
 
 
