@@ -72,7 +72,8 @@ class SamplerWorker:
         self.model_path = model_path
         self.adapters: dict[str, Any] = {}  # name -> LoRARequest (lora mode) or adapter directory (merged mode)
         self._adapter_root: str | None = None
-        self._merged_dirs: dict[str, str] = {}  # adapter name -> merged checkpoint (the last two are kept)
+        self._merged_dirs: dict[str, str] = {}  # adapter name -> merged checkpoint (the newest few are kept)
+        self._merges = 0
         self._serving: str | None = None  # merged mode: whose weights the engine holds (None = the base's)
         self.build_seconds = time.time() - t0
         log.info("vLLM engine for %s built in %.1fs (adapters served %s)", model_path, self.build_seconds,
@@ -125,14 +126,13 @@ class SamplerWorker:
                              f"place; set cluster.sampler.lora_mode: lora")
         base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
         model = PeftModel.from_pretrained(base, self.adapters[name]).merge_and_unload()
-        out = os.path.join(self._workdir(), f"merged-{len(self._merged_dirs) + 1:04d}")
+        self._merges += 1
+        out = os.path.join(self._workdir(), f"merged-{self._merges:04d}")  # never reused
         model.save_pretrained(out, safe_serialization=True)
-        while len(self._merged_dirs) >= 2:  # an older round's weights: the engine will not go back to them
-            old = next(iter(self._merged_dirs))
-            if old == self._serving:
-                break
-            shutil.rmtree(self._merged_dirs.pop(old), ignore_errors=True)
         self._merged_dirs[name] = out
+        for old in [k for k in self._merged_dirs if k not in (name, self._serving)][:-1]:
+            # older rounds' weights: keep the one being served, the new one and one more
+            shutil.rmtree(self._merged_dirs.pop(old), ignore_errors=True)
         return out
 
     def serve(self, adapter: str | None) -> Any:
@@ -143,6 +143,9 @@ class SamplerWorker:
         if adapter != self._serving:
             t0 = time.time()
             path = self._merged_checkpoint(adapter) if adapter else self.model_path
+            if not os.path.isdir(path) or not any(f.endswith(".safetensors") for f in os.listdir(path)):
+                # vLLM would take a missing directory for a hub repo id and fail with a download error
+                raise FileNotFoundError(f"no weights to serve {adapter or 'the base model'} from: {path}")
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path, "is_checkpoint_format": True})
             self.llm.reset_prefix_cache()  # cached KV of the old weights must not be reused
             self._serving = adapter
@@ -184,7 +187,8 @@ class SamplerWorker:
         lora = self.serve(adapter)
         try:
             outs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
-        except ValueError:  # vLLM refuses the whole call if one prompt does not fit the context
+        except Exception:  # noqa: BLE001 - vLLM refuses the whole call if one prompt does not fit the context
+            # (VLLMValidationError: a ValueError in some vLLM versions, not in others); anything else re-raises
             too_long = self._too_long(prompts)
             if not too_long:
                 raise
@@ -210,7 +214,8 @@ class SamplerWorker:
         tok = self.llm.get_tokenizer()
         out = {}
         for i, p in enumerate(prompts):
-            n = len(tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True))
+            n = len(tok.encode(tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False),
+                               add_special_tokens=False))
             if n >= self.max_model_len:
                 out[i] = n
         return out

@@ -123,8 +123,25 @@ def test_a_prompt_longer_than_the_context_fails_only_itself(sampler):
     """vLLM refuses a whole call when one prompt does not fit max_model_len (512 here): the
     sampler answers that prompt with finish_reason 'prompt_too_long' and samples the others."""
     long = [{"role": "user", "content": "Compute " + "+".join(["12"] * 300) + "."}]
-    outs = sampler.generate([PROMPTS[0], long, PROMPTS[1]], n=2, temperature=0.0, top_p=1.0, max_tokens=16,
+    outs = sampler.generate([PROMPTS[0], long, PROMPTS[1]], n=2, temperature=0.8, top_p=1.0, max_tokens=16,
                             seed=0, adapter=None)
     assert [len(o) for o in outs] == [2, 2, 2]
     assert all(c["finish_reason"] == "prompt_too_long" and c["text"] == "" for c in outs[1])
     assert all(c["num_tokens"] > 0 for c in outs[0] + outs[2])
+
+
+def test_merged_serving_over_many_rounds_keeps_a_few_checkpoints(sampler, adapter_dir):
+    """Round after round a new adapter (here the same files under five names, as five rounds
+    would send), with the base in between (held-out baseline, judge): every switch serves, and
+    only a few merged checkpoints stay on disk (the merges are numbered, never reused)."""
+    import os
+
+    if not sampler.merged:
+        pytest.skip("merged serving only")
+    for r in range(5):
+        sampler.load_adapter(f"round-{r}", str(adapter_dir))
+        for name in (f"round-{r}", None, f"round-{r}"):
+            out = sampler.generate(PROMPTS[:1], n=1, temperature=0.0, top_p=1.0, max_tokens=8, seed=0, adapter=name)
+            assert out[0][0]["num_tokens"] > 0
+    kept = [d for d in os.listdir(sampler._workdir()) if d.startswith("merged-")]
+    assert 1 <= len(kept) <= 3 and "merged-0005" in kept, kept
