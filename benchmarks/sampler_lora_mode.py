@@ -69,6 +69,9 @@ def run_mode(mode: str, prompts, adapter: str, a) -> dict:
         w.serve("bench")
         w.serve(None)
         out["switch_seconds"] = round((time.perf_counter() - t0) / 2, 3)
+    from loop.cluster import _close_engine
+
+    _close_engine(w)  # the engine core process and its /dev/shm segments go now, not at exit
     del w
     gc.collect()
     return out

@@ -20,11 +20,21 @@ def blocks(lang: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def guide():
-    """Execute every python block of the guide in order, in one namespace."""
+    """Execute every python block of the guide in order, in one namespace; afterwards the
+    guide's plug-ins leave the registries again, so later tests see only the built-ins."""
+    from generators.base import GENERATORS
+    from policies.base import POLICIES
+
+    registries = (VERIFIERS, GENERATORS, POLICIES)
+    before = [set(r.names()) for r in registries]
     ns: dict = {"__name__": "plugin_guide"}
     for i, code in enumerate(blocks("python")):
         exec(compile(code, f"{GUIDE}:python-block-{i}", "exec"), ns)
-    return ns
+    yield ns
+    for reg, names in zip(registries, before):
+        for name in set(reg.names()) - names:
+            reg._items.pop(name, None)
+            reg._sources.pop(name, None)
 
 
 def sample(problem: Problem, text: str, i: int = 0) -> Sample:
