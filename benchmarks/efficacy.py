@@ -127,7 +127,11 @@ def summarize(curves: dict[str, dict], seeds: list[int]) -> dict:
             per[str(s)] = {"baseline_weakest": t["by_category"][0][k], "targeted_weakest": t["by_category"][-1][k],
                            "uniform_weakest": u["by_category"][-1][k], "targeted_overall": t["accuracy"][-1],
                            "uniform_overall": u["accuracy"][-1],
-                           "difference_weakest": t["by_category"][-1][k] - u["by_category"][-1][k]}
+                           "difference_weakest": t["by_category"][-1][k] - u["by_category"][-1][k],
+                           # secondary, less noisy than one final point: the weakest category's
+                           # accuracy averaged over all rounds after the baseline
+                           "difference_weakest_mean_over_rounds": statistics.mean(b[k] for b in t["by_category"][1:])
+                           - statistics.mean(b[k] for b in u["by_category"][1:])}
         diffs = [p["difference_weakest"] for p in per.values()]
         out["targeting"] = {
             "weakest_category": k, "seeds": pairs,
@@ -135,6 +139,8 @@ def summarize(curves: dict[str, dict], seeds: list[int]) -> dict:
             "uniform_weakest": statistics.mean(p["uniform_weakest"] for p in per.values()),
             "difference_mean": statistics.mean(diffs),
             "difference_std": statistics.stdev(diffs) if len(diffs) > 1 else None,
+            "difference_mean_over_rounds": statistics.mean(p["difference_weakest_mean_over_rounds"]
+                                                           for p in per.values()),
             "targeted_overall": statistics.mean(p["targeted_overall"] for p in per.values()),
             "uniform_overall": statistics.mean(p["uniform_overall"] for p in per.values()),
             "per_seed": per}

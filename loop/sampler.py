@@ -86,7 +86,8 @@ class SamplerWorker:
         """Where this replica runs (node, pid, the code it imported) and its engine build time."""
         from loop.placement import node_info
 
-        return {**node_info(), "build_seconds": round(self.build_seconds, 2)}
+        return {**node_info(), "build_seconds": round(self.build_seconds, 2),
+                "adapters_served": "merged" if self.merged else "lora"}
 
     def max_num_seqs(self) -> int:
         """Sequences the engine runs at once at most (its scheduler's limit)."""
