@@ -214,3 +214,23 @@ def test_no_python_reachable_by_the_uid_matters_only_without_a_minimal_root(monk
         assert r.status == "ok" and r.isolation["root"] == "minimal"
     else:
         assert r.status == "sandbox_error" and "no interpreter usable" in r.error
+
+
+def test_parsing_from_many_threads_at_once_never_fails():
+    """CPython 3.11's AST constructor shares its recursion counter between threads ("SystemError:
+    AST constructor recursion depth mismatch" made a correct HumanEval solution a sandbox error
+    under load): every parse of the verifier goes through verifiers.pyast's lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from verifiers import pyast
+
+    deep = "x = " + "(" * 60 + "1" + ")" * 60 + "\n" + "assert f([1, 2, 3]) == [" + ", ".join(map(str, range(200))) + "]\n"
+
+    def work(i):
+        for _ in range(200):
+            pyast.parse(deep, f"t{i}.py")
+            pyast.literal_eval("{'namespaces': ['mnt', 'pid'], 'depth': [[[1]]]}")
+        return i
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sorted(pool.map(work, range(8))) == list(range(8))

@@ -21,6 +21,8 @@ import math
 import operator
 import sys
 from dataclasses import dataclass, field
+
+from verifiers import pyast
 from typing import Any
 
 from verifiers import wire
@@ -394,7 +396,7 @@ def implicit_modules(tree: ast.AST) -> set[str]:
 
 def parse_tests(tests: str) -> ast.Module:
     try:
-        return ast.parse(tests, "tests.py")
+        return pyast.parse(tests, "tests.py")
     except SyntaxError as e:
         raise TestsError(f"the tests do not parse: {e.msg} (line {e.lineno}: {(e.text or '').strip()[:80]})") from None
 

@@ -20,7 +20,6 @@ A program can get extra channels: `channel=True` captures what it writes to fd 3
 """
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import marshal
@@ -41,7 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from verifiers import sandbox_cgroup
+from verifiers import pyast, sandbox_cgroup
 from verifiers.sandbox_procs import exited, kill_all, leftover_processes  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
@@ -384,7 +383,7 @@ def _supervise(proc: subprocess.Popen, status_r: int, chan_r: int | None, limits
         return SandboxResult("sandbox_error", error=f"sandbox setup failed: {msg}",
                              stderr=err.decode(errors="replace")[-limits.tail_bytes:],
                              duration_s=time.monotonic() - start)
-    isolation = ast.literal_eval(status[3:])
+    isolation = pyast.literal_eval(status[3:])
     out, err = _Tail(limits.tail_bytes), _Tail(limits.tail_bytes)
     chan = _Head(limits.max_channel_bytes + 1)
     sel = selectors.DefaultSelector()
