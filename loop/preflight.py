@@ -354,7 +354,9 @@ class _FastCounter:
         return len(self.tok.encode(text, add_special_tokens=False).ids)
 
 
-def _token_counter(model_dir: Path):
+def token_counter(model_dir: Path):
+    """messages -> the chat prompt's token count (generation prompt included); used by preflight and
+    by the sampler to find prompts that do not fit the engine."""
     try:
         return _FastCounter(model_dir)
     except Exception:  # noqa: BLE001 - an unusual tokenizer layout: let transformers do it
@@ -371,7 +373,7 @@ def _token_counter(model_dir: Path):
 def check_prompt_lengths(cfg: Config, problems: list[str]) -> None:
     model_dir = Path(cfg.model.resolved_path()).expanduser()
     try:
-        count = _token_counter(model_dir)
+        count = token_counter(model_dir)
     except LookupError:
         problems.append(f"model.path: the tokenizer in {model_dir} has no chat template, and every prompt is a "
                         "chat; add chat_template.jinja (or a chat_template in tokenizer_config.json)")

@@ -17,6 +17,7 @@ replica started in place of a dead one serves the same adapter without being tol
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -116,11 +117,9 @@ class SamplerWorker:
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
-        import json
-
         acfg = json.loads((Path(self.adapters[name]) / "adapter_config.json").read_text())
-        touched = {*(acfg.get("target_modules") or []), *(acfg.get("modules_to_save") or [])} \
-            if not isinstance(acfg.get("target_modules"), str) else {acfg["target_modules"]}
+        targets = acfg.get("target_modules") or []
+        touched = {*([targets] if isinstance(targets, str) else targets), *(acfg.get("modules_to_save") or [])}
         if touched & {"embed_tokens", "lm_head"}:
             # vLLM's in-place reload keeps a tied LM head's old tensor: it would serve stale weights.
             raise ValueError(f"adapter {name!r} changes embed_tokens/lm_head, which merged serving cannot swap in "
@@ -212,14 +211,10 @@ class SamplerWorker:
 
     def _too_long(self, prompts: list[list[dict]]) -> dict[int, int]:
         """index -> token count of the prompts that leave no room for one generated token."""
-        tok = self.llm.get_tokenizer()
-        out = {}
-        for i, p in enumerate(prompts):
-            n = len(tok.encode(tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False),
-                               add_special_tokens=False))
-            if n >= self.max_model_len:
-                out[i] = n
-        return out
+        from loop.preflight import token_counter
+
+        count = token_counter(Path(self.model_path))
+        return {i: n for i, n in ((i, count(p)) for i, p in enumerate(prompts)) if n >= self.max_model_len}
 
     def next_token_logprobs(self, prefixes: list[list[int]], k: int, adapter: str | None) -> list[dict[int, float]]:
         """The top-k next-token log-probabilities after each token-id prefix.
