@@ -260,9 +260,103 @@ def textbook_qlora(model_path: str, lora: dict, examples: list[dict], batch: int
     return out
 
 
+# The trainer's rungs: (name, parent, quantization, training, lora, packed-attention backend), each
+# measured against its parent (one change) and against the textbook. Settings not named are the
+# config's. The chain from the textbook to the config-as-shipped rung gives each lever's share.
+RUNGS = [
+    ("trl_fused_head", "textbook", {"prepare_for_kbit": True}, {"packing": False}, {}, None),
+    ("no_fp32_upcast", "trl_fused_head", {"prepare_for_kbit": False}, {"packing": False}, {}, None),
+    ("group_by_length", "no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": False, "group_by_length": True},
+     {}, None),
+    ("packing_segments", "no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": True}, {}, "segments"),
+    ("packing_varlen", "packing_segments", {"prepare_for_kbit": False}, {"packing": True}, {}, "varlen"),
+    ("packing_2x_tokens", "packing_varlen", {"prepare_for_kbit": False},
+     {"packing": True, "batch_size": 8, "grad_accum": 2}, {}, "varlen"),
+    ("no_lora_dropout", "packing_varlen", {"prepare_for_kbit": False}, {"packing": True}, {"dropout": 0.0}, "varlen"),
+    ("no_checkpointing_half_tokens", "packing_varlen", {"prepare_for_kbit": False},
+     {"packing": True, "batch_size": 2, "grad_accum": 8, "gradient_checkpointing": False}, {}, "varlen"),
+]
+
+
+def _rung_settings(rung, quant: dict, tr: dict, lora: dict) -> tuple[dict, dict, dict]:
+    _, _, q, t, lo, _ = rung
+    return {**quant, **q}, {**tr, **t}, {**lora, **lo}
+
+
+def shipped_rung(quant: dict, tr: dict, lora: dict) -> str | None:
+    """The rung whose settings are the config's own (packing backend: auto = varlen on a GPU)."""
+    for rung in RUNGS:
+        if rung[5] == "segments":
+            continue
+        if _rung_settings(rung, quant, tr, lora) == (quant, tr, lora):
+            return rung[0]
+    return None
+
+
+class GpuUtil:
+    """Samples `nvidia-smi`'s GPU utilisation every half second while a rung trains: a trainer
+    far below 100 % is waiting on the CPU (Python, kernel launches), not on the GPU."""
+
+    def __init__(self):
+        self.samples: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.5):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                      "-i", "0"], capture_output=True, text=True, timeout=5).stdout
+                self.samples.append(float(out.strip().splitlines()[0]))
+            except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                return
+
+    def done(self) -> float | None:
+        self.stop.set()
+        self.thread.join(timeout=6)
+        return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
+
+
+def varlen_parity() -> dict:
+    """Packed attention's two backends on one packed row of a small bf16 Qwen3: logits and the
+    gradients of the inputs, varlen vs per-sequence SDPA (CUDA only)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from loop import packed_attention as pa
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA"}
+    name = pa.register()
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=8, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)
+    cfg._attn_implementation = name
+    model = Qwen3ForCausalLM(cfg).to("cuda", torch.bfloat16)
+    lens = [300, 17, 900, 64]
+    ids = torch.randint(0, 512, (1, sum(lens)), device="cuda")
+    pos = torch.cat([torch.arange(n) for n in lens])[None].cuda()
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    out = {}
+    for backend in ("segments", "varlen"):
+        pa.BACKEND = backend
+        emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=emb, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                       max_length_q=max(lens), max_length_k=max(lens)).logits.float()
+        logits.square().mean().backward()
+        out[backend] = (logits.detach(), emb.grad.float())
+    pa.BACKEND = "auto"
+    (ls, gs), (lv, gv) = out["segments"], out["varlen"]
+    return {"varlen_failed": pa._varlen_broken, "calls": dict(pa.CALLS),
+            "max_abs_logit_diff": float((ls - lv).abs().max()), "logit_scale": float(ls.abs().max()),
+            "max_abs_grad_diff": float((gs - gv).abs().max()), "grad_scale": float(gs.abs().max())}
+
+
 def part_trainer(a) -> dict:
     from transformers import AutoTokenizer
 
+    from loop import packed_attention
     from loop.config import load_config
     from loop.trainer import TrainerWorker
 
@@ -273,46 +367,86 @@ def part_trainer(a) -> dict:
     tr = {**cfg.training.model_dump(), "epochs": 1}
     res: dict = {"examples": len(examples), "lengths": [a.min_len, a.max_len], "batch_size": tr["batch_size"],
                  "grad_accum": tr["grad_accum"], "max_seq_len": tr["max_seq_len"]}
+    if _cuda():
+        res["varlen_parity"] = varlen_parity()
+        log.info("varlen parity: %s", res["varlen_parity"])
+    # Warm-up (untimed): CUDA libraries, cuBLAS handles and bitsandbytes kernels load on first use;
+    # without it the first measured recipe pays for them.
+    textbook_qlora(a.model, lora, examples[:8], tr["batch_size"], tr["learning_rate"], seed=1)
+    util = GpuUtil() if _cuda() else None
     res["textbook"] = textbook_qlora(a.model, lora, examples, tr["batch_size"], tr["learning_rate"], seed=1)
+    res["textbook"]["gpu_util_pct"] = util.done() if util else None
     log.info("textbook: %s", res["textbook"])
     Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))  # what is measured survives a timeout
-    ladder = [  # one change per step
-        ("trl_fused_head", {"prepare_for_kbit": True}, {"packing": False, "group_by_length": False}),
-        ("no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": False, "group_by_length": False}),
-        ("group_by_length", {"prepare_for_kbit": False}, {"packing": False, "group_by_length": True}),
-        ("packing", {"prepare_for_kbit": False}, {"packing": True, "group_by_length": False}),
-    ]
     keep = ("tokens", "loss_tokens", "tokens_per_s", "peak_gib", "steps", "train_seconds", "seconds", "first_loss",
             "last_loss", "tokens_per_micro_batch", "padding_share")
-    # The rung that is the loop's config as shipped (quantization.prepare_for_kbit, training.packing).
-    own = next(n for n, q, t in ladder if q["prepare_for_kbit"] == quant["prepare_for_kbit"]
-               and t["packing"] == tr["packing"] and t["group_by_length"] == tr["group_by_length"])
+    own = shipped_rung(quant, tr, lora)
     res["loop_config_rung"] = own
-    order = ladder if a.ladder_forward else sorted(ladder, key=lambda x: x[0] != own)  # default: own config first
-    for name, q, t in order:
+    names = [r[0] for r in RUNGS if not a.rungs or r[0] in a.rungs.split(",") or r[0] == own]
+    order = [r for r in RUNGS if r[0] in names]
+    if not a.ladder_forward:  # default: the config as shipped first, so a timeout cannot cost the headline
+        order.sort(key=lambda r: r[0] != own)
+    for rung in order:
+        name, parent, _, _, _, backend = rung
+        q, t, lo = _rung_settings(rung, quant, tr, lora)
+        packed_attention.BACKEND = backend or "auto"
         out = Path(a.workdir) / f"adapter-{name}"
-        m = TrainerWorker(a.model, {**quant, **q}, lora, {**tr, **t}).train(examples, str(out), None, seed=1)
-        res[name] = {k: m.get(k) for k in keep} | {"prepare_for_kbit": q["prepare_for_kbit"], **t}
+        calls = dict(packed_attention.CALLS)
+        util = GpuUtil() if _cuda() else None
+        try:
+            m = TrainerWorker(a.model, q, lo, t).train(examples, str(out), None, seed=1)
+        except Exception as e:  # noqa: BLE001 - one rung's failure (e.g. out of memory) is a result too
+            res[name] = {"error": f"{type(e).__name__}: {e}"[:500], "parent": parent}
+            log.exception("rung %s failed", name)
+            _free_memory()
+            continue
+        finally:
+            packed_attention.BACKEND = "auto"
+        res[name] = {k: m.get(k) for k in keep} | {"parent": parent, "gpu_util_pct": util.done() if util else None,
+                                                  "settings": {"quantization": rung[2], "training": rung[3],
+                                                               "lora": rung[4], "attention": backend},
+                                                  "attention_calls": {k: v - calls[k] for k, v in
+                                                                      packed_attention.CALLS.items()}}
         log.info("%s: %s", name, res[name])
         if name == own:
-            loop_m, book = res[own], res["textbook"]
-            res["trainer_vs_textbook_tok_s"] = loop_m["tokens_per_s"] / book["tokens_per_s"]
-            if book["peak_gib"]:
-                res["trainer_vs_textbook_peak_mem"] = loop_m["peak_gib"] / book["peak_gib"]
             res["adapter"] = str(out)
+        res.update(trainer_ratios(res))
         Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))
         _free_memory()
-    book = res["textbook"]
-    steps = ["textbook"] + [n for n, _, _ in ladder]
-    for metric, key in (("tok_s", "tokens_per_s"), ("peak_mem", "peak_gib")):
-        if not book[key]:
-            continue
-        total = math.log(res[steps[-1]][key] / book[key])
-        res[f"lever_share_{metric}"] = {
-            steps[i]: {"ratio": res[steps[i]][key] / res[steps[i - 1]][key],
-                       "share": math.log(res[steps[i]][key] / res[steps[i - 1]][key]) / total if total else None}
-            for i in range(1, len(steps))}
     return res
+
+
+def trainer_ratios(res: dict) -> dict:
+    """Each rung over its parent and over the textbook; the headline ratios from the shipped rung;
+    the levers' shares of the log-ratio along the chain textbook -> shipped rung."""
+    out: dict = {"rung_ratios": {}}
+    book = res.get("textbook") or {}
+    parents = {r[0]: r[1] for r in RUNGS}
+    for name, parent in parents.items():
+        m, p = res.get(name) or {}, res.get(parent) or {}
+        if not m.get("tokens_per_s"):
+            continue
+        out["rung_ratios"][name] = {
+            "tok_s_vs_parent": m["tokens_per_s"] / p["tokens_per_s"] if p.get("tokens_per_s") else None,
+            "tok_s_vs_textbook": m["tokens_per_s"] / book["tokens_per_s"] if book.get("tokens_per_s") else None,
+            "peak_vs_textbook": m["peak_gib"] / book["peak_gib"] if book.get("peak_gib") and m.get("peak_gib") else None}
+    own = res.get("loop_config_rung")
+    if own in out["rung_ratios"]:
+        out["trainer_vs_textbook_tok_s"] = out["rung_ratios"][own]["tok_s_vs_textbook"]
+        out["trainer_vs_textbook_peak_mem"] = out["rung_ratios"][own]["peak_vs_textbook"]
+        chain = [own]
+        while chain[-1] in parents:
+            chain.append(parents[chain[-1]])
+        chain.reverse()  # textbook ... own
+        for metric, key in (("tok_s", "tokens_per_s"), ("peak_mem", "peak_gib")):
+            if not all((res.get(n) or {}).get(key) for n in chain):
+                continue
+            total = math.log(res[chain[-1]][key] / res[chain[0]][key])
+            out[f"lever_share_{metric}"] = {
+                chain[i]: {"ratio": res[chain[i]][key] / res[chain[i - 1]][key],
+                           "share": math.log(res[chain[i]][key] / res[chain[i - 1]][key]) / total if total else None}
+                for i in range(1, len(chain))}
+    return out
 
 
 def _raw_generate(worker, prompts, n, temperature, top_p, max_tokens, seed, adapter):
@@ -545,12 +679,19 @@ def table(results: dict) -> str:
                     f"{'yes' if v['met'] else 'no' if v['met'] is False else ''} |")
     lines = ["\n".join(rows), ""]
     if t.get("textbook"):
-        lines += ["| trainer (one epoch, same chains) | real tokens/s | peak GiB | padding share |", "|---|---|---|---|"]
-        for name in ("textbook", "trl_fused_head", "no_fp32_upcast", "group_by_length", "packing"):
-            if name in t:
+        lines += ["| trainer (one epoch, same chains) | real tokens/s | peak GiB | padding share | over parent "
+                  "| GPU busy % |", "|---|---|---|---|---|---|"]
+        for name in ["textbook"] + [r[0] for r in RUNGS]:
+            row = t.get(name) or {}
+            if row.get("tokens_per_s"):
                 mark = " (config as shipped)" if name == t.get("loop_config_rung") else ""
-                lines.append(f"| {name}{mark} | {_f(t[name].get('tokens_per_s'), ',.0f')} | {_f(t[name].get('peak_gib'))} "
-                             f"| {_f(t[name].get('padding_share'))} |")
+                ratio = (t.get("rung_ratios", {}).get(name) or {}).get("tok_s_vs_parent")
+                over = f"{row['parent']} x{_f(ratio)}" if row.get("parent") else ""
+                lines.append(f"| {name}{mark} | {_f(row.get('tokens_per_s'), ',.0f')} | {_f(row.get('peak_gib'))} "
+                             f"| {_f(row.get('padding_share'))} | {over} "
+                             f"| {_f(row.get('gpu_util_pct'), '.0f')} |")
+            elif row.get("error"):
+                lines.append(f"| {name} | failed: {row['error'][:80]} | | | | |")
         for metric in ("tok_s", "peak_mem"):
             shares = t.get(f"lever_share_{metric}", {})
             if shares:
@@ -628,7 +769,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--hf-new-tokens", type=int, default=128)
     ap.add_argument("--part-dir", default=None, help="where each part writes its JSON (default: --workdir)")
-    ap.add_argument("--ladder-forward", action="store_true", help="trainer: run the ladder in its order (loop config last)")
+    ap.add_argument("--ladder-forward", action="store_true", help="trainer: run the rungs in their listed order")
+    ap.add_argument("--rungs", default="", help="trainer: only these rungs (comma-separated; the shipped one always)")
     ap.add_argument("--with-loop", action="store_true", help="sampler part: then run the loop part on its engine")
     ap.add_argument("--stall-dump", type=float, default=240, help="seconds of engine start before stacks are dumped")
     ap.add_argument("--dump-stacks", action="store_true", help="SIGUSR1 stalled engine cores (faulthandler must be registered)")

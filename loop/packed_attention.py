@@ -1,26 +1,94 @@
-"""Attention for padding-free packed batches, with plain SDPA: one causal call per sequence.
+"""Attention for padding-free packed batches: one causal attention per sequence of a packed row.
 
 TRL's padding-free collator concatenates a micro-batch's sequences into one row and passes
 the boundaries as `cu_seq_lens_q`. With transformers' "sdpa", a packed row gets a
 block-diagonal boolean mask of the whole row: that rules out the flash kernel and computes
-every (query, key) pair of the row, (sum of lengths)^2, most of it masked away. Flash
-attention's varlen kernel avoids both but is not always installed (it is not on the H200
-image). `sdpa_segments` slices the row at the boundaries and runs SDPA with `is_causal=True`
-on each sequence: exact, no mask is built, and the flash kernel serves each call.
+every (query, key) pair of the row, (sum of lengths)^2, most of it masked away. The
+flash-attn package's varlen kernel avoids both but is not always installed (it is not on the
+H200 image). Registered here under the name `sdpa_segments`, two exact backends:
 
-Registered under the name `sdpa_segments` for both the attention function and the mask.
+- `varlen`: PyTorch's own flash varlen kernel (`torch.nn.attention.varlen.varlen_attn`,
+  CUDA, bf16/fp16): the whole row in one call, no Python loop over sequences;
+- `segments`: slice the row at the boundaries and run SDPA with `is_causal=True` on each
+  sequence (no mask is built; the flash kernel serves each call on a GPU). Used on the CPU,
+  for fp32, and wherever `varlen` is unavailable.
+
+`BACKEND` ("auto", "varlen" or "segments") picks one; auto = varlen where it can run.
+The boundaries are read to the host once per forward pass (cached per `cu_seq_lens_q`
+tensor), not once per layer: a device->host copy in every layer stalls the GPU while the
+CPU queues the next layer's kernels.
+
 The mask function builds nothing when there is no 2-D padding mask (each call is causal by
 itself) and SDPA's usual mask otherwise. Without `cu_seq_lens_q` (generation, padded
 batches) the attention falls back to transformers' SDPA with the mask it is given.
 """
 from __future__ import annotations
 
+import inspect
+import logging
+
 NAME = "sdpa_segments"
+BACKEND = "auto"
+log = logging.getLogger(__name__)
 _registered = False
+_bounds: tuple[object, list[int], dict] | None = None  # (cu tensor, its values, device copies)
+_varlen_broken = False
+CALLS = {"varlen": 0, "segments": 0}  # attention calls served by each backend (benchmarks read it)
+
+
+def _host_bounds(cu) -> tuple[list[int], dict]:
+    """The boundaries as Python ints, read once per cu tensor (the layers of one forward pass,
+    and its recomputation under gradient checkpointing, share the same tensor object)."""
+    global _bounds
+    if _bounds is None or _bounds[0] is not cu:
+        values = cu.tolist() if hasattr(cu, "tolist") else list(cu)
+        _bounds = (cu, [int(v) for v in values], {})
+    return _bounds[1], _bounds[2]
+
+
+def _varlen_fn():
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def use_varlen(query) -> bool:
+    import torch
+
+    if _varlen_broken or BACKEND == "segments" or not query.is_cuda:
+        return False
+    if query.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    return _varlen_fn() is not None
+
+
+def _varlen(query, key, value, bounds: list[int], cache: dict, scaling):
+    """query/key/value: [1, heads, T, head_dim] with equal head counts. Returns [T, heads, head_dim]."""
+    import torch
+
+    fn = _varlen_fn()
+    total = query.shape[2]
+    if bounds[-1] < total:  # trailing padding (pad_to_multiple_of): its own sequence, outside the loss
+        bounds = bounds + [total]
+    cu = cache.get(query.device)
+    if cu is None:
+        cu = cache[query.device] = torch.tensor(bounds, dtype=torch.int32, device=query.device)
+    longest = max(e - s for s, e in zip(bounds[:-1], bounds[1:]))
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, heads, dim]
+    params = inspect.signature(fn).parameters
+    kw = {"scale": scaling} if "scale" in params else {}
+    if "is_causal" in params:  # torch <= 2.12
+        kw["is_causal"] = True
+    else:  # torch >= 2.13: causal is a (-1, 0) window
+        kw["window_size"] = (-1, 0)
+    return fn(q, k, v, cu, cu, longest, longest, **kw)
 
 
 def segment_sdpa_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                          is_causal=None, **kwargs):
+    global _varlen_broken
     import torch
     import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
@@ -32,14 +100,24 @@ def segment_sdpa_forward(module, query, key, value, attention_mask, dropout: flo
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    bounds = cu.tolist() if isinstance(cu, torch.Tensor) else list(cu)
+    bounds, cache = _host_bounds(cu)
+    drop = dropout if module.training else 0.0
+    if drop == 0.0 and use_varlen(query):
+        try:
+            out = _varlen(query, key, value, bounds, cache, scaling).unsqueeze(0)
+            CALLS["varlen"] += 1
+            return out, None
+        except Exception as e:  # noqa: BLE001 - an unusable kernel build: fall back for good, say so once
+            _varlen_broken = True
+            log.warning("varlen flash attention failed (%s: %s); packed rows use per-sequence SDPA from now on",
+                        type(e).__name__, e)
+    CALLS["segments"] += 1
     total = query.shape[2]
     parts = []
     for s, e in zip(bounds[:-1], bounds[1:]):
         if e > s:
             parts.append(F.scaled_dot_product_attention(
-                query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True, scale=scaling,
-                dropout_p=dropout if module.training else 0.0))
+                query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True, scale=scaling, dropout_p=drop))
     if bounds[-1] < total:  # trailing padding (pad_to_multiple_of): attends to nothing, outputs zeros
         parts.append(query.new_zeros(query.shape[0], query.shape[1], total - bounds[-1], value.shape[-1]))
     out = torch.cat(parts, dim=2)
