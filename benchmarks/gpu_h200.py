@@ -263,16 +263,26 @@ def textbook_qlora(model_path: str, lora: dict, examples: list[dict], batch: int
 # The trainer's rungs: (name, parent, quantization, training, lora, packed-attention backend), each
 # measured against its parent (one change) and against the textbook. Settings not named are the
 # config's. The chain from the textbook to the config-as-shipped rung gives each lever's share.
+TEXTBOOK_BATCH = 4  # chains per step, padded to the longest (as in every h200.json so far)
 RUNGS = [
-    ("trl_fused_head", "textbook", {"prepare_for_kbit": True}, {"packing": False}, {}, None),
-    ("no_fp32_upcast", "trl_fused_head", {"prepare_for_kbit": False}, {"packing": False}, {}, None),
-    ("group_by_length", "no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": False, "group_by_length": True},
+    # the chain to the config as shipped
+    ("trl_fused_head", "textbook", {"prepare_for_kbit": True}, {"packing": False, "batch_size": 4, "grad_accum": 4},
      {}, None),
-    ("packing_segments", "no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": True}, {}, "segments"),
-    ("packing_varlen", "packing_segments", {"prepare_for_kbit": False}, {"packing": True}, {}, "varlen"),
-    ("packing_2x_tokens", "packing_varlen", {"prepare_for_kbit": False},
-     {"packing": True, "batch_size": 8, "grad_accum": 2}, {}, "varlen"),
-    ("no_lora_dropout", "packing_varlen", {"prepare_for_kbit": False}, {"packing": True}, {"dropout": 0.0}, "varlen"),
+    ("no_fp32_upcast", "trl_fused_head", {"prepare_for_kbit": False}, {"packing": False, "batch_size": 4,
+                                                                      "grad_accum": 4}, {}, None),
+    ("packing_segments", "no_fp32_upcast", {"prepare_for_kbit": False}, {"packing": True, "batch_size": 4,
+                                                                         "grad_accum": 4}, {}, "segments"),
+    ("packing_varlen", "packing_segments", {"prepare_for_kbit": False}, {"packing": True, "batch_size": 4,
+                                                                         "grad_accum": 4}, {}, "varlen"),
+    ("token_budget_2x", "packing_varlen", {"prepare_for_kbit": False}, {"packing": True, "batch_size": 8,
+                                                                        "grad_accum": 2}, {}, "varlen"),
+    # alternatives, each one change from its parent
+    ("group_by_length", "no_fp32_upcast", {"prepare_for_kbit": False},
+     {"packing": False, "batch_size": 4, "grad_accum": 4, "group_by_length": True}, {}, None),
+    ("lora_dropout_0.05", "token_budget_2x", {"prepare_for_kbit": False}, {"packing": True, "batch_size": 8,
+                                                                          "grad_accum": 2}, {"dropout": 0.05}, "varlen"),
+    ("token_budget_4x", "token_budget_2x", {"prepare_for_kbit": False}, {"packing": True, "batch_size": 16,
+                                                                         "grad_accum": 1}, {}, "varlen"),
     ("no_checkpointing_half_tokens", "packing_varlen", {"prepare_for_kbit": False},
      {"packing": True, "batch_size": 2, "grad_accum": 8, "gradient_checkpointing": False}, {}, "varlen"),
 ]
@@ -365,16 +375,17 @@ def part_trainer(a) -> dict:
     examples = realistic_examples(tok, problem_prompts(cfg, 64), a.train_examples, a.min_len, a.max_len, seed=1)
     quant, lora = cfg.quantization.model_dump(), cfg.lora.model_dump()
     tr = {**cfg.training.model_dump(), "epochs": 1}
-    res: dict = {"examples": len(examples), "lengths": [a.min_len, a.max_len], "batch_size": tr["batch_size"],
+    res: dict = {"examples": len(examples), "lengths": [a.min_len, a.max_len], "textbook_batch": TEXTBOOK_BATCH,
+                 "batch_size": tr["batch_size"],
                  "grad_accum": tr["grad_accum"], "max_seq_len": tr["max_seq_len"]}
     if _cuda():
         res["varlen_parity"] = varlen_parity()
         log.info("varlen parity: %s", res["varlen_parity"])
     # Warm-up (untimed): CUDA libraries, cuBLAS handles and bitsandbytes kernels load on first use;
     # without it the first measured recipe pays for them.
-    textbook_qlora(a.model, lora, examples[:8], tr["batch_size"], tr["learning_rate"], seed=1)
+    textbook_qlora(a.model, lora, examples[:8], TEXTBOOK_BATCH, tr["learning_rate"], seed=1)
     util = GpuUtil() if _cuda() else None
-    res["textbook"] = textbook_qlora(a.model, lora, examples, tr["batch_size"], tr["learning_rate"], seed=1)
+    res["textbook"] = textbook_qlora(a.model, lora, examples, TEXTBOOK_BATCH, tr["learning_rate"], seed=1)
     res["textbook"]["gpu_util_pct"] = util.done() if util else None
     log.info("textbook: %s", res["textbook"])
     Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))  # what is measured survives a timeout
