@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 _registered = False
 _bounds: tuple[object, list[int], dict] | None = None  # (cu tensor, its values, device copies)
 _varlen_broken = False
-CALLS = {"varlen": 0, "segments": 0}  # attention calls served by each backend (benchmarks read it)
+# attention calls served by each backend, and host reads of the boundaries (benchmarks and tests read it)
+CALLS = {"varlen": 0, "segments": 0, "bounds_reads": 0}
 
 
 def _host_bounds(cu) -> tuple[list[int], dict]:
@@ -42,6 +43,7 @@ def _host_bounds(cu) -> tuple[list[int], dict]:
     global _bounds
     if _bounds is None or _bounds[0] is not cu:
         values = cu.tolist() if hasattr(cu, "tolist") else list(cu)
+        CALLS["bounds_reads"] += 1
         _bounds = (cu, [int(v) for v in values], {})
     return _bounds[1], _bounds[2]
 

@@ -9,8 +9,9 @@ Speed and memory levers (each measured on the H200 by benchmarks/gpu_h200.py):
 - no fp32 upcast: `quantization.prepare_for_kbit: false` keeps norms and the tied
   embedding in the compute dtype (peft's prepare_model_for_kbit_training casts them to fp32);
 - `training.packing: true`: best-fit-decreasing packing into rows of `max_seq_len`, padding-free
-  (only real tokens are computed), with per-sequence causal attention (loop/packed_attention.py),
-  so a micro-batch is a token budget of `batch_size * max_seq_len` rather than a count of chains;
+  (only real tokens are computed), with per-sequence causal attention (loop/packed_attention.py:
+  PyTorch's varlen flash kernel on CUDA), so a micro-batch is a token budget of
+  `batch_size * max_seq_len` rather than a count of chains;
 - TRL's fused LM head projects only the positions that carry a loss, in tiles, so the
   151,936-wide logits of a Qwen3 are never materialised.
 """
