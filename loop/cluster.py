@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from loop.cleanup import sweep_orphaned_ray_agents
 from loop.config import ROOT, Config, ConfigError
 from loop.placement import check_fits, local_resources, sampler_options, trainer_options, verify_options
 from loop.progress import progress
@@ -61,6 +62,10 @@ class Cluster:
                 # reservations are logical: reserve them on top of the real cores.
                 # address="local": never join a cluster someone else started on this machine.
                 cpus = c.num_cpus or (threads + int(c.sampler.num_cpus * c.sampler.num_actors) + 1)
+                swept = sweep_orphaned_ray_agents()
+                if swept:
+                    log.info("removed %d Ray agent process(es) left behind by a killed run (pids %s)",
+                             len(swept), ", ".join(map(str, swept)))
                 ray.init(address="local", num_cpus=cpus, resources=local_resources(cfg), include_dashboard=False,
                          log_to_driver=True, runtime_env={"env_vars": _env_vars(threads)})
         self.ray = ray

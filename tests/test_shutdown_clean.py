@@ -44,3 +44,39 @@ def test_shutdown_removes_engines_shm_and_ray_session():
     assert not [p for p in tree if _alive(p)], "engine processes outlived the shutdown"
     assert not [n for n in shm if Path("/dev/shm", n).exists()], "vLLM left /dev/shm segments"
     assert not Path(session).exists(), "the Ray session directory was left"
+
+
+def test_orphaned_ray_agents_are_swept_and_live_ones_kept():
+    """A `kill -9` of a run leaves Ray's two agents hanging with no raylet above them. The sweep
+    (run before a local Ray starts) kills agents whose parent is not a raylet and leaves an agent
+    under a live raylet alone. Stand-ins named like Ray's processes, no Ray needed."""
+    import subprocess
+    import sys
+
+    from loop.cleanup import orphaned_ray_agents, sweep_orphaned_ray_agents
+
+    orphan = subprocess.Popen(["bash", "-c", "exec -a ray::DashboardAgent sleep 120"])
+    raylet = subprocess.Popen(["bash", "-c", f"exec -a /opt/ray/core/src/ray/raylet/raylet {sys.executable} -c "
+                               "\"import subprocess, time; subprocess.Popen(['bash', '-c', "
+                               "'exec -a ray::RuntimeEnvAgent sleep 120']); time.sleep(120)\""])
+    kept: list[int] = []
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and not kept:
+            kept = [p for p in process_tree(raylet.pid) - {raylet.pid}
+                    if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"ray::RuntimeEnvAgent")]
+            time.sleep(0.1)
+        assert kept, "the stand-in raylet did not start its agent"
+        assert orphan.pid in orphaned_ray_agents() and kept[0] not in orphaned_ray_agents()
+        assert orphan.pid in sweep_orphaned_ray_agents()
+        orphan.wait(timeout=5)
+        assert _alive(kept[0])
+    finally:
+        for p in (orphan, raylet):
+            p.kill()
+            p.wait()
+        for pid in kept:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
