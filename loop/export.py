@@ -16,7 +16,6 @@ is built in a temporary directory and swapped in whole, so `export/` is never ha
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+from loop import base_record
+from loop.base_record import weights_digest
 from loop.export_choice import ADAPTER_FILES, AdapterChoice, ExportError, choose_adapter
 from loop.export_pool import heldout_problems, pool_rows, problem_row, train_problems
 from loop.export_pool import pass_rates as measure_pass_rates
@@ -85,19 +86,11 @@ def _base_model(cfg, out: Path, final: Path) -> tuple[dict[str, Any], Path | Non
     if given.startswith(BUILTIN_PREFIX):
         # The embedded model is whatever this checkout ships now; its digest says which one was packaged.
         shutil.copytree(src, out / "base", copy_function=_copy)
-        return {"path": "base", "configured": given, "copied": True, "weights_sha256": _weights_digest(src)}, src
+        return {"path": "base", "configured": given, "copied": True, "weights_sha256": weights_digest(src)}, src
     if src.is_dir():
-        return {"path": os.path.relpath(src.resolve(), final.resolve()), "copied": False}, src
+        return {"path": os.path.relpath(src.resolve(), final.resolve()), "copied": False,
+                "weights_sha256": weights_digest(src)}, src
     return {"path": given, "configured": given, "copied": False, "hub_id": True}, None
-
-
-def _weights_digest(d: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(d.glob("*.safetensors")):
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_adapter(choice: AdapterChoice, base_dir: Path | None, base_ref: str, out: Path) -> list[str]:
@@ -132,6 +125,7 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
     from loop.config import load_config
     raw = run.config_raw()  # RunStateError naming the file when it is missing or damaged
     cfg = load_config(None, raw=json.loads(json.dumps(raw)))  # a copy: validation must not touch `raw`
+    base_record.check(run, cfg, "exporting it")
     choice = choose_adapter(run, round_, allow_no_gain)
     problems = train_problems(run, cfg)
     heldout = heldout_problems(run)

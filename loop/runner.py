@@ -6,6 +6,7 @@ import logging
 import signal
 from pathlib import Path
 
+from loop import base_record
 from loop.config import Config, ConfigError, dump_config, load_config
 from loop.logs import attach_run_log
 from loop.state import (Interrupted, RunDir, RunStateError, StopAfter, atomic_write_text, find_run,
@@ -97,6 +98,7 @@ def start(cfg: Config, stop_after: str | None = None) -> RunDir:
     attach_run_log(run.path)
     run.stop_after = stop_after
     atomic_write_text(run.path / "config.yaml", dump_config(cfg))
+    base_record.record(run, cfg)
     log.info("run directory: %s (log: %s)", run.path, run.path / "run.log")
     return _execute(cfg, run)
 
@@ -126,6 +128,7 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
             run.release()
             return run
         preflight(cfg, stop_after=stop_after, run=run)
+        base_record.check(run, cfg, "resuming it")
         if run.manifest.get("status") == "running":
             # We hold the lock, so the process that wrote `running` is gone (killed -9, power loss).
             log.warning("run %s says `running` but no process holds it: treating it as interrupted",

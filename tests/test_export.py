@@ -255,3 +255,57 @@ def test_a_local_base_model_is_named_relative_to_the_bundle(tmp_path):
     assert absolute_paths({k: v for k, v in b.items() if k != "config"}) == []
     assert Path(load_bundle(out).base_model) == base.resolve()
     assert read_json(out / "adapter_config.json")["base_model_name_or_path"] == "../../../../models/my-base"
+
+
+def _run_on_a_copied_base(tmp_path: Path):
+    from loop import base_record
+
+    base = tmp_path / "models" / "my-base"
+    shutil.copytree(ROOT / "loop/assets/tiny-qwen3", base)
+    run = make_run(tmp_path, accuracies=[0.4, 0.6], trained=[0, 1], overrides=(f"model.path={base}",))
+    cfg = load_config(None, raw=run.config_raw())
+    recorded = base_record.record(run, cfg)
+    return base, run, cfg, recorded
+
+
+def test_export_refuses_a_base_that_changed_since_the_run_started(tmp_path):
+    """The adapters are deltas on the weights they were trained on: a base directory whose weights
+    changed (rebuilt, re-downloaded) must not be packaged with them."""
+    from loop.state import RunStateError
+
+    base, run, _, recorded = _run_on_a_copied_base(tmp_path)
+    weights = base / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RunStateError) as e:
+        export_run(RunDir(run.path))
+    msg = str(e.value)
+    assert "is not the one run t" in msg and recorded["weights_sha256"][:12] in msg and "model.safetensors" in msg
+    assert not (run.path / "export").exists()
+    data[-1] ^= 1  # put the old weights back: the export goes through and names them
+    weights.write_bytes(bytes(data))
+    b = read_json(export_run(RunDir(run.path)) / "bundle.json")
+    assert b["base_model"]["weights_sha256"] == recorded["weights_sha256"]
+
+
+def test_resume_refuses_a_base_that_changed_before_starting_anything(tmp_path):
+    from loop import runner
+    from loop.state import RunStateError
+
+    base, run, _, _ = _run_on_a_copied_base(tmp_path)
+    run.set_status("interrupted")
+    (base / "model.safetensors").write_bytes((base / "model.safetensors").read_bytes()[:-1] + b"\0")
+    with pytest.raises(RunStateError, match="Put the old weights back"):
+        runner.resume(run.path.name, str(tmp_path / "state"), [])
+    assert read_json(run.path / "manifest.json")["status"] == "interrupted"  # untouched, lock released
+    again = RunDir(run.path)
+    again.acquire("resume")  # the refused resume released its lock (this raises if not)
+    again.release()
+
+
+def test_a_run_without_a_base_record_exports_with_a_warning(tmp_path, caplog):
+    run = make_run(tmp_path, accuracies=[0.4, 0.6], trained=[0, 1])
+    with caplog.at_level(logging.WARNING):
+        export_run(RunDir(run.path))
+    assert any("did not record its base model's digest" in r.message for r in caplog.records)
