@@ -125,8 +125,8 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
     from loop.config import load_config
     raw = run.config_raw()  # RunStateError naming the file when it is missing or damaged
     cfg = load_config(None, raw=json.loads(json.dumps(raw)))  # a copy: validation must not touch `raw`
-    base_record.check(run, cfg, "exporting it")
     choice = choose_adapter(run, round_, allow_no_gain)
+    base_record.check(run, cfg, "exporting it")  # before anything samples with the base + adapter
     problems = train_problems(run, cfg)
     heldout = heldout_problems(run)
     rates = measure_pass_rates(run, cfg, choice.path, problems, pass_rates, samples)

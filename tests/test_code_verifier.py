@@ -190,17 +190,59 @@ def test_wire_refuses_imitations():
     from verifiers import wire
 
     class Int(int):
-        pass
+        def __eq__(self, other):
+            return True
+
+        __hash__ = int.__hash__
 
     class Eq:
         def __eq__(self, other):
             return True
 
+    class Row(list):
+        pass
+
+    class Sneaky(Row):  # the override may sit anywhere between the class and the built-in
+        def __ne__(self, other):
+            return False
+
+    class FakeCounter(__import__("collections").Counter):  # only the standard library's own Counter may
+        def __eq__(self, other):
+            return True
+
     for v, suspicious in ((Int(1), True), (Eq(), True), (object(), False), ([Int(1)], True), ({}.keys(), False),
-                          (set(range(20_000)), False)):
+                          (set(range(20_000)), False), (Sneaky([1]), True), (FakeCounter(a=1), True)):
         with pytest.raises(wire.Unserialisable) as e:
             wire.encode(v)
         assert e.value.suspicious is suspicious
+
+
+def test_wire_carries_builtin_subclasses_as_their_builtin_data():
+    """defaultdict, Counter, OrderedDict, namedtuples, IntEnum/StrEnum members and plain user
+    subclasses are ordinary answers: they cross as exact built-ins holding the same data."""
+    import collections
+    import enum
+
+    from verifiers import wire
+
+    class Color(enum.IntEnum):
+        RED = 3
+
+    class Tag(str, enum.Enum):
+        A = "a"
+
+    class Row(list):
+        pass
+
+    point = collections.namedtuple("Point", "x y")
+    cases = [(collections.defaultdict(int, {"a": 2}), {"a": 2}), (collections.Counter("abb"), {"a": 1, "b": 2}),
+             (collections.OrderedDict(z=1, a=2), {"z": 1, "a": 2}), (point(1, 2), (1, 2)), (Color.RED, 3),
+             (Tag.A, "a"), (Row([1, Row([2])]), [1, [2]]), ({"k": point(3, 4)}, {"k": (3, 4)})]
+    for value, plain in cases:
+        got = wire.loads(wire.dumps(value))
+        assert got == plain and type(got) is type(plain), (value, got)
+        if isinstance(got, dict):
+            assert all(type(v) in (int, tuple) for v in got.values())
 
 
 def test_translation_of_humaneval_check():
@@ -302,3 +344,26 @@ def test_a_function_named_like_a_module_is_still_the_programs():
 
     tree = parse_tests("assert calendar(3) == 3\nassert math.floor(string(2.5)) == 2\n")
     assert free_names(tree) == {"calendar", "string"} and implicit_modules(tree) == {"math"}
+
+
+def test_wire_carries_ints_past_python_s_decimal_limit():
+    """JSON writes ints in decimal and Python refuses to print one past 4,300 digits: such an
+    answer (10 ** 5000, a big factorial) crosses as hex, and a malformed hex body is refused."""
+    from verifiers import wire
+
+    for v in (10 ** 5000, -(10 ** 5000) + 7, 2 ** wire.BIG_INT_BITS, [{"k": -3 ** 9000}]):
+        assert wire.loads(wire.dumps(v)) == v
+    for bad in ('{"x": "zz"}', '{"x": 5}', '{"x": "1_000"}', '{"x": " 1"}', '{"x": "%s"}' % ("f" * (wire.MAX_HEX + 2))):
+        with pytest.raises(wire.WireError):
+            wire.loads(bad)
+
+
+@pytest.mark.parametrize("translate", [True, False])
+def test_a_correct_answer_with_a_5000_digit_int_passes(translate):
+    tests = "def check(candidate):\n    assert candidate(5000) == 10 ** 5000\n    assert candidate(3) == 1000\n"
+    problem = Problem(family="test", category="code", difficulty=1, prompt=[Message(role="user", content="p")],
+                      reference=Reference(tests=tests, entry_point="p"))
+    right, wrong = (fenced(f"def p(n):\n    return 10 ** n{tail}") for tail in ("", " + 1"))
+    v = verifier(translate=translate)
+    assert [x.outcome for x in v.verify([problem, problem], [sample(problem, right), sample(problem, wrong, 1)])] \
+        == ["pass", "fail"]

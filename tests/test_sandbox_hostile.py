@@ -119,6 +119,22 @@ def test_results_equal_to_everything(judge, kind, translate):
 
 
 @BOTH
+def test_a_plain_builtin_subclass_is_compared_by_its_data(judge, translate):
+    """`class R(int): pass` (or an IntEnum, a namedtuple, a defaultdict) is an ordinary answer:
+    right data passes, wrong data fails, and neither is called tampering."""
+    plain = "class R(int):\n    pass\n"
+    v = VERIFIERS.build("code_tests", {"timeout_s": 3, "translate": translate})
+    s = Sample(id="s:r0:0", problem_id=PROBLEM.id, round=0, index=0,
+               text=f"```python\n{plain}def add(a, b):\n    return R(a + b)\n```", num_tokens=0, finish_reason="stop")
+    assert v.verify([PROBLEM], [s])[0].outcome == "pass"
+    wrong, _ = judge(plain + "def add(a, b):\n    return R(0)\n", translate)
+    assert wrong.evidence["status"] != "tamper"
+    # redefining comparison after the class was made is an imitation all the same
+    patched, _ = judge(plain + "R.__eq__ = lambda s, o: True\ndef add(a, b):\n    return R(0)\n", translate)
+    assert patched.evidence["status"] == "tamper"
+
+
+@BOTH
 def test_generator_and_other_non_values_are_not_compared(judge, translate):
     v, _ = judge("def add(a, b):\n    yield a + b\n", translate)
     assert v.evidence["status"] in ("unserialisable", "failed") and v.outcome == "fail"

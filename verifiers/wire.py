@@ -5,13 +5,15 @@ The verifier ships this file into the sandbox: the candidate's side encodes resu
 exact types below cross; `decode` builds them from scratch, so the trusted side never holds
 (let alone calls `__eq__` on) an object the candidate made.
 
-    None, True, False, "str"   as JSON          int      JSON integer
+    None, True, False, "str"   as JSON          int      JSON integer; past 13,000 bits {"x": hex}
     float  {"f": repr}  (nan, inf, -0.0 kept)   complex  {"c": [re, im]}
     tuple  {"t": [...]}   list [...]            dict     {"d": [[k, v], ...]}
     set    {"s": [...]}   frozenset {"fs": [...]}        bytes    {"b": hex}
     range  {"r": [start, stop, step]}
     an iterator (generator, map, filter, zip, ...)  {"it": [...]}: the items it yielded,
            rebuilt as a list iterator, so `list(f())` works and `f() == [...]` stays False
+    a subclass of one of these (defaultdict, Counter, a namedtuple, an IntEnum, ...): its
+           built-in data, as above; one that redefines __eq__/__ne__/__hash__ is refused
 """
 MAX_DEPTH = 64
 # Items of one set or dict: engineered hash collisions make building one quadratic.
@@ -36,6 +38,8 @@ _ITERATORS = tuple({type(x) for x in ((lambda: (yield))(), map(int, ()), filter(
                                       reversed(()), iter([]), iter(()), iter(""), iter("\u00e9"), iter(range(0)), iter({}),
                                       iter(set()))})
 MAX_ITEMS = 1_000_000  # items taken from one iterator
+BIG_INT_BITS = 13_000  # ~3,900 decimal digits: JSON's decimal form is used up to here
+MAX_HEX = 2_000_000  # hex digits of one int (8 million bits)
 _BUILTINS = (int, float, complex, str, bytes, list, tuple, dict, set, frozenset, bool)
 
 
@@ -58,7 +62,9 @@ def encode(v, depth=0):
     if t in _PLAIN:
         return v
     if t is int:
-        return v
+        # JSON writes ints in decimal, which Python refuses past 4,300 digits (and which is quadratic
+        # to parse); a longer int goes as hex, linear both ways
+        return v if int.bit_length(v) <= BIG_INT_BITS else {"x": int.__format__(v, "x")}
     if t is float:
         return {"f": float.__repr__(v)}
     if t is list:
@@ -88,8 +94,45 @@ def encode(v, depth=0):
                 raise Unserialisable(f"an iterator of more than {MAX_ITEMS} items", False)
             items.append(encode(x, depth + 1))
         return {"it": items}
+    base = _builtin_base(t)
+    if base is not None:
+        return encode(_base_value(v, t, base), depth)
     kind, suspicious = _describe(v)
     raise Unserialisable(kind, suspicious)
+
+
+# A subclass of a built-in (defaultdict, Counter, OrderedDict, a namedtuple, an IntEnum, a user's
+# `class Row(list)`) crosses as its built-in data, read with the built-in's own C methods, so
+# nothing of the subclass ever reaches the trusted side. One that redefines comparison or hashing
+# (`__eq__`, `__ne__`, `__hash__`) anywhere below the built-in is refused as an imitation (the
+# verdict's status says tamper) unless the class is the standard library's own Counter or
+# OrderedDict, captured here before any candidate code runs.
+_BASES = (int, float, complex, str, bytes, list, tuple, dict, set, frozenset)
+_GENUINE = tuple(__import__("collections").__dict__[n] for n in ("Counter", "OrderedDict"))
+_RAW = {int: int.__int__, float: float.__float__, complex: complex.__complex__, str: str.__str__,
+        bytes: bytes.__bytes__, list: list.copy, tuple: lambda v: tuple.__getitem__(v, slice(None)),
+        dict: lambda v: dict(dict.items(v)), set: set.copy, frozenset: frozenset.copy}
+_MRO = type.__dict__["__mro__"].__get__
+_DICT = type.__dict__["__dict__"].__get__
+
+
+def _builtin_base(t):
+    mro = _MRO(t)
+    return next((b for b in _BASES if b in mro), None)
+
+
+def _base_value(v, t, base):
+    mro = _MRO(t)
+    for c in mro[:mro.index(base)]:
+        if c not in _GENUINE and any(n in _DICT(c) for n in ("__eq__", "__ne__", "__hash__")):
+            raise Unserialisable(*_describe(v))
+    try:
+        raw = _RAW[base](v)
+    except Exception:  # noqa: BLE001 - whatever it is, it is not that built-in's data
+        raise Unserialisable(*_describe(v)) from None
+    if type(raw) is not base:
+        raise Unserialisable(*_describe(v))
+    return raw
 
 
 def dumps(v):
@@ -127,6 +170,10 @@ def decode(tree, depth=0):
             return complex(_float(re_), _float(im))
         if tag == "b":
             return bytes.fromhex(body)
+        if tag == "x":
+            if type(body) is not str or len(body) > MAX_HEX + 1 or not body.lstrip("-").isalnum():
+                raise WireError("an int in hex is a string of at most %d hex digits" % MAX_HEX)
+            return int(body, 16)
         if type(body) is not list:
             raise WireError(f"tag {tag!r} needs a list")
         if tag in ("s", "fs", "d") and len(body) > MAX_HASHED:
