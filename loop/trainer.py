@@ -106,7 +106,11 @@ class TrainerWorker:
                              callbacks=trainer_callbacks())
         tokens = _real_tokens(trainer.train_dataset)
         padding = _padding_share(trainer)
+        from loop import packed_attention
+
+        calls = dict(packed_attention.CALLS)
         result = trainer.train()
+        served = {k: packed_attention.CALLS[k] - calls[k] for k in ("varlen", "segments")}
         model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
         shutil.rmtree(os.path.join(out_dir, "_trainer"), ignore_errors=True)
@@ -122,6 +126,8 @@ class TrainerWorker:
             "tokens_per_s": tokens["tokens"] * tr["epochs"] / max(result.metrics.get("train_runtime") or 0, 1e-9),
             "packing": tr["packing"], "group_by_length": bool(tr.get("group_by_length")), "padding_share": padding,
             "tokens_per_micro_batch": tr["batch_size"] * tr["max_seq_len"] if tr["packing"] else None,
+            # which kernel served the packed rows' attention (varlen on a CUDA GPU in bf16/fp16)
+            "packed_attention": (max(served, key=served.get) if any(served.values()) else None) if tr["packing"] else None,
         }
         del trainer, model
         if self.cuda:

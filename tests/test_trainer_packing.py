@@ -68,6 +68,7 @@ def test_packed_qlora_training_counts_real_tokens(tmp_path):
     assert m["tokens"] >= sum(len(p.reference.chain) for p in problems)
     assert 0 < m["loss_tokens"] < m["tokens"]
     assert m["last_loss"] < m["first_loss"]
+    assert m["packed_attention"] == "segments"  # the CPU's kernel (varlen serves CUDA in bf16/fp16)
     # 24 chains of ~60-90 tokens packed into rows of 256: far fewer steps than 24 / 2 per epoch.
     assert m["steps"] < 24 // 2 * 2
 
