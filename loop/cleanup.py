@@ -71,8 +71,6 @@ def unlink_segments(names: set[str]) -> list[str]:
 def reap(pids: set[int], timeout: float = 15.0) -> list[int]:
     """Wait up to `timeout` s for these processes to exit, then SIGKILL the ones left (an
     engine worker orphaned by its parent's shutdown can linger); returns the killed pids."""
-    import os
-    import signal
     import time
 
     def alive(pid: int) -> bool:
@@ -84,14 +82,21 @@ def reap(pids: set[int], timeout: float = 15.0) -> list[int]:
     deadline = time.time() + timeout
     while time.time() < deadline and any(alive(p) for p in pids):
         time.sleep(0.2)
+    return kill([p for p in pids if alive(p)])
+
+
+def kill(pids) -> list[int]:
+    """SIGKILL each; returns the pids that were signalled."""
+    import os
+    import signal
+
     killed = []
     for pid in pids:
-        if alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-            except OSError:
-                pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except OSError:
+            pass
     return killed
 
 
@@ -129,14 +134,4 @@ def orphaned_ray_agents() -> list[int]:
 
 def sweep_orphaned_ray_agents() -> list[int]:
     """Kill the orphaned Ray agents; returns their pids."""
-    import os
-    import signal
-
-    killed = []
-    for pid in orphaned_ray_agents():
-        try:
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-        except OSError:
-            pass
-    return killed
+    return kill(orphaned_ray_agents())
