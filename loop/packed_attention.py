@@ -24,6 +24,7 @@ batches) the attention falls back to transformers' SDPA with the mask it is give
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 
@@ -85,8 +86,10 @@ def _warn_segments_on_gpu(query) -> None:
     global _warned
     if not _warned and query.is_cuda:
         _warned = True
+        why = _why_not_varlen(query)
         log.warning("packed rows use per-sequence SDPA on the GPU (%s); on an H200 that trained at 0.35x the "
-                    "tokens/s of the varlen kernel: use quantization.compute_dtype bfloat16", _why_not_varlen(query))
+                    "tokens/s of the varlen kernel%s", why,
+                    ": set quantization.compute_dtype to bfloat16" if why and why.startswith("compute dtype") else "")
 
 
 def _varlen(query, key, value, bounds: list[int], cache: dict, scaling):
@@ -102,13 +105,17 @@ def _varlen(query, key, value, bounds: list[int], cache: dict, scaling):
         cu = cache[query.device] = torch.tensor(bounds, dtype=torch.int32, device=query.device)
     longest = max(e - s for s, e in zip(bounds[:-1], bounds[1:]))
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, heads, dim]
+    causal, takes_scale = _signature(fn)
+    return fn(q, k, v, cu, cu, longest, longest, **causal, **({"scale": scaling} if takes_scale else {}))
+
+
+@functools.lru_cache(maxsize=4)
+def _signature(fn) -> tuple[dict, bool]:
+    """How this torch's varlen_attn is told "causal": `is_causal=True` in its first form, a (-1, 0)
+    window in later ones (torch 2.11 on the H200, 2.13 here); and whether it takes `scale`."""
     params = inspect.signature(fn).parameters
-    kw = {"scale": scaling} if "scale" in params else {}
-    if "is_causal" in params:  # torch <= 2.12
-        kw["is_causal"] = True
-    else:  # torch >= 2.13: causal is a (-1, 0) window
-        kw["window_size"] = (-1, 0)
-    return fn(q, k, v, cu, cu, longest, longest, **kw)
+    causal = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
+    return causal, "scale" in params
 
 
 def segment_sdpa_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,

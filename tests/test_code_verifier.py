@@ -210,8 +210,21 @@ def test_wire_refuses_imitations():
         def __eq__(self, other):
             return True
 
+    class Meta(type):  # a metaclass whose == says "I am str" to any `in` test
+        def __eq__(cls, other):
+            return True
+
+        __hash__ = type.__hash__
+
+    class MetaStr(str, metaclass=Meta):
+        def __eq__(self, other):
+            return True
+
+        __hash__ = str.__hash__
+
     for v, suspicious in ((Int(1), True), (Eq(), True), (object(), False), ([Int(1)], True), ({}.keys(), False),
-                          (set(range(20_000)), False), (Sneaky([1]), True), (FakeCounter(a=1), True)):
+                          (set(range(20_000)), False), (Sneaky([1]), True), (FakeCounter(a=1), True),
+                          (MetaStr("x"), True)):
         with pytest.raises(wire.Unserialisable) as e:
             wire.encode(v)
         assert e.value.suspicious is suspicious

@@ -54,12 +54,17 @@ def _describe(v):
     return name, eq is not object.__eq__ and eq is not None and type(eq).__name__ == "function"
 
 
+def _one_of(t, types):
+    """`t in types` by identity: `in` would call the == of the program's metaclass."""
+    return any(t is x for x in types)
+
+
 def encode(v, depth=0):
     """A JSON-ready tree for `v`; Unserialisable for anything but exact built-ins."""
     t = type(v)
     if depth > MAX_DEPTH:
         raise Unserialisable(f"a value nested deeper than {MAX_DEPTH}", False)
-    if t in _PLAIN:
+    if _one_of(t, _PLAIN):
         return v
     if t is int:
         # JSON writes ints in decimal, which Python refuses past 4,300 digits (and which is quadratic
@@ -71,7 +76,7 @@ def encode(v, depth=0):
         return [encode(x, depth + 1) for x in list.copy(v)]
     if t is tuple:
         return {"t": [encode(x, depth + 1) for x in v]}
-    if t in (dict, set, frozenset) and len(v) > MAX_HASHED:
+    if (t is dict or t is set or t is frozenset) and len(v) > MAX_HASHED:
         raise Unserialisable(f"a {t.__name__} of more than {MAX_HASHED} items", False)
     if t is dict:
         return {"d": [[encode(k, depth + 1), encode(x, depth + 1)] for k, x in dict.items(v)]}
@@ -87,7 +92,7 @@ def encode(v, depth=0):
         if len(range(0, v.stop - v.start, v.step)) > MAX_ITEMS:  # len(v) overflows past sys.maxsize
             raise Unserialisable(f"a range of more than {MAX_ITEMS} items", False)
         return {"r": [v.start, v.stop, v.step]}
-    if t in _ITERATORS:
+    if _one_of(t, _ITERATORS):
         items = []
         for x in v:  # the program's own code may run here; this side is the program's
             if len(items) >= MAX_ITEMS:
@@ -117,14 +122,15 @@ _DICT = type.__dict__["__dict__"].__get__
 
 
 def _builtin_base(t):
-    mro = _MRO(t)
-    return next((b for b in _BASES if b in mro), None)
+    mro = _MRO(t)  # compared by identity: a metaclass's __eq__ is the program's code
+    return next((b for b in _BASES if any(c is b for c in mro)), None)
 
 
 def _base_value(v, t, base):
-    mro = _MRO(t)
-    for c in mro[:mro.index(base)]:
-        if c not in _GENUINE and any(n in _DICT(c) for n in ("__eq__", "__ne__", "__hash__")):
+    for c in _MRO(t):
+        if c is base:
+            break
+        if not any(c is g for g in _GENUINE) and any(n in _DICT(c) for n in ("__eq__", "__ne__", "__hash__")):
             raise Unserialisable(*_describe(v))
     try:
         raw = _RAW[base](v)
