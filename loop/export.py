@@ -78,18 +78,19 @@ def _verifiers(cfg) -> list[dict[str, Any]]:
     return out
 
 
-def _base_model(cfg, out: Path, final: Path) -> tuple[dict[str, Any], Path | None]:
+def _base_model(cfg, out: Path, final: Path, digest: str | None) -> tuple[dict[str, Any], Path | None]:
     """How the bundle names its base: copied in (the embedded model), a local directory
-    (relative to the bundle), or a hub id. Returns (record, directory to read files from)."""
+    (relative to the bundle), or a hub id. Returns (record, directory to read files from).
+    digest: the base's weights digest when already computed (the check against the run's record)."""
     given = cfg.model.path
     src = Path(cfg.model.resolved_path())
     if given.startswith(BUILTIN_PREFIX):
         # The embedded model is whatever this checkout ships now; its digest says which one was packaged.
         shutil.copytree(src, out / "base", copy_function=_copy)
-        return {"path": "base", "configured": given, "copied": True, "weights_sha256": weights_digest(src)}, src
+        return {"path": "base", "configured": given, "copied": True, "weights_sha256": digest or weights_digest(src)}, src
     if src.is_dir():
         return {"path": os.path.relpath(src.resolve(), final.resolve()), "copied": False,
-                "weights_sha256": weights_digest(src)}, src
+                "weights_sha256": digest or weights_digest(src)}, src
     return {"path": given, "configured": given, "copied": False, "hub_id": True}, None
 
 
@@ -126,7 +127,7 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
     raw = run.config_raw()  # RunStateError naming the file when it is missing or damaged
     cfg = load_config(None, raw=json.loads(json.dumps(raw)))  # a copy: validation must not touch `raw`
     choice = choose_adapter(run, round_, allow_no_gain)
-    base_record.check(run, cfg, "exporting it")  # before anything samples with the base + adapter
+    base_now = base_record.check(run, cfg, "exporting it")  # before anything samples with the base + adapter
     problems = train_problems(run, cfg)
     heldout = heldout_problems(run)
     rates = measure_pass_rates(run, cfg, choice.path, problems, pass_rates, samples)
@@ -147,7 +148,7 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
                 f"{choice.round}'s adapter ({', '.join(f'{v} {k}' for k, v in left_out.items())}); an RL group "
                 f"learns nothing from those. Pass rates from {rates.detail}; saved to {keep}. Try --samples N "
                 f"(more completions per problem) or --pass-rates measure")
-        base, base_dir = _base_model(cfg, out, final)
+        base, base_dir = _base_model(cfg, out, final, base_now and base_now["weights_sha256"])
         files = _write_adapter(choice, base_dir, base["path"], out)
         write_jsonl(out / "train.jsonl", pool)
         write_jsonl(out / "val.jsonl", val)
