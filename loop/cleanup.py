@@ -11,10 +11,15 @@ vLLM's engine talks to its workers through POSIX shared memory (`/dev/shm/psm_*`
 shutdown unlinks most segments, but a worker stopped mid-shutdown leaves its own behind
 (160-240 MiB apparent size each). The sampler records the segments its engine's process
 tree maps before closing it, and unlinks whatever is still there afterwards: names are
-random per engine, so nothing of another process is touched.
+random per engine, so nothing of another process is touched. A driver killed with SIGKILL
+closes nothing, so the names are also written down when the engines start
+(`<state_dir>/.engine-shm/<driver pid>.json`, `record_segments`) and the next start unlinks
+those of a dead driver that no live process maps (`sweep_recorded_segments`).
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 SHM = Path("/dev/shm")
@@ -87,7 +92,6 @@ def reap(pids: set[int], timeout: float = 15.0) -> list[int]:
 
 def kill(pids) -> list[int]:
     """SIGKILL each; returns the pids that were signalled."""
-    import os
     import signal
 
     killed = []
@@ -112,8 +116,6 @@ def _cmdline(pid: int) -> str:
 
 def orphaned_ray_agents() -> list[int]:
     """Ray agent processes of this user whose parent is not a raylet (their run was killed)."""
-    import os
-
     uid = os.getuid()
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -135,3 +137,56 @@ def orphaned_ray_agents() -> list[int]:
 def sweep_orphaned_ray_agents() -> list[int]:
     """Kill the orphaned Ray agents; returns their pids."""
     return kill(orphaned_ray_agents())
+
+
+def mapped_segments() -> set[str]:
+    """/dev/shm/psm_* names that some live process maps now."""
+    return shm_segments({int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()})
+
+
+def record_segments(directory: Path, names) -> None:
+    """Add `names` to this driver's record (written whole, atomically)."""
+    from loop.state import atomic_write_text
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{os.getpid()}.json"
+    try:
+        old = set(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        old = set()
+    atomic_write_text(path, json.dumps(sorted(old | set(names))))
+
+
+def forget_segments(directory: Path) -> None:
+    """This driver closed its engines itself: nothing of its record is left to sweep."""
+    (directory / f"{os.getpid()}.json").unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def sweep_recorded_segments(directory: Path) -> list[str]:
+    """Unlink the recorded segments of drivers that are gone and that no live process maps;
+    returns their names. A live driver's record is left alone."""
+    removed: list[str] = []
+    if not directory.is_dir():
+        return removed
+    live = None
+    for path in directory.glob("*.json"):
+        if not path.stem.isdigit() or _alive(int(path.stem)):
+            continue
+        try:
+            names = {n for n in json.loads(path.read_text()) if isinstance(n, str)}
+        except (OSError, ValueError, TypeError):
+            names = set()
+        live = mapped_segments() if live is None else live
+        removed += unlink_segments(names - live)
+        path.unlink(missing_ok=True)
+    return removed

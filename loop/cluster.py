@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from loop.cleanup import sweep_orphaned_ray_agents
+from loop.cleanup import forget_segments, record_segments, sweep_orphaned_ray_agents, sweep_recorded_segments
 from loop.config import ROOT, Config, ConfigError
 from loop.placement import check_fits, local_resources, sampler_options, trainer_options, verify_options
 from loop.progress import progress
@@ -51,6 +51,7 @@ class Cluster:
 
         self.cfg = cfg
         c = cfg.cluster
+        self.shm_record = Path(cfg.run.state_dir) / ".engine-shm"  # this driver's engines' /dev/shm names
         threads = os.cpu_count() or 2
         if not ray.is_initialized():
             if c.address:
@@ -66,6 +67,10 @@ class Cluster:
                 if swept:
                     log.info("removed %d Ray agent process(es) left behind by a killed run (pids %s)",
                              len(swept), ", ".join(map(str, swept)))
+                segments = sweep_recorded_segments(self.shm_record)
+                if segments:
+                    log.info("removed %d /dev/shm segment(s) left behind by a killed run's vLLM engine",
+                             len(segments))
                 ray.init(address="local", num_cpus=cpus, resources=local_resources(cfg), include_dashboard=False,
                          log_to_driver=True, runtime_env={"env_vars": _env_vars(threads)})
         self.ray = ray
@@ -230,6 +235,9 @@ class Cluster:
         """Workers started (where) and died (what was lost, what was done about it)."""
         if role == "sampler" and kind == "started":
             self.engine_builds += 1
+            names = info.pop("shm", None)
+            if names:
+                record_segments(self.shm_record, names)
         if self.run is None:
             return
         entry = {"role": role, "stage": self._stage(), "time": round(time.time(), 3), **info}
@@ -307,6 +315,7 @@ class Cluster:
         """In order: engines, trainer, then a local Ray and its session directory."""
         try:
             self._stop_samplers()
+            forget_segments(self.shm_record)
             if self.trainer is not None:
                 self.ray.kill(self.trainer)
             self.trainer = None

