@@ -162,25 +162,17 @@ def forget_segments(directory: Path) -> None:
     (directory / f"{os.getpid()}.json").unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def sweep_recorded_segments(directory: Path) -> list[str]:
     """Unlink the recorded segments of drivers that are gone and that no live process maps;
     returns their names. A live driver's record is left alone."""
+    from loop.state import pid_alive
+
     removed: list[str] = []
     if not directory.is_dir():
         return removed
     live = None
     for path in directory.glob("*.json"):
-        if not path.stem.isdigit() or _alive(int(path.stem)):
+        if not path.stem.isdigit() or pid_alive(int(path.stem)):
             continue
         try:
             names = {n for n in json.loads(path.read_text()) if isinstance(n, str)}

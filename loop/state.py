@@ -116,7 +116,7 @@ LOCK = ".lock"
 MANIFEST_KEYS = {"run_id": str, "status": str, "rounds_completed": int, "done": list}
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -175,7 +175,7 @@ class RunLock:
         except BlockingIOError:
             os.close(fd)
             h = self.holder()
-            gone = h.get("host") == socket.gethostname() and isinstance(h.get("pid"), int) and not _pid_alive(h["pid"])
+            gone = h.get("host") == socket.gethostname() and isinstance(h.get("pid"), int) and not pid_alive(h["pid"])
             who = f"pid {h.get('pid', '?')} on host {h.get('host', '?')} ({h.get('command', '?')}, since " \
                   f"{time.strftime('%H:%M:%S', time.localtime(h['since'])) if isinstance(h.get('since'), (int, float)) else '?'})"
             extra = (" That process is gone, but a child of it still holds the lock; stop it first."
@@ -186,7 +186,7 @@ class RunLock:
             # No flock on this filesystem: fall back to the recorded pid.
             h = self.holder()
             if h.get("host") == socket.gethostname() and isinstance(h.get("pid"), int) \
-                    and h["pid"] != os.getpid() and _pid_alive(h["pid"]):
+                    and h["pid"] != os.getpid() and pid_alive(h["pid"]):
                 os.close(fd)
                 raise RunStateError(f"run {self.path.parent} is in use by pid {h['pid']} on host {h['host']}; "
                                     "wait for it to finish or stop it, then try again") from None
@@ -218,7 +218,7 @@ class RunLock:
             return True
         except OSError:
             h = self.holder()
-            return isinstance(h.get("pid"), int) and _pid_alive(h["pid"])
+            return isinstance(h.get("pid"), int) and pid_alive(h["pid"])
         finally:
             os.close(fd)
 
