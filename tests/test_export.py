@@ -309,3 +309,12 @@ def test_a_run_without_a_base_record_exports_with_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         export_run(RunDir(run.path))
     assert any("did not record its base model's digest" in r.message for r in caplog.records)
+
+
+def test_a_damaged_base_record_is_named_with_the_way_out(tmp_path):
+    from loop.state import RunStateError
+
+    _, run, _, _ = _run_on_a_copied_base(tmp_path)
+    (run.path / "base.json").write_text("{not json")
+    with pytest.raises(RunStateError, match=r"base\.json is damaged .*delete it to skip this check"):
+        export_run(RunDir(run.path))
