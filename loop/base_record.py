@@ -23,10 +23,15 @@ RECORD = "base.json"
 log = logging.getLogger(__name__)
 
 
+def weight_files(d: Path) -> list[Path]:
+    """The directory's *.safetensors files (else its *.bin ones), in name order."""
+    return sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin"))
+
+
 def weights_digest(d: Path) -> str:
-    """sha256 over the directory's *.safetensors (else *.bin) files' bytes, in name order."""
+    """sha256 over the weight files' bytes, in name order."""
     h = hashlib.sha256()
-    for f in sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin")):
+    for f in weight_files(d):
         with f.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
@@ -38,8 +43,8 @@ def fingerprint(cfg) -> dict[str, Any]:
     src = Path(cfg.model.resolved_path()).expanduser()
     if not src.is_dir():
         return {"configured": given, "weights_sha256": None}
-    files = sorted(p.name for p in src.glob("*.safetensors")) or sorted(p.name for p in src.glob("*.bin"))
-    return {"configured": given, "resolved": str(src.resolve()), "files": files, "weights_sha256": weights_digest(src)}
+    return {"configured": given, "resolved": str(src.resolve()), "files": [f.name for f in weight_files(src)],
+            "weights_sha256": weights_digest(src)}
 
 
 def record(run: RunDir, cfg) -> dict[str, Any]:

@@ -71,6 +71,7 @@ class SamplerWorker:
             kwargs["enable_sleep_mode"] = sleep_mode
         self.llm = LLM(**kwargs)
         self.model_path = model_path
+        self._count_tokens = None  # messages -> prompt tokens (loop.preflight.token_counter), made on first use
         self.adapters: dict[str, Any] = {}  # name -> LoRARequest (lora mode) or adapter directory (merged mode)
         self._adapter_root: str | None = None
         self._merged_dirs: dict[str, str] = {}  # adapter name -> merged checkpoint (the newest few are kept)
@@ -85,9 +86,8 @@ class SamplerWorker:
 
     def where(self) -> dict:
         """Where this replica runs (node, pid, the code it imported) and its engine build time."""
-        from loop.placement import node_info
-
         from loop.cleanup import process_tree, shm_segments
+        from loop.placement import node_info
 
         return {**node_info(), "build_seconds": round(self.build_seconds, 2),
                 "adapters_served": "merged" if self.merged else "lora",
@@ -215,9 +215,11 @@ class SamplerWorker:
 
     def _too_long(self, prompts: list[list[dict]]) -> dict[int, int]:
         """index -> token count of the prompts that leave no room for one generated token."""
-        from loop.preflight import token_counter
+        if self._count_tokens is None:  # the tokenizer is loaded once per replica, not per call
+            from loop.preflight import token_counter
 
-        count = token_counter(Path(self.model_path))
+            self._count_tokens = token_counter(Path(self.model_path))
+        count = self._count_tokens
         return {i: n for i, n in ((i, count(p)) for i, p in enumerate(prompts)) if n >= self.max_model_len}
 
     def next_token_logprobs(self, prefixes: list[list[int]], k: int, adapter: str | None) -> list[dict[int, float]]:

@@ -21,11 +21,9 @@ import math
 import operator
 import sys
 from dataclasses import dataclass, field
-
-from verifiers import pyast
 from typing import Any
 
-from verifiers import wire
+from verifiers import pyast, wire
 
 MAX_SIZE = 1_000_000  # elements a sequence operation here may produce
 MAX_HASHED = 10_000   # items of a set or dict built here (as verifiers.wire allows)
