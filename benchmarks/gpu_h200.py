@@ -15,7 +15,8 @@ ratio's two sides are measured in the same process, same data, one after the oth
   `torch.cuda.max_memory_allocated` from before the model load; both sides are warmed up first.
   The levers are rungs (RUNGS), each one change from a parent rung: the chain textbook ->
   TRL's fused head -> no fp32 upcast -> packing (per-sequence SDPA) -> packing (varlen flash) ->
-  20k-token micro-batches is the config as shipped, and alternatives hang off it. Each rung's
+  20k-token micro-batches -> one-addmm LoRA forward -> Liger's RMSNorm/SwiGLU/RoPE kernels is the
+  config as shipped on a GPU with liger-kernel, and alternatives hang off it. Each rung's
   ratio over its parent and the textbook is reported, with the GPU's busy share (nvidia-smi).
   The headline ratios use the rung whose settings are the config's (`loop_config_rung`).
 - sampler: the loop's sampler stage (`Cluster.generate`: Ray actor, chunks, progress bar)
@@ -277,6 +278,10 @@ RUNGS = [
                                                                          "grad_accum": 4}, {}, "varlen"),
     ("token_budget_2x", "packing_varlen", {"prepare_for_kbit": False}, {"packing": True, "batch_size": 8,
                                                                         "grad_accum": 2}, {}, "varlen"),
+    ("fused_lora", "token_budget_2x", {"prepare_for_kbit": False},
+     {"packing": True, "batch_size": 8, "grad_accum": 2, "fused_lora": True}, {}, "varlen"),
+    ("liger_kernels", "fused_lora", {"prepare_for_kbit": False},
+     {"packing": True, "batch_size": 8, "grad_accum": 2, "fused_lora": True, "fused_kernels": "liger"}, {}, "varlen"),
     # alternatives, each one change from its parent
     ("group_by_length", "no_fp32_upcast", {"prepare_for_kbit": False},
      {"packing": False, "batch_size": 4, "grad_accum": 4, "group_by_length": True}, {}, None),
@@ -289,9 +294,14 @@ RUNGS = [
 ]
 
 
+# Levers added after the chain above was first measured: off unless a rung turns them on, so each
+# older rung still measures what it always did.
+LATER_LEVERS_OFF = {"fused_lora": False, "fused_kernels": "off"}
+
+
 def _rung_settings(rung, quant: dict, tr: dict, lora: dict) -> tuple[dict, dict, dict]:
     _, _, q, t, lo, _ = rung
-    return {**quant, **q}, {**tr, **t}, {**lora, **lo}
+    return {**quant, **q}, {**tr, **LATER_LEVERS_OFF, **t}, {**lora, **lo}
 
 
 def shipped_rung(quant: dict, tr: dict, lora: dict) -> str | None:
@@ -364,10 +374,94 @@ def varlen_parity() -> dict:
             "max_abs_grad_diff": float((gs - gv).abs().max()), "grad_scale": float(gs.abs().max())}
 
 
+def kernel_parity() -> dict:
+    """The fused LoRA forward and Liger's kernels against PEFT's and transformers' own modules on
+    a small bf16 Qwen3 with a random LoRA (B != 0), under bf16 autocast as the trainer runs:
+    logits and the LoRA gradients (CUDA only)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from loop import fused_kernels, fused_lora
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA"}
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=512, hidden_size=256, intermediate_size=704, num_hidden_layers=2,
+                      num_attention_heads=8, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True)
+    ids = torch.randint(0, 512, (2, 300), device="cuda")
+
+    def run(fused: bool, liger: bool):
+        torch.manual_seed(0)
+        base = Qwen3ForCausalLM(cfg).to("cuda", torch.bfloat16)
+        with fused_kernels.applied(base, "liger" if liger else "off", cuda=True):
+            torch.manual_seed(1)
+            model = get_peft_model(base, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
+                                                    init_lora_weights=False))
+            if fused:
+                fused_lora.install(model)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(input_ids=ids).logits.float()
+            logits.square().mean().backward()
+            grads = torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad])
+        return logits.detach(), grads
+
+    want, want_g = run(False, False)
+    out = {"logit_scale": float(want.abs().max()), "grad_scale": float(want_g.abs().max())}
+    for name, fused, liger in (("fused_lora", True, False), ("fused_lora+liger", True, True)):
+        try:
+            got, got_g = run(fused, liger)
+        except Exception as e:  # noqa: BLE001 - a kernel that cannot run here is a result
+            out[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            continue
+        out[name] = {"max_abs_logit_diff": float((got - want).abs().max()),
+                     "max_abs_grad_diff": float((got_g - want_g).abs().max())}
+    return out
+
+
+def profile_training(a, name: str, q: dict, t: dict, lo: dict, examples: list[dict]) -> dict:
+    """One short training of a rung under torch.profiler: where the GPU's time goes, by kernel
+    family, and the top kernels (text table written next to the part's JSON)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from loop.trainer import TrainerWorker
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        m = TrainerWorker(a.model, q, lo, t).train(examples, str(Path(a.workdir) / f"adapter-prof-{name}"), None, seed=1)
+    families = {"attention": ("flash", "fmha", "attention"), "bnb_dequant": ("dequant",),
+                "liger": ("rms_norm", "swiglu", "silu_mul", "_rope"),
+                "loss_head": ("log_softmax", "logprob", "entropy", "cross_entropy"),
+                "gemm": ("gemm", "cutlass", "xmma", "nvjet", "sm90_", "cublas"),
+                "elementwise": ("elementwise", "vectorized", "unrolled"), "reduce": ("reduce",),
+                "copy": ("copy", "memcpy", "memset", "cat")}
+    spent = {k: 0.0 for k in [*families, "other"]}
+    kernels = []
+    for e in prof.key_averages():
+        us = getattr(e, "self_device_time_total", None)
+        if us is None:
+            us = getattr(e, "self_cuda_time_total", 0.0)
+        if not us or e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        key = e.key.lower()
+        fam = next((f for f, words in families.items() if any(w in key for w in words)), "other")
+        spent[fam] += us / 1e6
+        kernels.append((us / 1e6, e.count, e.key[:110]))
+    kernels.sort(reverse=True)
+    total = sum(spent.values())
+    lines = [f"{name}: {total:.2f} s of GPU kernels in {m.get('train_seconds')} s of training "
+             f"({len(examples)} chains)", ""] + [f"{s:8.3f} s {c:7d}x  {k}" for s, c, k in kernels[:40]]
+    (Path(a.part_dir or a.workdir) / f"profile-{name}.txt").write_text("\n".join(lines) + "\n")
+    return {"kernel_seconds": round(total, 3), "train_seconds": m.get("train_seconds"),
+            "tokens": m.get("tokens"), "by_family_s": {k: round(v, 3) for k, v in spent.items()},
+            "by_family_share": {k: round(v / total, 3) for k, v in spent.items()} if total else {},
+            "lora_calls": m.get("lora_calls"), "fused_kernels": m.get("fused_kernels")}
+
+
 def part_trainer(a) -> dict:
     from transformers import AutoTokenizer
 
-    from loop import packed_attention
+    from loop import fused_kernels, packed_attention
     from loop.config import load_config
     from loop.trainer import TrainerWorker
 
@@ -382,6 +476,8 @@ def part_trainer(a) -> dict:
     if _cuda():
         res["varlen_parity"] = varlen_parity()
         log.info("varlen parity: %s", res["varlen_parity"])
+        res["kernel_parity"] = kernel_parity()
+        log.info("kernel parity: %s", res["kernel_parity"])
     # Warm-up (untimed): CUDA libraries, cuBLAS handles and bitsandbytes kernels load on first use;
     # without it the first measured recipe pays for them.
     textbook_qlora(a.model, lora, examples[:8], TEXTBOOK_BATCH, tr["learning_rate"], seed=1)
@@ -392,8 +488,11 @@ def part_trainer(a) -> dict:
     Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))  # what is measured survives a timeout
     keep = ("tokens", "loss_tokens", "tokens_per_s", "peak_gib", "steps", "train_seconds", "seconds", "first_loss",
             "last_loss", "tokens_per_micro_batch", "padding_share")
-    own = shipped_rung(quant, tr, lora)
+    # the config's `auto` kernels as they resolve on this machine (Liger where it can run)
+    tr_here = {**tr, "fused_kernels": fused_kernels.resolve(tr["fused_kernels"], _cuda())}
+    own = shipped_rung(quant, tr_here, lora)
     res["loop_config_rung"] = own
+    res["fused_kernels_here"] = tr_here["fused_kernels"]
     # Warm-up of the loop's trainer too (untimed): TRL's first run in a process pays one-time costs
     # (on the H200 the same rung ran at 7,373 tokens/s when timed first in its process, 9,607 when timed later).
     TrainerWorker(a.model, quant, lora, tr).train(examples[:8], str(Path(a.workdir) / "adapter-warmup"), None, seed=1)
@@ -427,6 +526,20 @@ def part_trainer(a) -> dict:
         if name == own:
             res["adapter"] = str(out)
         res.update(trainer_ratios(res))
+        Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))
+        _free_memory()
+    for name in [n for n in a.profile.split(",") if n]:
+        rung = next(r for r in RUNGS if r[0] == name)
+        q, t, lo = _rung_settings(rung, quant, tr, lora)
+        packed_attention.BACKEND = rung[5] or "auto"
+        try:
+            res.setdefault("profiles", {})[name] = profile_training(a, name, q, t, lo, examples[:a.profile_examples])
+        except Exception as e:  # noqa: BLE001
+            res.setdefault("profiles", {})[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            log.exception("profile of %s failed", name)
+        finally:
+            packed_attention.BACKEND = "auto"
+        log.info("profile %s: %s", name, res["profiles"][name])
         Path(a.part_out).write_text(json.dumps(res, indent=2, default=str))
         _free_memory()
     return res
@@ -792,6 +905,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--part-dir", default=None, help="where each part writes its JSON (default: --workdir)")
     ap.add_argument("--ladder-forward", action="store_true", help="trainer: run the rungs in their listed order")
     ap.add_argument("--rungs", default="", help="trainer: only these rungs (comma-separated; the shipped one always)")
+    ap.add_argument("--profile", default="", help="trainer: then profile these rungs (comma-separated) on a few chains")
+    ap.add_argument("--profile-examples", type=int, default=48, help="trainer: chains per profiled training")
     ap.add_argument("--with-loop", action="store_true", help="sampler part: then run the loop part on its engine")
     ap.add_argument("--stall-dump", type=float, default=240, help="seconds of engine start before stacks are dumped")
     ap.add_argument("--dump-stacks", action="store_true", help="SIGUSR1 stalled engine cores (faulthandler must be registered)")

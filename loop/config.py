@@ -135,6 +135,11 @@ class TrainingCfg(Section):
                                                      "LengthGroupedSampler): less padding when lengths spread widely")
     replay_rounds: int = Field(1, ge=0, description="also train on accepted chains of this many previous rounds")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    fused_lora: bool = Field(True, description="each LoRA linear adds its product to the base output in one addmm "
+                                               "(loop/fused_lora.py; PEFT's own forward for DoRA, several adapters, ...)")
+    fused_kernels: Literal["auto", "liger", "off"] = Field(
+        "auto", description="Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (loop/fused_kernels.py): auto = on a "
+                            "CUDA device with liger-kernel installed (the gpu extra); liger = required; off = never")
 
 
 class LoopCfg(Section):

@@ -228,6 +228,9 @@ def check_run_files(run: "RunDir", problems: list[str]) -> None:
 def check_devices(cfg: Config, problems: list[str]) -> None:
     c = cfg.cluster
     wants_gpu = c.sampler.num_gpus > 0 or c.trainer_num_gpus > 0 or cfg.training.device == "cuda"
+    if cfg.training.fused_kernels == "liger" and cfg.training.device == "cpu":
+        problems.append("training.fused_kernels: 'liger' needs a CUDA device but training.device is 'cpu'; set "
+                        "fused_kernels to 'auto' or 'off'")
     if not wants_gpu or c.address:
         return  # a remote cluster's GPUs are not visible from here
     # No torch import here (tens of seconds on a busy CPU): an NVIDIA driver shows up in /proc and /dev.
@@ -238,6 +241,14 @@ def check_devices(cfg: Config, problems: list[str]) -> None:
                                   ("training.device", cfg.training.device == "cuda")) if on]
         problems.append(f"{', '.join(fields)}: a GPU is asked for but this machine has no NVIDIA driver/device; set "
                         "them to 0 / auto to run on the CPU, or run on a machine with a GPU")
+        return
+    if cfg.training.fused_kernels == "liger":
+        from loop.fused_kernels import why_not
+
+        reason = why_not(cuda=True)
+        if reason:
+            problems.append(f"training.fused_kernels: 'liger' but {reason}; or set it to 'auto' (Liger where it can "
+                            "run) or 'off'")
 
 
 def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TIMEOUT_S) -> None:

@@ -23,6 +23,8 @@ import shutil
 import time
 from typing import Any
 
+from loop import fused_kernels, fused_lora
+
 log = logging.getLogger(__name__)
 
 
@@ -70,17 +72,28 @@ class TrainerWorker:
     def train(self, examples: list[dict], out_dir: str, init_adapter: str | None, seed: int) -> dict:
         """examples: [{"prompt": [messages], "completion": [assistant message]}]. Returns metrics."""
         import torch
-        from datasets import Dataset
-        from peft import LoraConfig, PeftModel, get_peft_model
-        from trl import SFTConfig, SFTTrainer
         from transformers import AutoTokenizer
 
         t0 = time.time()
-        tr = self.training
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         tok = AutoTokenizer.from_pretrained(self.model_path)
         model = self._load_base()
+        with fused_kernels.applied(model, self.training["fused_kernels"], self.cuda) as kernels:
+            metrics = self._train(model, tok, examples, out_dir, init_adapter, seed)
+        metrics.update(fused_kernels=kernels, seconds=time.time() - t0)
+        del model
+        if self.cuda:
+            torch.cuda.empty_cache()
+        return metrics
+
+    def _train(self, model, tok, examples: list[dict], out_dir: str, init_adapter: str | None, seed: int) -> dict:
+        import torch
+        from datasets import Dataset
+        from peft import LoraConfig, PeftModel, get_peft_model
+        from trl import SFTConfig, SFTTrainer
+
+        tr = self.training
         if init_adapter and tr["mode"] == "continue":
             model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
         else:
@@ -88,6 +101,7 @@ class TrainerWorker:
             model = get_peft_model(model, LoraConfig(
                 r=lc["r"], lora_alpha=lc["alpha"], lora_dropout=lc["dropout"], target_modules=lc["target_modules"],
                 task_type="CAUSAL_LM"))
+        fused = fused_lora.install(model) if tr["fused_lora"] else 0
         ds = Dataset.from_list(examples)
         args = SFTConfig(
             output_dir=os.path.join(out_dir, "_trainer"), num_train_epochs=tr["epochs"], learning_rate=tr["learning_rate"],
@@ -108,7 +122,7 @@ class TrainerWorker:
         padding = _padding_share(trainer)
         from loop import packed_attention
 
-        calls = dict(packed_attention.CALLS)
+        calls, lora_calls = dict(packed_attention.CALLS), dict(fused_lora.CALLS)
         result = trainer.train()
         served = {k: packed_attention.CALLS[k] - calls[k] for k in ("varlen", "segments")}
         model.save_pretrained(out_dir)
@@ -118,7 +132,7 @@ class TrainerWorker:
         metrics = {
             "examples": len(examples), "steps": trainer.state.global_step, "train_loss": result.training_loss,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-            "seconds": time.time() - t0, "device": "cuda" if self.cuda else "cpu",
+            "device": "cuda" if self.cuda else "cpu",
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if self.cuda else None,
             # real (non-padding) tokens per epoch and those that carry the loss; tokens/s over the training loop
             "tokens": tokens["tokens"], "loss_tokens": tokens["loss_tokens"],
@@ -128,10 +142,10 @@ class TrainerWorker:
             "tokens_per_micro_batch": tr["batch_size"] * tr["max_seq_len"] if tr["packing"] else None,
             # which kernel served the packed rows' attention (varlen on a CUDA GPU in bf16/fp16)
             "packed_attention": (max(served, key=served.get) if any(served.values()) else None) if tr["packing"] else None,
+            # LoRA layers given the one-addmm forward, and the calls each path served while training
+            "fused_lora_layers": fused, "lora_calls": {k: fused_lora.CALLS[k] - lora_calls[k] for k in lora_calls},
         }
-        del trainer, model
-        if self.cuda:
-            torch.cuda.empty_cache()
+        del trainer
         return metrics
 
 

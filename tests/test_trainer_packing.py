@@ -69,6 +69,9 @@ def test_packed_qlora_training_counts_real_tokens(tmp_path):
     assert 0 < m["loss_tokens"] < m["tokens"]
     assert m["last_loss"] < m["first_loss"]
     assert m["packed_attention"] == "segments"  # the CPU's kernel (varlen serves CUDA in bf16/fp16)
+    # every LoRA linear took the one-addmm forward (loop/fused_lora.py), none fell back to PEFT's
+    assert m["fused_lora_layers"] > 0 and m["lora_calls"]["fused"] > 0 and m["lora_calls"]["peft"] == 0
+    assert m["fused_kernels"] == "off"  # Liger's kernels are for CUDA
     # 24 chains of ~60-90 tokens packed into rows of 256: far fewer steps than 24 / 2 per epoch.
     assert m["steps"] < 24 // 2 * 2
 
