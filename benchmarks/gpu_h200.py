@@ -429,7 +429,7 @@ def profile_training(a, name: str, q: dict, t: dict, lo: dict, examples: list[di
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         m = TrainerWorker(a.model, q, lo, t).train(examples, str(Path(a.workdir) / f"adapter-prof-{name}"), None, seed=1)
-    families = {"attention": ("flash", "fmha", "attention"), "bnb_dequant": ("dequant",),
+    families = {"model_load": ("memcpy htod",), "attention": ("flash", "fmha", "attention"), "bnb_dequant": ("dequant",),
                 "liger": ("rms_norm", "swiglu", "silu_mul", "_rope"),
                 "loss_head": ("log_softmax", "logprob", "entropy", "cross_entropy"),
                 "gemm": ("gemm", "cutlass", "xmma", "nvjet", "sm90_", "cublas"),
@@ -762,7 +762,8 @@ def part_loop(a, cluster=None) -> dict:
                        "samples": metrics.get("samples"), "accepted": metrics.get("accepted"),
                        "tokens_sampled": metrics.get("tokens_sampled"),
                        "train": {k: train.get(k) for k in ("examples", "steps", "tokens", "tokens_per_s", "peak_gib",
-                                                           "seconds", "first_loss", "last_loss", "skipped")}})
+                                                           "seconds", "first_loss", "last_loss", "skipped",
+                                                           "packed_attention", "fused_kernels", "lora_calls")}})
         marks.append(end)
     res["rounds"] = rounds
     ratios = [x["wall_vs_stage_sum"] for x in rounds if x["wall_vs_stage_sum"]]
@@ -804,7 +805,8 @@ def trainer_table(t: dict, key: str) -> list[str]:
     for name in ["textbook"] + [r[0] for r in RUNGS]:
         row = t.get(name) or {}
         if row.get("tokens_per_s"):
-            mark = " (config as shipped)" if name == t.get("loop_config_rung") else ""
+            when = f" in {t['shipped_when']}" if t.get("shipped_when") else ""
+            mark = f" (config as shipped{when})" if name == t.get("loop_config_rung") else ""
             ratio = (t.get("rung_ratios", {}).get(name) or {}).get("tok_s_vs_parent")
             over = f"{row['parent']} x{_f(ratio)}" if row.get("parent") and ratio else ""
             lines.append(f"| {name}{mark} | {_f(row.get('tokens_per_s'), ',.0f')} | {_f(row.get('peak_gib'))} "
@@ -830,8 +832,14 @@ def table(results: dict) -> str:
         rows.append(f"| `{k}` | {shown} | {v['goal'] or ''} | "
                     f"{'yes' if v['met'] else 'no' if v['met'] is False else ''} |")
     lines = ["\n".join(rows), ""]
-    for key in ("trainer", "trainer_chain"):
-        lines += trainer_table(results.get(key) or {}, key)
+    lines += trainer_table(results.get("trainer") or {}, "trainer")
+    runs = results.get("trainer_runs") or {}
+    if runs:
+        lines.append("trainer, all runs (mean +- sd): " + "; ".join(
+            f"{k.replace('_tokens_per_s', '')} {v['mean']:,.0f} +- {v['sd']:,.0f} tokens/s" if "tokens_per_s" in k
+            else f"{k} {' / '.join(f'{x:.2f}' for x in v['values'])} ({v['mean']:.2f} +- {v['sd']:.2f})"
+            for k, v in runs.items() if isinstance(v, dict)) + "\n")
+    lines += trainer_table(results.get("trainer_chain") or {}, "trainer_chain")
     if smp.get("raw_vllm"):
         lines += ["| sampler | tokens/s | seconds |", "|---|---|---|"]
         for name in ("raw_vllm", "sampler_stage", "lora_vllm", "hf_generate"):

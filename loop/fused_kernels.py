@@ -60,6 +60,9 @@ def applied(model, mode: str, cuda: bool):
     if use == "off":
         yield "off"
         return
+    # Liger looks for optional backends (CuTe DSL, Ascend) and warns for each it cannot import; the
+    # Triton kernels used here do not need them
+    logging.getLogger("liger_kernel.backends.registry").setLevel(logging.ERROR)
     from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
 
     module = sys.modules[type(model).__module__]

@@ -13,7 +13,10 @@ Speed and memory levers (each measured on the H200 by benchmarks/gpu_h200.py):
   PyTorch's varlen flash kernel on CUDA), so a micro-batch is a token budget of
   `batch_size * max_seq_len` rather than a count of chains;
 - TRL's fused LM head projects only the positions that carry a loss, in tiles, so the
-  151,936-wide logits of a Qwen3 are never materialised.
+  151,936-wide logits of a Qwen3 are never materialised;
+- `training.fused_lora`: each LoRA linear adds its product to the base output in one addmm
+  (loop/fused_lora.py);
+- `training.fused_kernels`: Liger's RMSNorm/SwiGLU/RoPE kernels on CUDA (loop/fused_kernels.py).
 """
 from __future__ import annotations
 
