@@ -80,7 +80,8 @@ class Cluster:
                               + "\n  ".join(unfit))
         self.run: RunDir | None = None  # set by attach(): where placements and faults are recorded
         self.pool = SamplerPool(ray, self._make_sampler, c.sampler.num_actors, c.sampler.max_replacements,
-                                lambda kind, info: self._event("sampler", kind, info))
+                                lambda kind, info: self._event("sampler", kind, info),
+                                start_timeout=c.sampler.start_timeout_s)
         self._adapter_refs: dict[str, Any] = {}
         self._placed_stages: set[str] = set()
         self.samplers: list[Any] = []

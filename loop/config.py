@@ -165,6 +165,10 @@ class SamplerCfg(Section):
     max_replacements: int = Field(
         3, ge=0, description="replicas started in place of dead ones over the run; a dead replica's chunks go "
                              "back to the queue either way")
+    start_timeout_s: float = Field(
+        1200, gt=0, description="an engine start that has not finished after this many seconds is treated as "
+                                "a dead replica (killed, replaced within max_replacements); a cold Qwen3-4B start "
+                                "took 118-186 s on an H200")
 
 
 class ClusterCfg(Section):

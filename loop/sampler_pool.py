@@ -7,10 +7,16 @@ and a replacement is started (up to `max_replacements` over the run). Each chunk
 is kept exactly once, by chunk index, so no prompt is sampled twice into the result and
 none is missing. An error raised *inside* a healthy replica (a bad request) is not a death:
 it fails the call, as before.
+
+An engine start that does not finish within `start_timeout` seconds (a stall: it has happened
+to vLLM on a 4B model, with nothing in the log) counts as a death: the replica is killed and a
+replacement started (same budget), so a stall costs one start instead of the run. While an
+engine starts, the log says every minute how long it has taken so far.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -25,6 +31,14 @@ class Replica:
     ready_ref: Any = None  # set while the engine is being built
     info: dict = field(default_factory=dict)  # node_id, pid, ... once ready
     inflight: dict = field(default_factory=dict)  # ObjectRef -> chunk index
+    spawned: float = field(default_factory=time.monotonic)
+
+
+class EngineStartStalled(RuntimeError):
+    pass
+
+
+PROGRESS_EVERY_S = 60.0
 
 
 class NoSamplerLeft(RuntimeError):
@@ -33,8 +47,10 @@ class NoSamplerLeft(RuntimeError):
 
 class SamplerPool:
     def __init__(self, ray: Any, make: Callable[[int], Any], size: int, max_replacements: int,
-                 record: Callable[[str, dict], None], depth: int = 2):
+                 record: Callable[[str, dict], None], depth: int = 2, start_timeout: float | None = None):
         self.ray, self.make, self.size, self.depth = ray, make, size, depth
+        self.start_timeout = start_timeout
+        self.last_death = ""
         self.replacements_left = max_replacements
         self.record = record
         self.replicas: list[Replica] = []
@@ -58,6 +74,10 @@ class SamplerPool:
                 self._spawn()
         while starting := [r for r in self.replicas if r.ready_ref is not None]:
             rep = starting[0]
+            ready, _ = self.ray.wait([rep.ready_ref], timeout=self._wait_s(starting))
+            if not ready:
+                self._check_starts(starting, deque())
+                continue
             try:
                 self._ready(rep, self.ray.get(rep.ready_ref))
             except self.ray.exceptions.RayActorError as e:
@@ -65,9 +85,30 @@ class SamplerPool:
                     raise  # the engine cannot be built (its __init__ raised): not a fault to ride out
                 self._died(rep, e, deque())
         if not self.replicas:
-            raise NoSamplerLeft("no sampler replica is left and no replacement may start; see the run's `faults` "
-                                "in manifest.json. Resume the run when the cluster is healthy")
+            raise NoSamplerLeft(f"no sampler replica is left and no replacement may start (last: {self.last_death}); "
+                                "see the run's `faults` in manifest.json. Resume the run when the cluster is healthy")
         return [r.info for r in self.replicas]
+
+    def _wait_s(self, starting: list[Replica]) -> float:
+        """How long to wait for a start before the next progress line or deadline."""
+        wait = PROGRESS_EVERY_S
+        if self.start_timeout is not None:
+            now = time.monotonic()
+            wait = min([wait] + [r.spawned + self.start_timeout - now for r in starting])
+        return max(wait, 0.01)
+
+    def _check_starts(self, starting: list[Replica], queue: deque) -> None:
+        """A progress line for each engine still starting; a stalled one is killed (and replaced)."""
+        now = time.monotonic()
+        for rep in starting:
+            took = now - rep.spawned
+            if self.start_timeout is not None and took >= self.start_timeout:
+                self._died(rep, EngineStartStalled(
+                    f"its engine did not finish starting within {self.start_timeout:.0f} s (cluster.sampler."
+                    "start_timeout_s; raise it if the model needs longer to start)"), queue)
+            else:
+                log.info("sampler replica %d: engine still starting after %.0f s%s", rep.index, took,
+                         f" (gives up at {self.start_timeout:.0f} s)" if self.start_timeout is not None else "")
 
     def _ready(self, rep: Replica, info: dict) -> None:
         rep.ready_ref, rep.info = None, info
@@ -101,7 +142,12 @@ class SamplerPool:
                 raise NoSamplerLeft(f"no sampler replica is left and no replacement may start "
                                     f"({n_chunks - sum(have)} of {n_chunks} chunks not done); see the run's "
                                     "`faults` in manifest.json. Resume the run when the cluster is healthy")
-            (ref,), _ = self.ray.wait(list(waiting) + list(starting), num_returns=1)
+            done, _ = self.ray.wait(list(waiting) + list(starting), num_returns=1,
+                                    timeout=self._wait_s(list(starting.values())) if starting else None)
+            if not done:
+                self._check_starts(list(starting.values()), queue)
+                continue
+            ref = done[0]
             if ref in starting:
                 rep = starting[ref]
                 try:
@@ -138,11 +184,12 @@ class SamplerPool:
         if replace:
             self.replacements_left -= 1
         what = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        self.last_death = f"replica {rep.index}: {type(error).__name__}: {what}"
         self.record("died", {"replica": rep.index, "node_id": rep.info.get("node_id"), "pid": rep.info.get("pid"),
                              "error": f"{type(error).__name__}: {what}", "chunks_requeued": lost,
                              "replacement": replace})
-        log.warning("sampler replica %d died (%s); %d chunk(s) go back to the queue%s", rep.index,
-                    type(error).__name__, len(lost),
+        log.warning("sampler replica %d died (%s: %s); %d chunk(s) go back to the queue%s", rep.index,
+                    type(error).__name__, what, len(lost),
                     "; starting a replacement" if replace else "; no replacements left")
         if replace:
             self._spawn()

@@ -246,3 +246,69 @@ def test_the_job_ships_only_what_workers_import(tmp_path):
     assert "loop/cluster.py" in names and any(n.startswith("loop/assets/tiny-qwen3/") for n in names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert out.stat().st_size < 50 * 2**20
+
+
+class StallingReplica(EchoReplica):
+    """The `stall_at`-th replica made (0 = the first) never finishes starting (its `where` blocks)."""
+
+    def __init__(self, marker: str, stall_at: int = 0):
+        d = Path(marker)
+        d.mkdir(exist_ok=True)
+        n = len(list(d.iterdir()))
+        (d / str(n)).touch()
+        self.stall = n == stall_at
+
+    def where(self) -> dict:
+        if self.stall:
+            time.sleep(3600)
+        return super().where()
+
+
+def test_a_stalled_engine_start_is_replaced(local_ray, tmp_path):
+    from loop.sampler_pool import SamplerPool
+
+    ray, _ = local_ray
+    events = []
+    Actor = ray.remote(num_cpus=0.5, max_restarts=0)(StallingReplica)
+    marker = str(tmp_path / "made")
+    pool = SamplerPool(ray, lambda i: Actor.remote(marker), 1, 1, lambda kind, info: events.append((kind, info)),
+                       start_timeout=3)
+    pool.start()
+    died = [i for k, i in events if k == "died"]
+    assert len(died) == 1 and died[0]["replacement"] is True
+    assert "EngineStartStalled" in died[0]["error"] and "within 3 s" in died[0]["error"]
+    assert [k for k, _ in events] == ["died", "started"] and len(pool.handles()) == 1
+    assert pool.run(2, lambda h, c: h.work.remote(c, "baseline"), lambda c: None)[1] == [
+        f"chunk1-item{k}" for k in range(3)]
+
+
+def test_a_stall_with_no_replacement_left_names_the_setting(local_ray, tmp_path):
+    from loop.sampler_pool import NoSamplerLeft, SamplerPool
+
+    ray, _ = local_ray
+    Actor = ray.remote(num_cpus=0.5, max_restarts=0)(StallingReplica)
+    pool = SamplerPool(ray, lambda i: Actor.remote(str(tmp_path / "made")), 1, 0, lambda kind, info: None,
+                       start_timeout=2)
+    with pytest.raises(NoSamplerLeft, match=r"did not finish starting within 2 s \(cluster.sampler.start_timeout_s"):
+        pool.start()
+
+
+def test_a_replacement_that_stalls_mid_stage_is_replaced_again(local_ray, tmp_path):
+    """Replica 0 is killed mid-chunk; its replacement's engine stalls and is given up after the
+    timeout; the next replacement finishes the chunks, each delivered once."""
+    from loop.sampler_pool import SamplerPool
+
+    ray, d = local_ray
+    for f in d.iterdir():
+        f.unlink()
+    events, killed, seen = [], [], []
+    Actor = ray.remote(num_cpus=0.5, max_restarts=0)(StallingReplica)
+    pool = SamplerPool(ray, lambda i: Actor.remote(str(tmp_path / "made"), 1), 1, 2,
+                       lambda kind, info: events.append((kind, info)), start_timeout=3)
+    pool.start()
+    t = _kill_when_paused(d, "sampler", killed)
+    results = pool.run(3, lambda h, c: h.work.remote(c, "round-0/sample"), seen.append)
+    t.join()
+    assert killed and sorted(seen) == [0, 1, 2] and results[2] == [f"chunk2-item{k}" for k in range(3)]
+    died = [i["error"] for k, i in events if k == "died"]
+    assert len(died) == 2 and "ActorDiedError" in died[0] and "EngineStartStalled" in died[1]
