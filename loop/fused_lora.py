@@ -43,16 +43,20 @@ def fused_forward(self, x, *args, **kwargs):
     if name is None:
         CALLS["peft"] += 1
         return type(self).forward(self, x, *args, **kwargs)
-    CALLS["fused"] += 1
     result = self.base_layer(x)
     lora_a, weight = self.lora_A[name], self.lora_B[name].weight
     if torch.is_autocast_enabled(x.device.type):
+        if result.dtype != torch.get_autocast_dtype(x.device.type):
+            # a base output kept in fp32 under bf16 autocast (fp32 norms upstream): PEFT's sum, in fp32
+            CALLS["peft"] += 1
+            return result + self.lora_B[name](lora_a(self.lora_dropout[name](x))) * self.scaling[name]
         h, weight_t = lora_a(self.lora_dropout[name](x)), weight.t()
     else:
         # like PEFT: the adapter's input in the adapter's dtype (TRL keeps a quantized model's LoRA in
         # bf16); the B product and the sum in the base output's dtype
         h = lora_a(self.lora_dropout[name](x.to(lora_a.weight.dtype))).to(result.dtype)
         weight_t = weight.t().to(result.dtype)
+    CALLS["fused"] += 1
     shape = result.shape
     out = torch.addmm(result.reshape(-1, shape[-1]), h.reshape(-1, h.shape[-1]), weight_t, alpha=self.scaling[name])
     return out.view(shape)

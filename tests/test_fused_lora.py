@@ -133,3 +133,20 @@ def test_bf16_adapter_on_an_fp32_base_without_autocast():
         got = model(input_ids=ids).logits
     assert fused_lora.CALLS["fused"] - before == 14 and got.dtype == torch.float32
     assert (got - want).abs().max() <= 0.02 * want.abs().max()
+
+
+def test_an_fp32_base_output_under_autocast_keeps_peft_sum():
+    """Under bf16 autocast a base output that stays fp32 (fp32 norms upstream, as with
+    prepare_model_for_kbit_training) is not rounded to bf16: PEFT's sum, in fp32."""
+    model = _model(False)
+    layer = model.base_model.model.model.layers[0].mlp.down_proj
+    base_forward = layer.base_layer.forward
+    layer.base_layer.forward = lambda x: base_forward(x).float()
+    x = torch.randn(2, 5, 128)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = type(layer).forward(layer, x)
+        fused_lora.install(model)
+        before = dict(fused_lora.CALLS)
+        got = layer(x)
+    assert got.dtype == want.dtype == torch.float32 and torch.allclose(got, want)
+    assert fused_lora.CALLS["peft"] - before["peft"] == 1 and fused_lora.CALLS["fused"] == before["fused"]
