@@ -228,9 +228,11 @@ def check_run_files(run: "RunDir", problems: list[str]) -> None:
 def check_devices(cfg: Config, problems: list[str]) -> None:
     c = cfg.cluster
     wants_gpu = c.sampler.num_gpus > 0 or c.trainer_num_gpus > 0 or cfg.training.device == "cuda"
-    if cfg.training.fused_kernels == "liger" and cfg.training.device == "cpu":
-        problems.append("training.fused_kernels: 'liger' needs a CUDA device but training.device is 'cpu'; set "
-                        "fused_kernels to 'auto' or 'off'")
+    trainer_on_cpu = cfg.training.device == "cpu" or (cfg.training.device == "auto" and c.trainer_num_gpus == 0)
+    if cfg.training.fused_kernels == "liger" and trainer_on_cpu:
+        problems.append("training.fused_kernels: 'liger' needs a CUDA device but the trainer runs on the CPU "
+                        f"(training.device {cfg.training.device!r}, cluster.trainer_num_gpus {c.trainer_num_gpus:g}); "
+                        "set fused_kernels to 'auto' or 'off', or give the trainer a GPU")
     if not wants_gpu or c.address:
         return  # a remote cluster's GPUs are not visible from here
     # No torch import here (tens of seconds on a busy CPU): an NVIDIA driver shows up in /proc and /dev.
