@@ -120,8 +120,12 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
         cfg = load_config(None, overrides, raw=copy.deepcopy(saved))
         changed = config_diff(old, cfg)
         if changed:
+            hint = ""
+            if any(c.startswith("run.state_dir") for c in changed):
+                hint = (f"\n(the run found is {run.path}; to resume a run under another state directory, name it with "
+                        "--state-dir DIR instead of --set run.state_dir)")
             raise ConfigError("refusing to resume with a changed config (the finished rounds were made with the "
-                              "old one); start a new run instead. Changed:\n  " + "\n  ".join(changed))
+                              "old one); start a new run instead. Changed:\n  " + "\n  ".join(changed) + hint)
         if run.manifest.get("status") == "completed" and cfg.loop.rounds <= run.manifest["rounds_completed"]:
             log.info("run %s is already complete (%d rounds); extend it with --set loop.rounds=N",
                      run.path.name, run.manifest["rounds_completed"])

@@ -126,6 +126,9 @@ def test_resume_after_stop_and_kill9(tmp_path, tiny_run_config, full_run):
     # 2) resuming with a changed config is refused, naming what changed
     p = launch("resume", str(d), "--set", "sampling.n=3", check=False)
     assert p.returncode == 2 and "sampling.n" in p.stderr
+    # ... and a state directory moved with --set is pointed to --state-dir
+    p = launch("resume", str(d), "--set", f"run.state_dir={tmp_path / 'elsewhere'}", check=False)
+    assert p.returncode == 2 and "name it with --state-dir DIR instead of --set run.state_dir" in p.stderr
     # 3) kill -9 (the whole process group: driver, Ray, vLLM) in the middle of training
     proc = subprocess.Popen([PY, "launch.py", "resume", str(d)], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
