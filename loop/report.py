@@ -92,6 +92,24 @@ def read_run(run_dir: Path) -> dict[str, Any]:
             "analyses": analyses, "plans": plans, "notes": notes, "missing": missing}
 
 
+def _train_row(i: int, t: dict[str, Any]) -> list[Any]:
+    """One round's training: what it trained on, how fast, and which fast paths served it."""
+    if t.get("skipped"):
+        return [i, t.get("examples", 0), "", "", f"skipped: {t['skipped']}", "", "", ""]
+    speed = f"{t['tokens_per_s']:,.0f}" if isinstance(t.get("tokens_per_s"), (int, float)) else None
+    first, last = t.get("first_loss"), t.get("last_loss")
+    loss = f"{first:.3f} -> {last:.3f}" if isinstance(first, float) and isinstance(last, float) else None
+    kernels = []
+    if t.get("packed_attention"):
+        kernels.append(f"packed ({t['packed_attention']})")
+    if (t.get("lora_calls") or {}).get("fused"):
+        kernels.append("fused LoRA")
+    if t.get("fused_kernels") == "liger":
+        kernels.append("Liger")
+    peak = f"{t['peak_gib']:.2f}" if isinstance(t.get("peak_gib"), (int, float)) else None
+    return [i, t.get("examples"), t.get("tokens"), speed, loss, peak, t.get("device"), ", ".join(kernels) or "-"]
+
+
 def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) -> str:
     man, base, rounds = run["manifest"], run["baseline"], run["rounds"]
     status = man.get("status", "unknown")
@@ -138,6 +156,11 @@ def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) 
         lines += ["", "### Budget per category", ""]
         lines += _table(["round", *bcats], [[i, *[(m.get("budget") or {}).get(c, 0) for c in bcats]]
                                             for i, m in rounds])
+        trained = [(i, m["train"]) for i, m in rounds if isinstance(m.get("train"), dict)]
+        if trained:
+            lines += ["", "### Training", ""]
+            lines += _table(["round", "chains", "tokens", "tokens/s", "loss first -> last", "peak GiB", "device",
+                             "kernels"], [_train_row(i, t) for i, t in trained])
     else:
         lines.append("No finished round yet.")
 

@@ -28,6 +28,10 @@ def _round(run: Path, i: int, acc: dict[str, float]) -> None:
         "stage_seconds": {"sample": 10.0 + i, "verify": 2.0, "train": 30.0, "eval": 5.0},
         "adapter": f"round-{i:03d}/adapter", "errors": {"calculation": 12 - 3 * i, "logic": 5, "format": 2 - i},
         "budget": {"arith/add": 16 - 4 * i, "arith/mul": 16 + 4 * i},
+        "train": {"examples": 20 + 10 * i, "tokens": 4000 + 1000 * i, "tokens_per_s": 15402.8, "first_loss": 1.25,
+                  "last_loss": 0.5, "peak_gib": 9.4, "device": "cuda", "packed_attention": "varlen",
+                  "lora_calls": {"fused": 1512, "peft": 0}, "fused_kernels": "liger"} if i else
+                 {"examples": 0, "skipped": "no accepted chains"},
         "verifier_health": {"verifiers": {"exact_match": {"pass": 20, "fail": 44, "abstain": 0, "error": 0}},
                             "judge": {"name": "llm_judge", "compared": 60, "agree": 54, "agreement": 0.9}},
     })
@@ -66,6 +70,8 @@ def test_report_writes_summary_and_plots(run_dir: Path):
     assert "| **overall** | 0.300 | 0.400 | 0.525 |" in text
     assert "| 1 | 64 | 30 | 0.469 | 5100 | 48.0 | round-001/adapter |" in text
     assert "## Errors by category (round 1)" in text
+    assert "| 0 | 0 |  |  | skipped: no accepted chains |" in text
+    assert "| 1 | 30 | 5000 | 15,403 | 1.250 -> 0.500 | 9.40 | cuda | packed (varlen), fused LoRA, Liger |" in text
     assert "| exact_match | 20 | 44 | 0 | 0 |" in text and "54 of 60 decided samples (90%)" in text
     assert "## Plan for round 2 (policy error_weighted)" in text and "75%" in text
     assert "round-002 has no metrics.json (unfinished round)" in text
