@@ -271,12 +271,13 @@ def test_a_stalled_engine_start_is_replaced(local_ray, tmp_path):
     events = []
     Actor = ray.remote(num_cpus=0.5, max_restarts=0)(StallingReplica)
     marker = str(tmp_path / "made")
+    # 10 s: the stalled start waits that long; a normal one (a Ray worker process) must start within it
     pool = SamplerPool(ray, lambda i: Actor.remote(marker), 1, 1, lambda kind, info: events.append((kind, info)),
-                       start_timeout=3)
+                       start_timeout=10)
     pool.start()
     died = [i for k, i in events if k == "died"]
     assert len(died) == 1 and died[0]["replacement"] is True
-    assert "EngineStartStalled" in died[0]["error"] and "within 3 s" in died[0]["error"]
+    assert "EngineStartStalled" in died[0]["error"] and "within 10 s" in died[0]["error"]
     assert [k for k, _ in events] == ["died", "started"] and len(pool.handles()) == 1
     assert pool.run(2, lambda h, c: h.work.remote(c, "baseline"), lambda c: None)[1] == [
         f"chunk1-item{k}" for k in range(3)]
@@ -304,7 +305,7 @@ def test_a_replacement_that_stalls_mid_stage_is_replaced_again(local_ray, tmp_pa
     events, killed, seen = [], [], []
     Actor = ray.remote(num_cpus=0.5, max_restarts=0)(StallingReplica)
     pool = SamplerPool(ray, lambda i: Actor.remote(str(tmp_path / "made"), 1), 1, 2,
-                       lambda kind, info: events.append((kind, info)), start_timeout=3)
+                       lambda kind, info: events.append((kind, info)), start_timeout=10)
     pool.start()
     t = _kill_when_paused(d, "sampler", killed)
     results = pool.run(3, lambda h, c: h.work.remote(c, "round-0/sample"), seen.append)
