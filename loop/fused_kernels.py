@@ -63,8 +63,16 @@ def applied(model, mode: str, cuda: bool):
     # Liger looks for optional backends (CuTe DSL, Ascend) and warns for each it cannot import; the
     # Triton kernels used here do not need them
     logging.getLogger("liger_kernel.backends.registry").setLevel(logging.ERROR)
-    from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
+    from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel_to_instance
 
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        why = f"Liger has no kernels for model type {model_type!r}"
+        if mode == "liger":
+            raise RuntimeError(f"training.fused_kernels is 'liger' but {why}; set it to 'auto' or 'off'")
+        log.info("fused kernels off: %s", why)
+        yield "off"
+        return
     module = sys.modules[type(model).__module__]
     saved = dict(vars(module))
     try:

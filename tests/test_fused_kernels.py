@@ -38,6 +38,7 @@ def test_the_modeling_module_is_restored_after_training(monkeypatch):
 
     fake = types.ModuleType("liger_kernel.transformers.monkey_patch")
     fake._apply_liger_kernel_to_instance = fake_apply
+    fake.MODEL_TYPE_TO_APPLY_LIGER_FN = {"qwen3": None}
     monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", fake)
     monkeypatch.setattr(fused_kernels, "why_not", lambda cuda: None)
     rope, norm = mq.apply_rotary_pos_emb, mq.Qwen3RMSNorm
@@ -66,3 +67,21 @@ def test_preflight_refuses_liger_on_a_cpu_trainer():
     check_devices(cfg, problems)
     assert problems == []  # auto: Liger where it can run, quietly off elsewhere
     assert issubclass(PreflightError, Exception)
+
+
+def test_a_model_type_liger_does_not_know_is_said_not_claimed(monkeypatch):
+    """auto: off, and the trainer's metrics say off (not 'liger' with nothing patched); liger: an error."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    fake = types.ModuleType("liger_kernel.transformers.monkey_patch")
+    fake._apply_liger_kernel_to_instance = lambda model, **kw: pytest.fail("must not be called")
+    fake.MODEL_TYPE_TO_APPLY_LIGER_FN = {"llama": None}
+    monkeypatch.setitem(sys.modules, "liger_kernel.transformers.monkey_patch", fake)
+    monkeypatch.setattr(fused_kernels, "why_not", lambda cuda: None)
+    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, head_dim=16))
+    with fused_kernels.applied(model, "auto", cuda=True) as use:
+        assert use == "off"
+    with pytest.raises(RuntimeError, match="Liger has no kernels for model type 'qwen3'"), \
+            fused_kernels.applied(model, "liger", cuda=True):
+        pass
