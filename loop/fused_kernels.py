@@ -38,17 +38,20 @@ def why_not(cuda: bool) -> str | None:
     return None
 
 
+def _unavailable(mode: str, reason: str) -> str:
+    """'off' under auto (said in the log); an error under 'liger'."""
+    if mode == "liger":
+        raise RuntimeError(f"training.fused_kernels is 'liger' but {reason}; set it to 'auto' or 'off'")
+    log.info("fused kernels off: %s", reason)
+    return "off"
+
+
 def resolve(mode: str, cuda: bool) -> str:
     """'liger' or 'off' for a `training.fused_kernels` value on this device."""
     if mode == "off":
         return "off"
     reason = why_not(cuda)
-    if reason is None:
-        return "liger"
-    if mode == "liger":
-        raise RuntimeError(f"training.fused_kernels is 'liger' but {reason}; set it to 'auto' or 'off'")
-    log.info("fused kernels off: %s", reason)
-    return "off"
+    return "liger" if reason is None else _unavailable(mode, reason)
 
 
 @contextlib.contextmanager
@@ -67,11 +70,7 @@ def applied(model, mode: str, cuda: bool):
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
-        why = f"Liger has no kernels for model type {model_type!r}"
-        if mode == "liger":
-            raise RuntimeError(f"training.fused_kernels is 'liger' but {why}; set it to 'auto' or 'off'")
-        log.info("fused kernels off: %s", why)
-        yield "off"
+        yield _unavailable(mode, f"Liger has no kernels for model type {model_type!r}")
         return
     module = sys.modules[type(model).__module__]
     saved = dict(vars(module))

@@ -245,12 +245,11 @@ def check_devices(cfg: Config, problems: list[str]) -> None:
                         "them to 0 / auto to run on the CPU, or run on a machine with a GPU")
         return
     if cfg.training.fused_kernels == "liger":
-        from loop.fused_kernels import why_not
+        from loop.fused_kernels import liger_installed
 
-        reason = why_not(cuda=True)
-        if reason:
-            problems.append(f"training.fused_kernels: 'liger' but {reason}; or set it to 'auto' (Liger where it can "
-                            "run) or 'off'")
+        if not liger_installed():
+            problems.append("training.fused_kernels: 'liger' but the liger-kernel package is not installed (pip "
+                            "install -e '.[gpu]' installs it); or set it to 'auto' (Liger where it can run) or 'off'")
 
 
 def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TIMEOUT_S) -> None:
