@@ -168,7 +168,7 @@ class SamplerCfg(Section):
     start_timeout_s: float = Field(
         1200, gt=0, description="an engine start that has not finished after this many seconds is treated as "
                                 "a dead replica (killed, replaced within max_replacements); a cold Qwen3-4B start "
-                                "took 118-186 s on an H200")
+                                "took 118-157 s on an H200")
 
 
 class ClusterCfg(Section):
