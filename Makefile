@@ -37,7 +37,7 @@ bench: setup
 	$(PY) benchmarks/code_sandbox.py
 
 model: setup
-	$(PY) -m loop.tiny_model
+	$(PY) -m loop.models.tiny_model
 
 clean-runs:
 	rm -rf state/runs

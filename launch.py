@@ -79,14 +79,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from loop.logs import setup_logging
+    from loop.run.logs import setup_logging
 
     setup_logging(args.verbose)
     from loop.config import ConfigError, load_config
-    from loop.export_choice import ExportError
+    from loop.export.choice import ExportError
     from loop.plugins import PluginError
     from loop.registry import RegistryError
-    from loop.state import RunStateError, StageFailed, install_signal_handlers, received_signal
+    from loop.run.state import RunStateError, StageFailed, install_signal_handlers, received_signal
 
     install_signal_handlers()  # SIGTERM / SIGHUP end a run like Ctrl-C: marked interrupted, engines stopped
     try:
@@ -106,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
 
             resume(args.run, args.state_dir, args.overrides, args.stop_after)
         elif args.cmd == "report":
-            from loop.report import write_report
-            from loop.state import find_run
+            from loop.report.summary import write_report
+            from loop.run.state import find_run
 
             out = write_report(find_run(args.state_dir, args.run).path)
             print(f"report written to {out}")
         elif args.cmd == "export":
             from loop.export import export_run
-            from loop.state import find_run
+            from loop.run.state import find_run
 
             out = export_run(find_run(args.state_dir, args.run), round_=args.round, allow_no_gain=args.allow_no_gain,
                              pass_rates=args.pass_rates, samples=args.samples)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     except StageFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP (loop.state.Interrupted)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP (loop.run.state.Interrupted)
         print(f"interrupted ({received_signal()}); finished work is saved", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a bug or a broken environment: one line, traceback to the log
@@ -141,7 +141,7 @@ def _unexpected(e: BaseException, state_dir: str) -> int:
     import traceback
 
     from loop.config import ROOT
-    from loop.logs import write_traceback
+    from loop.run.logs import write_traceback
 
     where = write_traceback(e, state_dir)
     frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith(str(ROOT))

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT, TARGETING = "configs/default.yaml", "configs/targeting.yaml"
-# The warm start's main level (loop/tiny_model.py WARM_START): 2-digit add and sub.
+# The warm start's main level (loop/models/tiny_model.py WARM_START): 2-digit add and sub.
 # The controls' training data is capped near what the loop accepts a round (about 250 to 400
 # chains), so they get the same training compute, not more.
 CONTROL_CHAINS = "policies.acceptance.options.max_chains=300"

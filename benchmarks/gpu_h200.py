@@ -7,8 +7,8 @@
 Each part runs in its own process (a stalled or crashed part loses only itself) and every
 ratio's two sides are measured in the same process, same data, one after the other:
 
-- build: the random-weight Qwen3-4B shape (loop/shape_model.py) unless already built.
-- trainer: the loop's QLoRA trainer (loop/trainer.py, configs/qwen3-4b-qlora.yaml's settings)
+- build: the random-weight Qwen3-4B shape (loop/models/shape_model.py) unless already built.
+- trainer: the loop's QLoRA trainer (loop/cluster/trainer.py, configs/qwen3-4b-qlora.yaml's settings)
   against the textbook recipe (peft `prepare_model_for_kbit_training`, 4 chains per step padded
   to the longest, HF's own loss over the full logits, torch AdamW) on the same realistic chains
   (200..2048 tokens, uniform); tokens/s counts real tokens only, peak is
@@ -197,7 +197,7 @@ def problem_prompts(cfg, count: int, seed: int = 0) -> list[list[dict]]:
 # ---- parts -------------------------------------------------------------------------------
 
 def part_build(a) -> dict:
-    from loop.shape_model import build
+    from loop.models.shape_model import build
 
     t0 = time.time()
     build(a.shape, a.model)
@@ -345,7 +345,7 @@ def varlen_parity() -> dict:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from loop import packed_attention as pa
+    from loop.kernels import packed_attention as pa
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA"}
@@ -382,7 +382,7 @@ def kernel_parity() -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from loop import fused_kernels, fused_lora
+    from loop.kernels import fused_kernels, fused_lora
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA"}
@@ -425,7 +425,7 @@ def profile_training(a, name: str, q: dict, t: dict, lo: dict, examples: list[di
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from loop.trainer import TrainerWorker
+    from loop.cluster.trainer import TrainerWorker
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         m = TrainerWorker(a.model, q, lo, t).train(examples, str(Path(a.workdir) / f"adapter-prof-{name}"), None, seed=1)
@@ -461,9 +461,9 @@ def profile_training(a, name: str, q: dict, t: dict, lo: dict, examples: list[di
 def part_trainer(a) -> dict:
     from transformers import AutoTokenizer
 
-    from loop import fused_kernels, packed_attention
+    from loop.cluster.trainer import TrainerWorker
     from loop.config import load_config
-    from loop.trainer import TrainerWorker
+    from loop.kernels import fused_kernels, packed_attention
 
     cfg = load_config(CONFIG, [f"model.path={a.model}", *(SMOKE_OVERRIDES if a.smoke else [])])
     tok = AutoTokenizer.from_pretrained(a.model)
@@ -596,7 +596,7 @@ def _raw_generate(worker, prompts, n, temperature, top_p, max_tokens, seed, adap
 def part_sampler(a) -> dict:
     import ray
 
-    from loop.cluster import Cluster
+    from loop.cluster.driver import Cluster
     from loop.config import load_config
 
     cfg = load_config(CONFIG, loop_overrides(a))  # the loop part can then run on this engine (--with-loop)
@@ -709,10 +709,10 @@ def loop_overrides(a) -> list[str]:
 def part_loop(a, cluster=None) -> dict:
     """`launch.py run`'s path (loop.runner.start). With `cluster` (the sampler part's, engine
     already built and awake), the run uses it instead of building its own: one engine start."""
-    import loop.cluster as lc
+    import loop.cluster.driver as lc
     from loop.config import load_config
+    from loop.run.state import read_json
     from loop.runner import start
-    from loop.state import read_json
 
     overrides = loop_overrides(a)
     cfg = load_config(CONFIG, overrides)
@@ -823,7 +823,7 @@ def trainer_table(t: dict, key: str) -> list[str]:
 
 def table(results: dict) -> str:
     """The README's table, made from the JSON."""
-    t, smp = results.get("trainer", {}), results.get("sampler", {})
+    smp = results.get("sampler", {})
     lp = results.get("loop") or smp.get("loop", {})
     rows = ["| measure | value | goal | met |", "|---|---|---|---|"]
     for k, v in results.get("summary", {}).items():

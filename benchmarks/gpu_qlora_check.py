@@ -1,4 +1,4 @@
-"""One round of the loop's QLoRA training (loop/trainer.py: bitsandbytes NF4 + double
+"""One round of the loop's QLoRA training (loop/cluster/trainer.py: bitsandbytes NF4 + double
 quant, peft LoRA, TRL SFTTrainer) on CUDA, with the tiny model or a Qwen3-4B-shaped one.
 
     python benchmarks/gpu_qlora_check.py                       # tiny model, 512 chains
@@ -23,7 +23,7 @@ def qwen3_4b_shape(out: Path) -> Path:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from loop.tiny_model import build_tokenizer
+    from loop.models.tiny_model import build_tokenizer
 
     cfg = Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
                       num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=4096,
@@ -49,8 +49,8 @@ def main() -> None:
 
     import generators  # noqa: F401
     from generators.base import GENERATORS
+    from loop.cluster.trainer import TrainerWorker
     from loop.config import TINY_MODEL, LoraCfg, QuantCfg, TrainingCfg
-    from loop.trainer import TrainerWorker
 
     assert torch.cuda.is_available(), "this check needs a CUDA GPU"
     tmp = Path(tempfile.mkdtemp())

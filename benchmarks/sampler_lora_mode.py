@@ -36,8 +36,8 @@ def problems(k: int):
 
 
 def train_adapter(out: str) -> dict:
+    from loop.cluster.trainer import TrainerWorker
     from loop.config import TINY_MODEL, LoraCfg, QuantCfg, TrainingCfg
-    from loop.trainer import TrainerWorker
 
     ps = problems(128)
     examples = [{"prompt": [m.model_dump() for m in p.prompt],
@@ -48,8 +48,8 @@ def train_adapter(out: str) -> dict:
 
 
 def run_mode(mode: str, prompts, adapter: str, a) -> dict:
+    from loop.cluster.sampler import SamplerWorker
     from loop.config import TINY_MODEL
-    from loop.sampler import SamplerWorker
 
     t0 = time.time()
     w = SamplerWorker(str(TINY_MODEL), max_model_len=512, dtype="float32", seed=0, max_lora_rank=16, kv_cache_gib=1,
@@ -69,7 +69,7 @@ def run_mode(mode: str, prompts, adapter: str, a) -> dict:
         w.serve("bench")
         w.serve(None)
         out["switch_seconds"] = round((time.perf_counter() - t0) / 2, 3)
-    from loop.cluster import _close_engine
+    from loop.cluster.driver import _close_engine
 
     _close_engine(w)  # the engine core process and its /dev/shm segments go now, not at exit
     del w
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sampler_lora_mode.json"))
     a = ap.parse_args()
-    from loop.logs import setup_logging
+    from loop.run.logs import setup_logging
 
     setup_logging()
     prompts = [[m.model_dump() for m in p.prompt] for p in problems(a.prompts)]

@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=96)
     args = ap.parse_args()
     from loop.config import load_config
-    from loop.logs import setup_logging
+    from loop.run.logs import setup_logging
 
     setup_logging()
     cfg = load_config("configs/default.yaml", [f"sampling.n={args.n}", f"sampling.max_tokens={args.max_tokens}"])
@@ -54,7 +54,7 @@ def main() -> None:
     del llm, outs
     gc.collect()
 
-    from loop.cluster import Cluster
+    from loop.cluster.driver import Cluster
 
     cluster = Cluster(cfg)
     try:

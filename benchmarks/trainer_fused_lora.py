@@ -1,4 +1,4 @@
-"""The loop's trainer with and without the one-addmm LoRA forward (loop/fused_lora.py), on this
+"""The loop's trainer with and without the one-addmm LoRA forward (loop/kernels/fused_lora.py), on this
 machine, same process, same chains, alternating: real tokens/s and the ratio per pair.
 
     python benchmarks/trainer_fused_lora.py [--chains 256] [--repeats 2] [--out benchmarks/results/trainer_fused_lora.json]
@@ -29,8 +29,8 @@ def main() -> None:
     a = ap.parse_args()
     import generators  # noqa: F401
     from generators.base import GENERATORS
+    from loop.cluster.trainer import TrainerWorker
     from loop.config import TINY_MODEL, load_config
-    from loop.trainer import TrainerWorker
 
     cfg = load_config(ROOT / "configs" / "default.yaml", [])
     problems = GENERATORS.build("arithmetic", {}).generate("add", 3, a.chains, seed=3)

@@ -39,7 +39,6 @@ def main() -> None:
         for k in ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "VLLM_DO_NOT_TRACK"):
             os.environ.pop(k, None)
     from benchmarks_gpu import StallWatch  # noqa: E402  (benchmarks/gpu_h200.py, imported by path below)
-
     from vllm import LLM, SamplingParams
 
     watch = StallWatch("probe", a.stall_dump, a.dump_stacks)

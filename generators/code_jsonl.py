@@ -20,8 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from generators.base import GENERATORS, Generator
-from generators.chains import check_request
-from generators.humaneval import code_chain, code_hint_prompt, difficulty_of
+from generators.chains import check_request, code_chain, code_hint_prompt, difficulty_of
 from loop.records import Message, Problem, Reference, Sample
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,10 @@ A JSONL line that is not a JSON object comes back as a RowError instead of a row
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 Format = Literal["auto", "jsonl", "parquet", "hf_disk"]
 MAX_REPORTED = 10

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pydantic import BaseModel, ConfigDict, Field
 
 from generators.base import GENERATORS, Generator
-from generators.chains import check_request
+from generators.chains import check_request, code_chain, code_hint_prompt, code_prompt, difficulty_of  # noqa: F401  (re-exported)
 from loop.records import Message, Problem, Reference
 
 CATEGORY = "humaneval"
@@ -15,37 +15,10 @@ INSTRUCTION = ("Complete the following Python function. Reply with the complete 
                "its signature and any imports it needs, in one ```python code block.")
 
 
-def code_prompt(instruction: str, code: str) -> list[Message]:
-    return [Message(role="user", content=f"{instruction}\n\n```python\n{code.rstrip()}\n```")]
-
-
-def code_chain(thought: str, program: str) -> str:
-    """A reference chain in the house format: think block, then the program in a fenced block."""
-    return f"<think>\n{thought.strip()}\n</think>\n```python\n{program.rstrip()}\n```\n"
-
-
-def difficulty_of(solution: str) -> int:
-    """1..3 by the canonical solution's non-blank lines (buckets near HumanEval's tertiles)."""
-    n = sum(1 for line in solution.splitlines() if line.strip())
-    return 1 if n <= 3 else 2 if n <= 8 else 3
-
-
 def _first_sentence(prompt: str) -> str:
     doc = prompt.split('"""', 2)[1] if prompt.count('"""') >= 2 else prompt.split("'''", 2)[1] if prompt.count("'''") >= 2 else ""
     text = " ".join(doc.split())
     return text.split(">>>")[0].split(". ")[0].strip().rstrip(".") + "." if text else ""
-
-
-def code_hint_prompt(problem: Problem) -> list[Message]:
-    """STaR rationalization for code: the prompt plus a correct program (none known: unchanged)."""
-    from verifiers.code import extract_code
-
-    solution = extract_code(problem.reference.chain or "")
-    if not solution:
-        return list(problem.prompt)
-    last = problem.prompt[-1]
-    hint = f"\n(Hint: a correct solution is\n```python\n{solution.rstrip()}\n```\nShow the reasoning that leads to it.)"
-    return [*problem.prompt[:-1], Message(role=last.role, content=last.content + hint)]
 
 
 def check_file(path: str, tasks: list[dict], run_solutions: bool) -> None:

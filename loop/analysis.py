@@ -12,11 +12,20 @@ its delta across rounds shows whether training is learning to game the verifier.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 from loop.records import ERROR_CLASSES, CategoryStats, RoundAnalysis, Row
-from loop.taxonomy import (FORMAT_VERIFIER, JUDGE_VERIFIER, PROCESS_VERIFIER,  # noqa: F401 (re-exported)
-                           TRAINABLE_CLASSES, classify, combine, final_answer, refine_with_judge, verdict_of)
+from loop.taxonomy import (  # noqa: F401 (re-exported)
+    FORMAT_VERIFIER,
+    JUDGE_VERIFIER,
+    PROCESS_VERIFIER,
+    TRAINABLE_CLASSES,
+    classify,
+    combine,
+    final_answer,
+    refine_with_judge,
+    verdict_of,
+)
 
 # ---------------------------------------------------------------- tables
 

@@ -129,16 +129,16 @@ class TrainingCfg(Section):
     max_seq_len: int = Field(512, ge=16)
     gradient_checkpointing: bool = True
     packing: bool = Field(False, description="padding-free packing into rows of max_seq_len (best-fit decreasing), "
-                                             "per-sequence causal attention (loop/packed_attention.py); a micro-batch "
+                                             "per-sequence causal attention (loop/kernels/packed_attention.py); a micro-batch "
                                              "is then batch_size * max_seq_len tokens")
     group_by_length: bool = Field(False, description="batches of chains of similar length (transformers' "
                                                      "LengthGroupedSampler): less padding when lengths spread widely")
     replay_rounds: int = Field(1, ge=0, description="also train on accepted chains of this many previous rounds")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     fused_lora: bool = Field(True, description="each LoRA linear adds its product to the base output in one addmm "
-                                               "(loop/fused_lora.py; PEFT's own forward for DoRA, several adapters, ...)")
+                                               "(loop/kernels/fused_lora.py; PEFT's own forward for DoRA, several adapters, ...)")
     fused_kernels: Literal["auto", "liger", "off"] = Field(
-        "auto", description="Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (loop/fused_kernels.py): auto = on a "
+        "auto", description="Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (loop/kernels/fused_kernels.py): auto = on a "
                             "CUDA device with liger-kernel installed (the gpu extra); liger = required; off = never")
 
 
@@ -204,7 +204,7 @@ class Config(Section):
     cluster: ClusterCfg = ClusterCfg()
 
     @model_validator(mode="after")
-    def _plugins(self) -> "Config":
+    def _plugins(self) -> Config:
         check_plugins(self)
         return self
 
@@ -225,9 +225,9 @@ def check_plugins(cfg: Config) -> None:
     import policies  # noqa: F401
     import verifiers  # noqa: F401
     from generators.base import GENERATORS
+    from loop.plugins import absolute_spec, load_plugins
     from policies.base import POLICIES
     from verifiers.base import VERIFIERS
-    from loop.plugins import absolute_spec, load_plugins
 
     cfg.plugins = [absolute_spec(s) for s in cfg.plugins]
     load_plugins(cfg.plugins)

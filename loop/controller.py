@@ -9,15 +9,14 @@ manifest and continues at the first stage not done.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from loop import steps
 from loop.analysis import analyze, classify, format_round_table, refine_with_judge, verifier_health
-from loop.cluster import Cluster
+from loop.cluster.driver import Cluster
 from loop.config import Config
 from loop.records import ErrorRecord, Plan, Problem, RoundAnalysis, Row, Sample, Verdict
-from loop.state import RunDir, read_json, read_jsonl, write_json, write_jsonl
+from loop.run.state import RunDir, read_json, read_jsonl, write_json, write_jsonl
 from policies.base import POLICIES
 
 log = logging.getLogger("loop")

@@ -16,12 +16,13 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loop.cluster.prompt_tokens import token_counter
 from loop.config import Config, ConfigError
-from loop.state import STAGES
+from loop.run.state import STAGES
 
 if TYPE_CHECKING:
     from loop.records import Problem
-    from loop.state import RunDir
+    from loop.run.state import RunDir
 
 log = logging.getLogger("loop")
 
@@ -42,7 +43,7 @@ class PreflightError(ConfigError):
 
 
 def preflight(cfg: Config, *, stop_after: str | None = None, adapter: str | None = None,
-              run: "RunDir | None" = None, new_run: bool = True, check_prompts: bool = True) -> None:
+              run: RunDir | None = None, new_run: bool = True, check_prompts: bool = True) -> None:
     """new_run: a run directory will be created under run.state_dir (not for `eval`);
     run: the run being resumed (its finished stages' files are checked)."""
     problems: list[str] = []
@@ -205,7 +206,7 @@ def _stage_file(key: str) -> str | None:
     return f"{rd}/{name}" if name else None
 
 
-def check_run_files(run: "RunDir", problems: list[str]) -> None:
+def check_run_files(run: RunDir, problems: list[str]) -> None:
     """Before a resume: every stage the manifest calls done still has its output file
     (and each trained round its adapter), so no stage fails half-way on a missing file."""
     for key in run.manifest.get("done", []):
@@ -245,7 +246,7 @@ def check_devices(cfg: Config, problems: list[str]) -> None:
                         "them to 0 / auto to run on the CPU, or run on a machine with a GPU")
         return
     if cfg.training.fused_kernels == "liger":
-        from loop.fused_kernels import liger_installed
+        from loop.kernels.fused_kernels import liger_installed
 
         if not liger_installed():
             problems.append("training.fused_kernels: 'liger' but the liger-kernel package is not installed (pip "
@@ -287,7 +288,7 @@ def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TI
     except socket.gaierror:
         problems.append(f"cluster.address: host {host!r} is unknown (DNS); check the address, or remove "
                         "cluster.address to start a local Ray")
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         problems.append(f"cluster.address: no answer from {host}:{port_s} within {timeout:.0f} s; is the Ray head "
                         "running (`ray start --head`) and the port open? Remove cluster.address for a local Ray")
     except OSError as e:
@@ -327,7 +328,7 @@ def _ray_gcs_answer(address: str, timeout: float) -> str | None:
 
 
 # ---- prompts against the context window ------------------------------------------------------
-def _problems_to_check(cfg: Config) -> list["Problem"]:
+def _problems_to_check(cfg: Config) -> list[Problem]:
     """The held-out set and round 0's problems (as the run will draw them), and every row of
     file-based families (their later rounds draw from the same rows)."""
     from loop import steps
@@ -338,48 +339,6 @@ def _problems_to_check(cfg: Config) -> list["Problem"]:
         if isinstance(pool, dict):
             out += [p for levels in pool.values() for ps in levels.values() for p in ps]
     return out
-
-
-class _FastCounter:
-    """Prompt token counts from tokenizer.json + the chat template, without importing
-    transformers' model stack (torch): seconds instead of tens of seconds on a busy CPU.
-    Same rendering function transformers uses (render_jinja_template)."""
-
-    def __init__(self, model_dir: Path):
-        from tokenizers import Tokenizer
-        from transformers.utils.chat_template_utils import render_jinja_template
-
-        self.tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        tc = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8")) \
-            if (model_dir / "tokenizer_config.json").exists() else {}
-        tpl = (model_dir / "chat_template.jinja").read_text(encoding="utf-8") \
-            if (model_dir / "chat_template.jinja").exists() else tc.get("chat_template")
-        if not isinstance(tpl, str):
-            raise ValueError("no single chat template string")
-        self.template, self.render = tpl, render_jinja_template
-        self.special = {k: (v if isinstance(v, str) else v.get("content")) for k, v in tc.items()
-                        if k.endswith("_token") and isinstance(v, (str, dict))}
-
-    def __call__(self, messages: list[dict]) -> int:
-        text = self.render(conversations=[messages], chat_template=self.template, add_generation_prompt=True,
-                           **self.special)[0][0]
-        return len(self.tok.encode(text, add_special_tokens=False).ids)
-
-
-def token_counter(model_dir: Path):
-    """messages -> the chat prompt's token count (generation prompt included); used by preflight and
-    by the sampler to find prompts that do not fit the engine."""
-    try:
-        return _FastCounter(model_dir)
-    except Exception:  # noqa: BLE001 - an unusual tokenizer layout: let transformers do it
-        pass
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    if not getattr(tok, "chat_template", None):
-        raise LookupError("no chat template")
-    return lambda messages: len(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                        return_dict=False))
 
 
 def check_prompt_lengths(cfg: Config, problems: list[str]) -> None:

@@ -13,6 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Outcome = Literal["pass", "fail", "abstain", "error"]
 ERROR_CLASSES = ("format", "truncated", "calculation", "logic", "comprehension", "infra", "tamper", "other")
+# Error classes a round of training can address (infra, tamper and other are not the model's to fix).
+TRAINABLE_CLASSES = ("calculation", "logic", "format", "truncated", "comprehension")
+# The built-in verifiers whose verdicts the taxonomy and the acceptance policies read by name.
+FORMAT_VERIFIER = "format"
+PROCESS_VERIFIER = "process"
+JUDGE_VERIFIER = "llm_judge"
 ErrorClass = Literal["format", "truncated", "calculation", "logic", "comprehension", "infra", "tamper", "other"]
 
 
@@ -165,3 +171,8 @@ class Plan(BaseModel):
     round: int                      # the round this plan is for
     policy: str
     categories: dict[str, CategoryPlan]
+
+
+def verdict_of(row: Row, name: str) -> Verdict | None:
+    """The verdict of verifier `name` on this row, or None if it did not run."""
+    return next((v for v in row.verdicts if v.verifier == name), None)

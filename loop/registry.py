@@ -12,7 +12,8 @@ Plug-ins from outside the repository arrive by one of two routes, both handled b
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 

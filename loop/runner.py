@@ -6,11 +6,19 @@ import logging
 import signal
 from pathlib import Path
 
-from loop import base_record
 from loop.config import Config, ConfigError, dump_config, load_config
-from loop.logs import attach_run_log
-from loop.state import (Interrupted, RunDir, RunStateError, StopAfter, atomic_write_text, find_run,
-                        install_signal_handlers, received_signal)
+from loop.run import base_record
+from loop.run.logs import attach_run_log
+from loop.run.state import (
+    Interrupted,
+    RunDir,
+    RunStateError,
+    StopAfter,
+    atomic_write_text,
+    find_run,
+    install_signal_handlers,
+    received_signal,
+)
 
 log = logging.getLogger("loop")
 
@@ -41,7 +49,7 @@ def _start_cluster(cfg: Config):
     """Cluster(cfg), with SIGTERM handled as ours: ray.init installs its own SIGTERM
     handlers (they sys.exit), so a signal during start-up is turned into Interrupted and
     ours is put back afterwards."""
-    from loop.cluster import Cluster
+    from loop.cluster.driver import Cluster
 
     try:
         cluster = Cluster(cfg)

@@ -34,17 +34,24 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from loop.records import ERROR_CLASSES, ErrorRecord, Outcome, Row, Verdict
+from loop.records import (  # noqa: F401  (the five vocabulary names are re-exported for older policies)
+    ERROR_CLASSES,
+    FORMAT_VERIFIER,
+    JUDGE_VERIFIER,
+    PROCESS_VERIFIER,
+    TRAINABLE_CLASSES,
+    ErrorRecord,
+    Outcome,
+    Row,
+    Verdict,
+    verdict_of,
+)
 from verifiers.extract import extract_answer, normalize, parse_number
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERIFIER = "format"
-PROCESS_VERIFIER = "process"
-JUDGE_VERIFIER = "llm_judge"
-TRAINABLE_CLASSES = ("calculation", "logic", "format", "truncated", "comprehension")
 
 _PROMPT_NUMBERS = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?")
 
@@ -94,10 +101,6 @@ def _shape_mismatch(row: Row, answer: str) -> str | None:
     if av in numbers and gv not in numbers:
         return f"answer {a!r} repeats a number from the question; gold {g!r}"
     return None
-
-
-def verdict_of(row: Row, name: str) -> Verdict | None:
-    return next((v for v in row.verdicts if v.verifier == name), None)
 
 
 def classify(row: Row, required: set[str] | None = None, format_verifier: str = FORMAT_VERIFIER,

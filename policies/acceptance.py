@@ -9,8 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from generators.rationalize import leaks_hint
-from loop.records import Row, Sample
-from loop.taxonomy import FORMAT_VERIFIER, PROCESS_VERIFIER, verdict_of
+from loop.records import FORMAT_VERIFIER, PROCESS_VERIFIER, Row, Sample, verdict_of
 from policies.base import POLICIES, AcceptancePolicy
 
 _WS = re.compile(r"\s+")

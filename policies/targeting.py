@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from loop.records import ERROR_CLASSES, CategoryPlan, Plan, RoundAnalysis
-from loop.taxonomy import TRAINABLE_CLASSES
+from loop.records import ERROR_CLASSES, TRAINABLE_CLASSES, CategoryPlan, Plan, RoundAnalysis
 from policies.base import POLICIES, TargetingPolicy
 from policies.budget import allocate, categories_of, clamp, current_difficulty, floor_per_category
 
@@ -91,7 +90,7 @@ class PassBand(TargetingPolicy):
             "(already at the end of its difficulty range)"))
 
         @model_validator(mode="after")
-        def _band(self) -> "PassBand.Options":
+        def _band(self) -> PassBand.Options:
             if self.low >= self.high:
                 raise ValueError(f"low ({self.low}) must be below high ({self.high}), e.g. low=0.2 high=0.8")
             return self

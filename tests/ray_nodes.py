@@ -10,8 +10,8 @@ node and every driver of it is given (`env()`), as on a real cluster.
 from __future__ import annotations
 
 import json
-import secrets
 import os
+import secrets
 import signal
 import socket
 import subprocess

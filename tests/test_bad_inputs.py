@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from loop.config import ROOT, ConfigError, load_config
-from loop.records import Problem, Sample, Verdict
+from loop.records import Sample, Verdict
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -181,7 +181,7 @@ def _samples(n: int) -> list[Sample]:
     (lambda ss: [0.5] * len(ss), "returned float (0.5)"),
 ])
 def test_malformed_verdicts_become_errors_naming_the_verifier(returned, expect):
-    from loop.cluster import checked_verdicts
+    from loop.cluster.driver import checked_verdicts
 
     ss = _samples(3)
     out = checked_verdicts("v", ss, returned(ss))
@@ -191,7 +191,7 @@ def test_malformed_verdicts_become_errors_naming_the_verifier(returned, expect):
 
 
 def test_good_verdicts_pass_through_in_any_order():
-    from loop.cluster import checked_verdicts
+    from loop.cluster.driver import checked_verdicts
 
     ss = _samples(3)
     good = [Verdict(sample_id=s.id, verifier="v", outcome="fail") for s in reversed(ss)]
@@ -203,8 +203,8 @@ def _cfg_with(required_share: float = 0.05):
 
 
 def test_required_verifier_erroring_fails_the_stage_loudly():
-    from loop.cluster import check_required_errors
-    from loop.state import StageFailed
+    from loop.cluster.driver import check_required_errors
+    from loop.run.state import StageFailed
 
     ss = _samples(20)
     out = {s.id: [Verdict(sample_id=s.id, verifier="exact_match",
@@ -217,7 +217,7 @@ def test_required_verifier_erroring_fails_the_stage_loudly():
 
 
 def test_optional_verifier_errors_do_not_fail_the_stage():
-    from loop.cluster import check_required_errors
+    from loop.cluster.driver import check_required_errors
 
     ss = _samples(4)
     out = {s.id: [Verdict(sample_id=s.id, verifier="format", outcome="error", reason="boom")] for s in ss}
@@ -226,8 +226,8 @@ def test_optional_verifier_errors_do_not_fail_the_stage():
 
 # ---- report ------------------------------------------------------------------------------------
 def test_report_names_round_files_that_are_gone(tmp_path):
-    from loop.report import write_report
-    from loop.state import RunDir
+    from loop.report.summary import write_report
+    from loop.run.state import RunDir
 
     run = RunDir.create(tmp_path, "t")
     run.manifest.update(rounds_completed=3, status="completed")
@@ -246,8 +246,8 @@ def test_report_names_round_files_that_are_gone(tmp_path):
 
 
 def test_report_of_a_running_run_nobody_holds(tmp_path):
-    from loop.report import write_report
-    from loop.state import RunDir
+    from loop.report.summary import write_report
+    from loop.run.state import RunDir
 
     run = RunDir.create(tmp_path, "t")
     assert "no process holds the run" in write_report(run.path).read_text()
@@ -268,7 +268,7 @@ def clear_error(p: subprocess.CompletedProcess, rc: int = 2) -> str:
 
 
 def test_cli_damaged_manifest_and_config(tmp_path):
-    from loop.state import RunDir
+    from loop.run.state import RunDir
 
     run = RunDir.create(tmp_path, "t")
     (run.path / "config.yaml").write_text("run: [\n")
@@ -282,10 +282,10 @@ def test_cli_damaged_manifest_and_config(tmp_path):
 
 
 def test_cli_resume_refused_while_another_process_holds_the_run(tmp_path):
-    from loop.state import RunDir
+    from loop.run.state import RunDir
 
     run = RunDir.create(tmp_path, "t")
-    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from loop.state import RunDir; "
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from loop.run.state import RunDir; "
             f"r = RunDir({str(run.path)!r}); r.acquire('run'); print('held', flush=True); time.sleep(120)")
     holder = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -315,7 +315,7 @@ def test_cli_plugin_that_fails_to_import(tmp_path):
 def test_unexpected_error_is_one_line_naming_where_the_traceback_went(tmp_path, capsys):
     """A bug (not a user error) is one line: type, where it happened, the log with the traceback."""
     import launch
-    from loop.logs import attach_run_log, detach_run_log
+    from loop.run.logs import attach_run_log, detach_run_log
 
     attach_run_log(tmp_path)
     try:

@@ -13,7 +13,7 @@ import policies  # noqa: F401
 import verifiers  # noqa: F401
 from generators.base import GENERATORS
 from loop.config import ROOT, dump_config, load_config
-from loop.state import RunDir
+from loop.run.state import RunDir
 from policies.base import POLICIES
 from verifiers.base import VERIFIERS
 

@@ -5,7 +5,7 @@ Three nodes started with `ray start` (tests/ray_nodes.py), each with its own log
 and custom resources: two offer `sampler`, one `trainer`. The driver is `launch.py run`
 with `cluster.address` set; the code reaches the workers through Ray's runtime_env (the
 nodes run from another directory and have no PYTHONPATH to the checkout). One run, with
-the fault hook (loop/faults.py) holding a worker still at a known point so the test can
+the fault hook (loop/run/faults.py) holding a worker still at a known point so the test can
 SIGKILL it there:
 
 - a sampler replica, after generating its chunk of round-0/sample but before returning it;

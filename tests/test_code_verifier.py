@@ -165,7 +165,7 @@ def test_iterators_cross_as_iterators():
 
 
 def test_wire_round_trip_keeps_exact_types():
-    from verifiers import wire
+    from verifiers.sandbox import wire
 
     values = [None, True, 0, 1, -7, 10**40, 1.0, -0.0, float("inf"), "é\n\"", b"\x00\xff", (1, [2.5, (None,)]),
               {"a": 1, 2: (3,)}, {1, 2}, frozenset({"x"}), complex(1, -2), [], (), {}, range(1, 9, 2)]
@@ -180,14 +180,14 @@ def test_wire_round_trip_keeps_exact_types():
                                  '{"b": "zz"}', "[" * 5000 + "]" * 5000, '{"c": "ab"}',
                                  '{"s": [' + ",".join(str(i << 61) for i in range(20_000)) + "]}"])
 def test_wire_rejects_anything_else(bad):
-    from verifiers import wire
+    from verifiers.sandbox import wire
 
     with pytest.raises(wire.WireError):
         wire.loads(bad)
 
 
 def test_wire_refuses_imitations():
-    from verifiers import wire
+    from verifiers.sandbox import wire
 
     class Int(int):
         def __eq__(self, other):
@@ -236,7 +236,7 @@ def test_wire_carries_builtin_subclasses_as_their_builtin_data():
     import collections
     import enum
 
-    from verifiers import wire
+    from verifiers.sandbox import wire
 
     class Color(enum.IntEnum):
         RED = 3
@@ -362,7 +362,7 @@ def test_a_function_named_like_a_module_is_still_the_programs():
 def test_wire_carries_ints_past_python_s_decimal_limit():
     """JSON writes ints in decimal and Python refuses to print one past 4,300 digits: such an
     answer (10 ** 5000, a big factorial) crosses as hex, and a malformed hex body is refused."""
-    from verifiers import wire
+    from verifiers.sandbox import wire
 
     for v in (10 ** 5000, -(10 ** 5000) + 7, 2 ** wire.BIG_INT_BITS, [{"k": -3 ** 9000}]):
         assert wire.loads(wire.dumps(v)) == v

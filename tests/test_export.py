@@ -13,9 +13,9 @@ import generators  # noqa: F401
 from generators.base import GENERATORS, draw
 from loop.config import ROOT, dump_config, load_config
 from loop.export import export_run, load_bundle, load_problems, reward_funcs
-from loop.export_choice import ExportError, resolve_in_run
+from loop.export.choice import ExportError, resolve_in_run
 from loop.records import Sample, Verdict
-from loop.state import RunDir, read_json, write_json, write_jsonl
+from loop.run.state import RunDir, read_json, write_json, write_jsonl
 
 BASELINE = {"accuracy": 0.25, "by_category": {"arithmetic/add": 0.5, "arithmetic/mul": 0.0}, "adapter": None, "n": 64}
 PASSES = [0, 1, 2, 3, 4]  # passes out of 4 samples, by problem index mod 5: rates 0, .25, .5, .75, 1
@@ -258,7 +258,7 @@ def test_a_local_base_model_is_named_relative_to_the_bundle(tmp_path):
 
 
 def _run_on_a_copied_base(tmp_path: Path):
-    from loop import base_record
+    from loop.run import base_record
 
     base = tmp_path / "models" / "my-base"
     shutil.copytree(ROOT / "loop/assets/tiny-qwen3", base)
@@ -271,7 +271,7 @@ def _run_on_a_copied_base(tmp_path: Path):
 def test_export_refuses_a_base_that_changed_since_the_run_started(tmp_path):
     """The adapters are deltas on the weights they were trained on: a base directory whose weights
     changed (rebuilt, re-downloaded) must not be packaged with them."""
-    from loop.state import RunStateError
+    from loop.run.state import RunStateError
 
     base, run, _, recorded = _run_on_a_copied_base(tmp_path)
     weights = base / "model.safetensors"
@@ -291,7 +291,7 @@ def test_export_refuses_a_base_that_changed_since_the_run_started(tmp_path):
 
 def test_resume_refuses_a_base_that_changed_before_starting_anything(tmp_path):
     from loop import runner
-    from loop.state import RunStateError
+    from loop.run.state import RunStateError
 
     base, run, _, _ = _run_on_a_copied_base(tmp_path)
     run.set_status("interrupted")
@@ -312,7 +312,7 @@ def test_a_run_without_a_base_record_exports_with_a_warning(tmp_path, caplog):
 
 
 def test_a_damaged_base_record_is_named_with_the_way_out(tmp_path):
-    from loop.state import RunStateError
+    from loop.run.state import RunStateError
 
     _, run, _, _ = _run_on_a_copied_base(tmp_path)
     (run.path / "base.json").write_text("{not json")

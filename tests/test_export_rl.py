@@ -22,7 +22,6 @@ import pytest
 
 from loop.export import export_run, load_bundle
 from loop.records import Problem, Sample
-from loop.state import RunDir
 from tests.conftest import ROOT, TINY_RUN, write_config
 from tests.test_export import answer_text, make_run
 
@@ -67,7 +66,7 @@ def test_verl_parquet_layout_and_compute_score(tmp_path):
                 assert 0 < info["pass_rate"] < 1 and info["pass_rate"] == pool[i]["pass_rate"]
             gold = row["reward_model"]["ground_truth"]
 
-            def score(text):
+            def score(text, row=row, gold=gold, info=info):
                 return compute_score(data_source=row["data_source"], solution_str=text, ground_truth=gold,
                                      extra_info=info)
 

@@ -20,12 +20,12 @@ class EchoReplica:
     """Stands in for SamplerWorker: the same `where` and a chunk method with its pause point."""
 
     def where(self) -> dict:
-        from loop.placement import node_info
+        from loop.cluster.placement import node_info
 
         return {**node_info(), "build_seconds": 0.0}
 
     def work(self, chunk: int, stage: str) -> list:
-        from loop.faults import pause_point
+        from loop.run.faults import pause_point
 
         if chunk < 0:
             raise ValueError("a bad request, not a dead replica")
@@ -70,7 +70,7 @@ def _kill_when_paused(d: Path, role: str, killed: list, timeout: float = 60) -> 
 
 
 def _pool(ray, size: int, replacements: int, events: list):
-    from loop.sampler_pool import SamplerPool
+    from loop.cluster.sampler_pool import SamplerPool
 
     Actor = ray.remote(num_cpus=0.5, max_restarts=0)(EchoReplica)
     return SamplerPool(ray, lambda i: Actor.remote(), size, replacements,
@@ -109,7 +109,7 @@ def test_every_replica_gets_a_chunk_before_any_gets_two(local_ray):
 
 
 def test_no_replica_left_is_a_clear_error(local_ray):
-    from loop.sampler_pool import NoSamplerLeft
+    from loop.cluster.sampler_pool import NoSamplerLeft
 
     ray, d = local_ray
     for f in d.iterdir():
@@ -125,7 +125,7 @@ def test_no_replica_left_is_a_clear_error(local_ray):
 
 
 def test_a_replica_whose_init_raises_is_not_replaced(local_ray):
-    from loop.sampler_pool import SamplerPool
+    from loop.cluster.sampler_pool import SamplerPool
 
     ray, _ = local_ray
     events = []
@@ -159,7 +159,7 @@ def test_the_pause_only_happens_in_the_named_stage(local_ray):
 # ---- pieces without Ray ---------------------------------------------------------------
 
 def test_fault_hook_is_inert_by_default(monkeypatch, tmp_path):
-    from loop import faults
+    from loop.run import faults
 
     monkeypatch.delenv(faults.DIR_ENV, raising=False)
     monkeypatch.setenv(faults.PAUSE_ENV, "sampler,trainer")
@@ -176,7 +176,7 @@ def test_fault_hook_is_inert_by_default(monkeypatch, tmp_path):
 
 
 def test_adapter_shipping_roundtrip(tmp_path):
-    from loop.shipping import pack_adapter, pack_files, unpack
+    from loop.cluster.shipping import pack_adapter, pack_files, unpack
 
     src = tmp_path / "a"
     src.mkdir()
@@ -202,7 +202,7 @@ def _cfg(tiny_run_config, tmp_path, **cluster):
 
 
 def test_placement_that_cannot_fit_is_named(tiny_run_config, tmp_path):
-    from loop.placement import check_fits, local_resources, sampler_options, verify_options
+    from loop.cluster.placement import check_fits, local_resources, sampler_options, verify_options
 
     cfg = _cfg(tiny_run_config, tmp_path, sampler={"num_actors": 2, "resources": {"sampler": 1}},
                trainer_resources={"trainer": 1}, trainer_num_gpus=1)
@@ -236,14 +236,14 @@ def test_the_job_ships_only_what_workers_import(tmp_path):
 
     from ray._private.runtime_env.packaging import create_package
 
-    from loop.cluster import ship_excludes
+    from loop.cluster.driver import ship_excludes
 
     out = tmp_path / "pkg.zip"
     create_package(str(ROOT), out, include_gitignore=False, excludes=ship_excludes())
     names = zipfile.ZipFile(out).namelist()
     assert {n.split("/")[0] for n in names} <= {"loop", "generators", "verifiers", "policies", "configs",
                                                  "launch.py", "pyproject.toml"}
-    assert "loop/cluster.py" in names and any(n.startswith("loop/assets/tiny-qwen3/") for n in names)
+    assert "loop/cluster/driver.py" in names and any(n.startswith("loop/assets/tiny-qwen3/") for n in names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert out.stat().st_size < 50 * 2**20
 
@@ -265,7 +265,7 @@ class StallingReplica(EchoReplica):
 
 
 def test_a_stalled_engine_start_is_replaced(local_ray, tmp_path):
-    from loop.sampler_pool import SamplerPool
+    from loop.cluster.sampler_pool import SamplerPool
 
     ray, _ = local_ray
     events = []
@@ -284,7 +284,7 @@ def test_a_stalled_engine_start_is_replaced(local_ray, tmp_path):
 
 
 def test_a_stall_with_no_replacement_left_names_the_setting(local_ray, tmp_path):
-    from loop.sampler_pool import NoSamplerLeft, SamplerPool
+    from loop.cluster.sampler_pool import NoSamplerLeft, SamplerPool
 
     ray, _ = local_ray
     Actor = ray.remote(num_cpus=0.5, max_restarts=0)(StallingReplica)
@@ -297,7 +297,7 @@ def test_a_stall_with_no_replacement_left_names_the_setting(local_ray, tmp_path)
 def test_a_replacement_that_stalls_mid_stage_is_replaced_again(local_ray, tmp_path):
     """Replica 0 is killed mid-chunk; its replacement's engine stalls and is given up after the
     timeout; the next replacement finishes the chunks, each delivered once."""
-    from loop.sampler_pool import SamplerPool
+    from loop.cluster.sampler_pool import SamplerPool
 
     ray, d = local_ray
     for f in d.iterdir():

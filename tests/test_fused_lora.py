@@ -1,4 +1,4 @@
-"""The fused LoRA forward (loop/fused_lora.py) computes PEFT's LoRA exactly, forward and backward,
+"""The fused LoRA forward (loop/kernels/fused_lora.py) computes PEFT's LoRA exactly, forward and backward,
 on plain and bitsandbytes 4-bit layers, and hands every case it does not cover back to PEFT."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from loop import fused_lora
+from loop.kernels import fused_lora
 
 
 def _model(four_bit: bool, **lora):
@@ -122,7 +122,7 @@ def test_bf16_adapter_on_an_fp32_base_without_autocast():
     """TRL casts a quantized model's LoRA to bf16; on the CPU the base computes in fp32 without
     autocast. The fused path then adds the B product in fp32 (PEFT: in bf16): a bf16 rounding apart."""
     model = _model(True)
-    for n, p in model.named_parameters():
+    for _, p in model.named_parameters():
         if p.requires_grad:
             p.data = p.data.to(torch.bfloat16)
     ids = torch.randint(0, 97, (2, 9))

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from generators import GENERATORS
-from generators.rules_strings import SYMBOL_OPS, _bit_answers, _symbol_answers, _shift_word
+from generators.rules_strings import SYMBOL_OPS, _bit_answers, _shift_word, _symbol_answers
 from loop.registry import RegistryError
 
 GEN = GENERATORS.build("rules")

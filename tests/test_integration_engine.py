@@ -5,7 +5,7 @@ import gc
 
 import pytest
 
-from loop.config import TINY_MODEL, QuantCfg, LoraCfg, TrainingCfg
+from loop.config import TINY_MODEL, LoraCfg, QuantCfg, TrainingCfg
 
 pytestmark = pytest.mark.integration
 
@@ -17,7 +17,7 @@ def adapter_dir(tmp_path_factory):
     """A real QLoRA adapter: bitsandbytes NF4 base + peft LoRA trained by TRL for a few steps."""
     import generators  # noqa: F401
     from generators.base import GENERATORS
-    from loop.trainer import TrainerWorker
+    from loop.cluster.trainer import TrainerWorker
 
     gen = GENERATORS.build("arithmetic", {})
     examples = [{"prompt": [m.model_dump() for m in p.prompt],
@@ -34,7 +34,7 @@ def adapter_dir(tmp_path_factory):
 @pytest.fixture(scope="module", params=["lora", "merged"])
 def sampler(request, adapter_dir):
     """Both ways of serving an adapter: vLLM's LoRA kernels, and merged into the weights."""
-    from loop.sampler import SamplerWorker
+    from loop.cluster.sampler import SamplerWorker
 
     w = SamplerWorker(str(TINY_MODEL), max_model_len=512, dtype="float32", seed=0, max_lora_rank=16,
                       kv_cache_gib=1, gpu_memory_utilization=0.5, enforce_eager=True, sleep_mode=False,

@@ -47,8 +47,9 @@ def sha(p: Path) -> str:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, request):
-    from tests.conftest import TINY_RUN
     import copy
+
+    from tests.conftest import TINY_RUN
 
     tmp = tmp_path_factory.mktemp("full")
     cfg = copy.deepcopy(TINY_RUN)

@@ -12,7 +12,7 @@ import pytest
 
 import loop.plugins as plugins
 from loop.config import ConfigError, load_config
-from loop.plugins import PluginError, load_plugins
+from loop.plugins import load_plugins
 from loop.registry import RegistryError
 from tests.conftest import ROOT
 
@@ -193,7 +193,7 @@ def test_a_fresh_worker_process_loads_the_plugins(tmp_path):
     gets the config's plugins and loads them there."""
     f = write_plugin(tmp_path / "worker_plugins.py", "extworker")
     code = textwrap.dedent(f'''
-        from loop.cluster import _remote_verify
+        from loop.cluster.driver import _remote_verify
         from loop.records import Message, Problem, Reference, Sample
         p = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="1+1")],
                     reference=Reference(answer="2"))

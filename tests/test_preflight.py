@@ -10,9 +10,18 @@ from pathlib import Path
 import pytest
 
 from loop.config import ROOT, TINY_MODEL, load_config
-from loop.preflight import (PreflightError, check_adapter, check_address, check_model, check_run_files,
-                            check_state_dir, check_stop_after, preflight, stage_names)
-from loop.state import RunDir
+from loop.preflight import (
+    PreflightError,
+    check_adapter,
+    check_address,
+    check_model,
+    check_run_files,
+    check_state_dir,
+    check_stop_after,
+    preflight,
+    stage_names,
+)
+from loop.run.state import RunDir
 
 DEFAULT = ROOT / "configs" / "default.yaml"
 
@@ -204,7 +213,7 @@ def test_fast_token_count_matches_transformers():
     counts must be the ones the engine will see."""
     from transformers import AutoTokenizer
 
-    from loop.preflight import _FastCounter
+    from loop.cluster.prompt_tokens import _FastCounter
 
     tok = AutoTokenizer.from_pretrained(str(TINY_MODEL))
     fast = _FastCounter(TINY_MODEL)

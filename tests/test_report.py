@@ -8,7 +8,7 @@ import pytest
 
 from loop.analysis import analyze
 from loop.records import CategoryPlan, Plan
-from loop.report import write_report
+from loop.report.summary import write_report
 from tests.test_analysis import problem, row
 
 CATS = ["arith/add", "arith/mul"]

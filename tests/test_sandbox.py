@@ -1,12 +1,13 @@
 """The sandbox's statuses, limits and isolation layers, on small real programs."""
 import os
-import subprocess
 import sys
 
 import pytest
 
-from verifiers import sandbox, sandbox_cgroup, sandbox_launch
 from verifiers.sandbox import SandboxLimits, leftover_processes, run
+from verifiers.sandbox import cgroup as sandbox_cgroup
+from verifiers.sandbox import launcher as sandbox_launch
+from verifiers.sandbox import runner as sandbox
 
 FAST = SandboxLimits(timeout_s=10.0)  # generous: these programs end at once; CI machines may be loaded
 from tests.kernel_caps import NS, ROOT  # noqa: E402
@@ -219,10 +220,10 @@ def test_no_python_reachable_by_the_uid_matters_only_without_a_minimal_root(monk
 def test_parsing_from_many_threads_at_once_never_fails():
     """CPython 3.11's AST constructor shares its recursion counter between threads ("SystemError:
     AST constructor recursion depth mismatch" made a correct HumanEval solution a sandbox error
-    under load): every parse of the verifier goes through verifiers.pyast's lock."""
+    under load): every parse of the verifier goes through verifiers.sandbox.pyast's lock."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from verifiers import pyast
+    from verifiers.sandbox import pyast
 
     deep = "x = " + "(" * 60 + "1" + ")" * 60 + "\n" + "assert f([1, 2, 3]) == [" + ", ".join(map(str, range(200))) + "]\n"
 

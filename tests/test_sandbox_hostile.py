@@ -22,12 +22,14 @@ import pytest
 
 from loop.records import Message, Problem, Reference, Sample
 from verifiers import code as code_mod
-from verifiers import sandbox, sandbox_cgroup
 from verifiers.base import VERIFIERS
+from verifiers.sandbox import cgroup as sandbox_cgroup
 from verifiers.sandbox import leftover_processes
+from verifiers.sandbox import runner as sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 from tests.kernel_caps import NS, ROOT  # noqa: E402
+
 ADD = "def add(a, b):\n    return a + b\n"
 TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(10, -4) == 6\n"
 PROBLEM = Problem(family="test", category="code", difficulty=1, prompt=[Message(role="user", content="add")],

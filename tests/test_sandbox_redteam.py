@@ -7,8 +7,9 @@ import time
 import pytest
 
 from loop.records import Message, Problem, Reference, Sample
-from verifiers import code_cases, wire
+from verifiers import code_cases
 from verifiers.base import VERIFIERS
+from verifiers.sandbox import wire
 
 
 def judge(program: str, tests: str, entry_point: str | None = None, translate: bool = True, timeout_s: float = 8.0):

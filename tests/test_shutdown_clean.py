@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loop.cleanup import process_tree, shm_segments
+from loop.cluster.cleanup import process_tree, shm_segments
 from loop.config import ROOT, load_config
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_shutdown_removes_engines_shm_and_ray_session():
-    from loop.cluster import Cluster, _session_dir
+    from loop.cluster.driver import Cluster, _session_dir
 
     cfg = load_config(ROOT / "configs" / "default.yaml", ["cluster.num_cpus=3", "model.max_model_len=256"])
     cluster = Cluster(cfg)
@@ -54,7 +54,7 @@ def test_orphaned_ray_agents_are_swept_and_live_ones_kept():
     import subprocess
     import sys
 
-    from loop.cleanup import orphaned_ray_agents, sweep_orphaned_ray_agents
+    from loop.cluster.cleanup import orphaned_ray_agents, sweep_orphaned_ray_agents
 
     orphan = subprocess.Popen(["bash", "-c", "exec -a ray::DashboardAgent sleep 120"])
     raylet = subprocess.Popen(["bash", "-c", f"exec -a /opt/ray/core/src/ray/raylet/raylet {sys.executable} -c "
@@ -90,7 +90,7 @@ def test_segments_recorded_by_a_dead_driver_are_swept_unless_mapped(tmp_path):
     import subprocess
     import uuid
 
-    from loop.cleanup import SHM, record_segments, sweep_recorded_segments
+    from loop.cluster.cleanup import SHM, record_segments, sweep_recorded_segments
 
     names = [f"psm_t{uuid.uuid4().hex[:8]}" for _ in range(3)]
     for n in names:

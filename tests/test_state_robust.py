@@ -8,19 +8,18 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from loop.state import RunDir, RunStateError, find_run
+from loop.run.state import RunDir, RunStateError, find_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _hold_lock(run_dir: Path) -> subprocess.Popen:
     """Another process that holds the run's lock until killed."""
-    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from loop.state import RunDir; "
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from loop.run.state import RunDir; "
             f"r = RunDir({str(run_dir)!r}); r.acquire('resume'); print('held', flush=True); time.sleep(120)")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"
@@ -140,10 +139,10 @@ def test_create_refuses_unwritable_state_dir(tmp_path):
 _SIGNAL_SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
-    import loop.cluster, loop.controller
+    import loop.cluster.driver, loop.controller
     from loop import runner
     from loop.config import load_config
-    from loop.state import RunDir, install_signal_handlers
+    from loop.run.state import RunDir, install_signal_handlers
 
     class FakeCluster:  # stands in for Ray: this test is about the runner's bookkeeping
         def __init__(self, cfg):
@@ -158,7 +157,7 @@ _SIGNAL_SCRIPT = textwrap.dedent("""
             print("working", flush=True)
             time.sleep(60)
 
-    loop.cluster.Cluster, loop.controller.Controller = FakeCluster, SlowController
+    loop.cluster.driver.Cluster, loop.controller.Controller = FakeCluster, SlowController
     install_signal_handlers()
     cfg = load_config({root!r} + "/configs/default.yaml")
     run = RunDir.create({state!r}, "sig")
@@ -199,7 +198,7 @@ def test_stale_running_is_detected(tmp_path):
 
 
 def test_reap_waits_then_kills_what_is_left():
-    from loop.cleanup import reap
+    from loop.cluster.cleanup import reap
 
     quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
     stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -18,7 +18,7 @@ def _tiny(attn: str):
 
 
 def test_segment_attention_matches_separate_sequences():
-    from loop.packed_attention import register
+    from loop.kernels.packed_attention import register
 
     name = register()
     packed, plain = _tiny(name), _tiny("sdpa")
@@ -38,7 +38,7 @@ def test_segment_attention_matches_separate_sequences():
 
 
 def test_segment_attention_falls_back_to_masked_sdpa_for_padded_batches():
-    from loop.packed_attention import register
+    from loop.kernels.packed_attention import register
 
     name = register()
     packed, plain = _tiny(name), _tiny("sdpa")
@@ -54,7 +54,7 @@ def test_segment_attention_falls_back_to_masked_sdpa_for_padded_batches():
 def test_packed_qlora_training_counts_real_tokens(tmp_path):
     import generators  # noqa: F401
     from generators.base import GENERATORS
-    from loop.trainer import TrainerWorker
+    from loop.cluster.trainer import TrainerWorker
 
     gen = GENERATORS.build("arithmetic", {})
     problems = gen.generate("add", 3, 24, seed=3)
@@ -69,7 +69,7 @@ def test_packed_qlora_training_counts_real_tokens(tmp_path):
     assert 0 < m["loss_tokens"] < m["tokens"]
     assert m["last_loss"] < m["first_loss"]
     assert m["packed_attention"] == "segments"  # the CPU's kernel (varlen serves CUDA in bf16/fp16)
-    # every LoRA linear took the one-addmm forward (loop/fused_lora.py), none fell back to PEFT's
+    # every LoRA linear took the one-addmm forward (loop/kernels/fused_lora.py), none fell back to PEFT's
     assert m["fused_lora_layers"] > 0 and m["lora_calls"]["fused"] > 0 and m["lora_calls"]["peft"] == 0
     assert m["fused_kernels"] == "off"  # Liger's kernels are for CUDA
     # 24 chains of ~60-90 tokens packed into rows of 256: far fewer steps than 24 / 2 per epoch.
@@ -81,7 +81,7 @@ def test_group_by_length_cuts_padding(tmp_path):
     than random ones (measured on the trainer's own dataloader), and training still runs."""
     import generators  # noqa: F401
     from generators.base import GENERATORS
-    from loop.trainer import TrainerWorker
+    from loop.cluster.trainer import TrainerWorker
 
     gen = GENERATORS.build("arithmetic", {})
     # (transformers sorts "megabatches" of up to 50 batches, fewer for a small set: 96 chains -> 6)
@@ -110,7 +110,7 @@ def _packed_batch(lens=(7, 3, 12), pad: int = 0):
 def test_boundaries_are_read_once_per_forward_not_per_layer():
     """A device->host read of the boundaries in every layer stalls a GPU; one read per forward
     pass (per cu tensor) serves all layers, here 2."""
-    from loop import packed_attention as pa
+    from loop.kernels import packed_attention as pa
 
     name = pa.register()
     model = _tiny(name)
@@ -156,7 +156,7 @@ def _reference_varlen(signature: str):
 def test_varlen_path_lays_out_the_row_for_the_kernel(monkeypatch, signature, pad):
     """The varlen path's layout ([1, heads, T, dim] -> [T, heads, dim] and back), its int32
     boundaries (a trailing pad becomes a sequence of its own) and both torch signatures."""
-    from loop import packed_attention as pa
+    from loop.kernels import packed_attention as pa
 
     name = pa.register()
     packed, plain = _tiny(name), _tiny("sdpa")
@@ -176,7 +176,7 @@ def test_varlen_path_lays_out_the_row_for_the_kernel(monkeypatch, signature, pad
 
 
 def test_a_failing_varlen_kernel_falls_back_to_segments_and_says_so(monkeypatch, caplog):
-    from loop import packed_attention as pa
+    from loop.kernels import packed_attention as pa
 
     name = pa.register()
     packed, plain = _tiny(name), _tiny("sdpa")
@@ -190,7 +190,7 @@ def test_a_failing_varlen_kernel_falls_back_to_segments_and_says_so(monkeypatch,
     real_use = pa.use_varlen
     monkeypatch.setattr(pa, "use_varlen", lambda query: not pa._varlen_broken)
     seqs, ids, pos, cu = _packed_batch()
-    with torch.no_grad(), caplog.at_level("WARNING", logger="loop.packed_attention"):
+    with torch.no_grad(), caplog.at_level("WARNING", logger="loop.kernels.packed_attention"):
         got = packed(input_ids=ids, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
                      max_length_q=12, max_length_k=12).logits[0]
         want = torch.cat([plain(input_ids=s[None]).logits[0] for s in seqs])

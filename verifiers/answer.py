@@ -1,8 +1,8 @@
 """Final-answer verifiers against the gold answer: exact string match and numeric match."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 

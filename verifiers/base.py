@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import traceback
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 

@@ -1,13 +1,13 @@
 """Code verifier: the chain's program answers calls in a sandbox; trusted code judges.
 
 The trust boundary (docs/plugins.md, "The trust boundary"): the program runs alone in a
-sandbox (verifiers/harness_candidate.py loads it and answers call requests). Its answers
-come back as type-tagged JSON (verifiers/wire.py) and are rebuilt here as plain built-ins.
+sandbox (verifiers/sandbox/harness_candidate.py loads it and answers call requests). Its answers
+come back as type-tagged JSON (verifiers/sandbox/wire.py) and are rebuilt here as plain built-ins.
 The tests' expected values and every comparison stay on this side:
 
 - translated path: assert-style tests are turned into calls plus checks
   (verifiers/code_cases.py) that are evaluated in this process over the rebuilt answers;
-- test-process path: other tests run in a second sandbox (verifiers/harness_tests.py)
+- test-process path: other tests run in a second sandbox (verifiers/sandbox/harness_tests.py)
   whose only contact with the program is the same request/answer channel.
 
 Nothing the program can read holds an expected value or a "passed" secret; a program that
@@ -22,21 +22,24 @@ import marshal
 import os
 import re
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from loop.records import Problem, Sample, Verdict
-from verifiers import code_cases, sandbox, wire
+from verifiers import code_cases
 from verifiers.base import VERIFIERS, Verifier
 from verifiers.code_cases import Failure, NotTranslatable, Outcome, Plan, TestsError
+from verifiers.sandbox import runner as sandbox
+from verifiers.sandbox import wire
 
 FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+.-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
 PYTHON_TAGS = {"python", "py", "python3"}
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent / "sandbox"  # the harnesses and the wire format run inside the sandbox
 WIRE_SRC = (HERE / "wire.py").read_text(encoding="utf-8")
 CANDIDATE_HARNESS = (HERE / "harness_candidate.py").read_text(encoding="utf-8")
 TESTS_HARNESS = (HERE / "harness_tests.py").read_text(encoding="utf-8")

@@ -4,7 +4,7 @@ Most code tests are `assert candidate(<args>) == <expected>` (HumanEval's `check
 assert lists). `translate` turns such a test into a `Plan`: the calls to make (function
 name and argument *values*, computed here) and the test statements, which `Plan.check`
 evaluates here, in the verifier's process, after the sandboxed program has answered the
-calls. Only plain built-in values reach `check` (rebuilt by `verifiers.wire`), and the
+calls. Only plain built-in values reach `check` (rebuilt by `verifiers.sandbox.wire`), and the
 evaluator below knows a small whitelist of operations, so nothing the candidate wrote and
 nothing unknown in the tests ever runs here.
 
@@ -23,10 +23,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from verifiers import pyast, wire
+from verifiers.sandbox import pyast, wire
 
 MAX_SIZE = 1_000_000  # elements a sequence operation here may produce
-MAX_HASHED = 10_000   # items of a set or dict built here (as verifiers.wire allows)
+MAX_HASHED = 10_000   # items of a set or dict built here (as verifiers.sandbox.wire allows)
 
 
 class NotTranslatable(Exception):
@@ -51,7 +51,7 @@ class Outcome:
 
 
 class CandidateFailed(Exception):
-    def __init__(self, outcome: Outcome, call: "Call"):
+    def __init__(self, outcome: Outcome, call: Call):
         super().__init__(outcome.kind)
         self.outcome, self.call = outcome, call
 

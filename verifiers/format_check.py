@@ -1,7 +1,7 @@
 """The shape of a chain: think section opened and closed, one final answer, not truncated."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,8 +14,7 @@ from loop.records import Problem, Sample, Verdict
 from verifiers.answer import gold_of
 from verifiers.base import VERIFIERS, Verifier
 from verifiers.extract import extract_answer
-from verifiers.judge_prompts import (check_messages, classify_messages, parse_class, parse_reason,
-                                     parse_verdict)
+from verifiers.judge_prompts import check_messages, classify_messages, parse_class, parse_reason, parse_verdict
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """Process check: recompute every arithmetic step the chain states in its reasoning."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Literal, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 

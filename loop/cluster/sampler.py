@@ -1,6 +1,6 @@
 """The sampler worker: one vLLM engine for the whole run, adapters hot-loaded per round.
 
-`SamplerWorker` is a plain class; `loop.cluster` wraps it as a Ray actor. Each round's
+`SamplerWorker` is a plain class; `loop.cluster.driver` wraps it as a Ray actor. Each round's
 adapter is registered under a new name and id (`LoRARequest`), so the engine is never
 rebuilt. On one GPU shared with the trainer, `sleep()`/`wake_up()` free its memory.
 
@@ -71,7 +71,7 @@ class SamplerWorker:
             kwargs["enable_sleep_mode"] = sleep_mode
         self.llm = LLM(**kwargs)
         self.model_path = model_path
-        self._count_tokens = None  # messages -> prompt tokens (loop.preflight.token_counter), made on first use
+        self._count_tokens = None  # messages -> prompt tokens (loop.cluster.prompt_tokens.token_counter), made on first use
         self.adapters: dict[str, Any] = {}  # name -> LoRARequest (lora mode) or adapter directory (merged mode)
         self._adapter_root: str | None = None
         self._merged_dirs: dict[str, str] = {}  # adapter name -> merged checkpoint (the newest few are kept)
@@ -86,8 +86,8 @@ class SamplerWorker:
 
     def where(self) -> dict:
         """Where this replica runs (node, pid, the code it imported) and its engine build time."""
-        from loop.cleanup import process_tree, shm_segments
-        from loop.placement import node_info
+        from loop.cluster.cleanup import process_tree, shm_segments
+        from loop.cluster.placement import node_info
 
         return {**node_info(), "build_seconds": round(self.build_seconds, 2),
                 "adapters_served": "merged" if self.merged else "lora",
@@ -168,7 +168,7 @@ class SamplerWorker:
             import ray
 
             data = ray.get(data)
-        from loop.shipping import unpack
+        from loop.cluster.shipping import unpack
 
         dest = unpack(data, os.path.join(self._workdir(), f"{len(self.adapters) + 1:04d}"))
         self.load_adapter(name, str(dest))
@@ -179,7 +179,7 @@ class SamplerWorker:
         """Per prompt, `n` completions as {text, num_tokens, finish_reason}."""
         from vllm import SamplingParams
 
-        from loop.faults import pause_point
+        from loop.run.faults import pause_point
 
         if adapter:
             self._ensure_adapter(adapter, adapter_files)
@@ -206,7 +206,7 @@ class SamplerWorker:
         result = [[{"text": "", "num_tokens": 0, "finish_reason": "prompt_too_long"}] * n if o is None else
                   [{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
                    for c in o.outputs] for o in outs]
-        pause_point("sampler", stage)  # fault injection for tests (loop/faults.py); inert by default
+        pause_point("sampler", stage)  # fault injection for tests (loop/run/faults.py); inert by default
         return result
 
     @property
@@ -216,7 +216,7 @@ class SamplerWorker:
     def _too_long(self, prompts: list[list[dict]]) -> dict[int, int]:
         """index -> token count of the prompts that leave no room for one generated token."""
         if self._count_tokens is None:  # the tokenizer is loaded once per replica, not per call
-            from loop.preflight import token_counter
+            from loop.cluster.prompt_tokens import token_counter
 
             self._count_tokens = token_counter(Path(self.model_path))
         count = self._count_tokens

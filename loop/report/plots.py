@@ -1,6 +1,6 @@
 """PNG plots of a run, one function per figure. Matplotlib with the Agg backend (no display).
 
-Each function takes plain per-round data (as read by loop/report.py) and a path, writes
+Each function takes plain per-round data (as read by loop/report/summary.py) and a path, writes
 the figure and returns the path, or None when there is nothing to draw.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _save(fig: Any, path: Path) -> Path:
     leaves the old plot, never half a PNG."""
     import io
 
-    from loop.state import atomic_write_bytes
+    from loop.run.state import atomic_write_bytes
 
     fig.tight_layout()
     buf = io.BytesIO()

@@ -9,14 +9,14 @@ Speed and memory levers (each measured on the H200 by benchmarks/gpu_h200.py):
 - no fp32 upcast: `quantization.prepare_for_kbit: false` keeps norms and the tied
   embedding in the compute dtype (peft's prepare_model_for_kbit_training casts them to fp32);
 - `training.packing: true`: best-fit-decreasing packing into rows of `max_seq_len`, padding-free
-  (only real tokens are computed), with per-sequence causal attention (loop/packed_attention.py:
+  (only real tokens are computed), with per-sequence causal attention (loop/kernels/packed_attention.py:
   PyTorch's varlen flash kernel on CUDA), so a micro-batch is a token budget of
   `batch_size * max_seq_len` rather than a count of chains;
 - TRL's fused LM head projects only the positions that carry a loss, in tiles, so the
   151,936-wide logits of a Qwen3 are never materialised;
 - `training.fused_lora`: each LoRA linear adds its product to the base output in one addmm
-  (loop/fused_lora.py);
-- `training.fused_kernels`: Liger's RMSNorm/SwiGLU/RoPE kernels on CUDA (loop/fused_kernels.py).
+  (loop/kernels/fused_lora.py);
+- `training.fused_kernels`: Liger's RMSNorm/SwiGLU/RoPE kernels on CUDA (loop/kernels/fused_kernels.py).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import shutil
 import time
 from typing import Any
 
-from loop import fused_kernels, fused_lora
+from loop.kernels import fused_kernels, fused_lora
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ class TrainerWorker:
         self.cuda = torch.cuda.is_available() if dev == "auto" else dev == "cuda"
 
     def _load_base(self):
-        import torch
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
         q = self.quant
@@ -58,7 +57,7 @@ class TrainerWorker:
             )
         kwargs["dtype"] = _dtype(q["compute_dtype"])
         if self.training["packing"]:
-            from loop.packed_attention import register
+            from loop.kernels.packed_attention import register
 
             kwargs["attn_implementation"] = register()
         model = AutoModelForCausalLM.from_pretrained(self.model_path, **kwargs)
@@ -117,13 +116,13 @@ class TrainerWorker:
             save_strategy="no", report_to=[], logging_steps=max(1, len(examples) // tr["batch_size"] // 4),
             lr_scheduler_type="cosine", warmup_steps=0, dataloader_num_workers=0, disable_tqdm=False,
         )
-        from loop.faults import trainer_callbacks  # test-only fault injection; [] by default
+        from loop.run.faults import trainer_callbacks  # test-only fault injection; [] by default
 
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                              callbacks=trainer_callbacks())
         tokens = _real_tokens(trainer.train_dataset)
         padding = _padding_share(trainer)
-        from loop import packed_attention
+        from loop.kernels import packed_attention
 
         calls, lora_calls = dict(packed_attention.CALLS), dict(fused_lora.CALLS)
         result = trainer.train()
@@ -178,7 +177,7 @@ def _real_tokens(dataset) -> dict:
 
 
 class TrainerActor(TrainerWorker):
-    """What the trainer's Ray actor runs. Adapters come and go as bytes (loop/shipping.py):
+    """What the trainer's Ray actor runs. Adapters come and go as bytes (loop/cluster/shipping.py):
     the actor trains into its own temp directory, so its node needs no access to the run
     directory, and a trainer killed mid-way leaves nothing half-written there."""
 
@@ -190,7 +189,7 @@ class TrainerActor(TrainerWorker):
         super().__init__(model_path, quant, lora, training)
 
     def where(self) -> dict:
-        from loop.placement import node_info
+        from loop.cluster.placement import node_info
 
         return node_info()
 
@@ -198,7 +197,7 @@ class TrainerActor(TrainerWorker):
         """(metrics, the adapter's files)."""
         import tempfile
 
-        from loop.shipping import pack_files, unpack
+        from loop.cluster.shipping import pack_files, unpack
 
         with tempfile.TemporaryDirectory(prefix="loop-trainer-") as tmp:
             init = str(unpack(init_files, os.path.join(tmp, "init"))) if init_files else None

@@ -1,7 +1,7 @@
 """The tests' side of the trust boundary, for tests that cannot be translated; runs in its
 own sandbox as main.py (stdlib only), next to tests.py and config.json.
 
-The program under test runs in another sandbox (verifiers/harness_candidate.py). Here the
+The program under test runs in another sandbox (verifiers/sandbox/harness_candidate.py). Here the
 tests call it through proxies: a call goes out on fd 5 as a marshalled request, its answer comes
 back on fd 4 and is rebuilt by `wire.decode` into plain built-ins, so every comparison the
 tests make is between values this process built. The verdict goes to the verifier on fd 3,

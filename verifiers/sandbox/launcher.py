@@ -1,6 +1,6 @@
 """Sandbox launcher: isolates a process tree, then execs the untrusted program in it.
 
-Started by `verifiers.sandbox.run` as `python -I -S sandbox_launch.py <hex of marshal>` in a new
+Started by `verifiers.sandbox.run` as `python -I -S launcher.py <hex of marshal>` in a new
 session, so nothing of the verifier process (threads, locks, secrets) is inherited.
 Standard library only. Three processes:
 

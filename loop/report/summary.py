@@ -35,7 +35,7 @@ def _load(path: Path, notes: list[str]) -> dict[str, Any] | None:
 
 
 def _write(path: Path, text: str) -> None:
-    from loop.state import atomic_write_text
+    from loop.run.state import atomic_write_text
 
     atomic_write_text(path, text)
 
@@ -114,7 +114,7 @@ def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) 
     man, base, rounds = run["manifest"], run["baseline"], run["rounds"]
     status = man.get("status", "unknown")
     if status == "running":
-        from loop.state import RunLock
+        from loop.run.state import RunLock
 
         if not RunLock(run_dir).is_held():
             status = "running according to the manifest, but no process holds the run (killed?): resume it"
@@ -200,7 +200,7 @@ def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) 
 
 def write_report(run_dir: str | Path) -> Path:
     """Write run_dir/report/summary.md and the plots; returns the summary's path."""
-    from loop import plots  # matplotlib is imported only when a report is made
+    from loop.report import plots  # matplotlib is imported only when a report is made
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -10,11 +10,11 @@ the named stage) writes `<dir>/<role>.paused` (its pid and node) and waits until
 kills it, or until `<dir>/<role>.release` appears. Only the first one pauses (an O_EXCL
 claim file), so the retry or the replacement runs through. The pause points:
 
-- sampler: a chunk is generated but not yet returned (loop/sampler.py);
-- verify: inside a verification task, before its verdicts return (loop/cluster.py);
-- trainer: after the first optimizer step (a TrainerCallback, loop/trainer.py).
+- sampler: a chunk is generated but not yet returned (loop/cluster/sampler.py);
+- verify: inside a verification task, before its verdicts return (loop/cluster/driver.py);
+- trainer: after the first optimizer step (a TrainerCallback, loop/cluster/trainer.py).
 
-The driver forwards LOOP_FAULT_* from its environment to the workers (loop/cluster.py).
+The driver forwards LOOP_FAULT_* from its environment to the workers (loop/cluster/driver.py).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loop.state import RunDir, read_json
+from loop.run.state import RunDir, read_json
 
 log = logging.getLogger("loop")
 

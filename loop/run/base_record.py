@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from loop.state import RunDir, RunStateError, write_json
+from loop.run.state import RunDir, RunStateError, write_json
 
 RECORD = "base.json"
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from loop.config import Config
-from loop.export_choice import ExportError, resolve_in_run
+from loop.export.choice import ExportError, resolve_in_run
 from loop.records import Problem, Sample, Verdict, split_of
-from loop.state import RunDir, read_jsonl
+from loop.run.state import RunDir, read_jsonl
 from loop.taxonomy import combine
 
 log = logging.getLogger("loop")
@@ -101,7 +101,7 @@ def _span(xs) -> str:
 
 def measure_rates(cfg: Config, adapter: Path, problems: dict[str, Problem], n: int) -> PassRates:
     """Sample every problem `n` times with the adapter through the run's sampler and verifiers."""
-    from loop.cluster import Cluster
+    from loop.cluster.driver import Cluster
     from loop.steps import _seed, to_samples
 
     plist = list(problems.values())

@@ -2,7 +2,7 @@
 
 Each run gets a fresh work directory (removed after, and by the next verifier if this one
 dies), a minimal environment and `python -I -S -B`. Isolation is applied by
-`sandbox_launch.py` before exec; `SandboxResult.isolation` says what a run actually got.
+`launcher.py` before exec; `SandboxResult.isolation` says what a run actually got.
 
 As root (the project's workers): a random unused uid per run (it cannot signal, trace or
 read the verifier; every process of the run can be found by uid), new pid, ipc, uts,
@@ -36,16 +36,17 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from verifiers import pyast, sandbox_cgroup
-from verifiers.sandbox_procs import exited, kill_all, leftover_processes  # noqa: F401  (re-exported)
+from verifiers.sandbox import cgroup as sandbox_cgroup
+from verifiers.sandbox import pyast
+from verifiers.sandbox.procs import exited, kill_all, leftover_processes  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-LAUNCHER = Path(__file__).with_name("sandbox_launch.py")
+LAUNCHER = Path(__file__).with_name("launcher.py")
 Status = Literal["ok", "failed", "timeout", "memory", "output_limit", "killed", "sandbox_error"]
 GRACE_S = 0.2      # after the program exits, how long a straggler may hold its pipes open
 SETUP_S = 10.0     # the sandbox's own setup (namespaces, mounts) may take this long on a loaded machine
@@ -121,7 +122,7 @@ def _world_usable(path: str) -> bool:
         return False
 
 
-@lru_cache(maxsize=None)
+@cache
 def interpreter(unprivileged: bool) -> str:
     """A Python an unprivileged uid can run from the host's filesystem (used when the
     minimal root cannot be built; inside it our own interpreter is always reachable)."""

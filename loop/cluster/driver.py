@@ -6,16 +6,17 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from loop.cleanup import forget_segments, record_segments, sweep_orphaned_ray_agents, sweep_recorded_segments
+from loop.cluster.cleanup import forget_segments, record_segments, sweep_orphaned_ray_agents, sweep_recorded_segments
+from loop.cluster.placement import check_fits, local_resources, sampler_options, trainer_options, verify_options
+from loop.cluster.sampler_pool import SamplerPool
 from loop.config import ROOT, Config, ConfigError
-from loop.placement import check_fits, local_resources, sampler_options, trainer_options, verify_options
-from loop.progress import progress
 from loop.records import Problem, Sample, Verdict
-from loop.sampler_pool import SamplerPool
-from loop.state import RunDir
+from loop.run.progress import progress
+from loop.run.state import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def _env_vars(threads: int, local: bool = True) -> dict[str, str]:
     # with SIGILL at the first forward pass (ENVIRONMENT.md); give it real threads.
     # The user's PYTHONPATH is kept: `plugins:` modules must import in the workers too. On a
     # cluster the code comes with the job (runtime_env working_dir), never from this checkout.
-    from loop.faults import forwarded_env
+    from loop.run.faults import forwarded_env
 
     path = os.pathsep.join(p for p in ((str(ROOT) if local else ""), os.environ.get("PYTHONPATH", "")) if p)
     env = {"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false",
@@ -97,7 +98,7 @@ class Cluster:
         return m.path if m.path.startswith("builtin:") else m.resolved_path()
 
     def _make_sampler(self, i: int) -> Any:
-        from loop.sampler import SamplerWorker
+        from loop.cluster.sampler import SamplerWorker
 
         c, m = self.cfg.cluster, self.cfg.model
         Actor = self.ray.remote(**sampler_options(self.cfg))(SamplerWorker)
@@ -120,14 +121,14 @@ class Cluster:
     def _adapter_files(self, name: str, path: str) -> list:
         """[ObjectRef] of the adapter's bytes, put once; the samplers fetch it when they first need it."""
         if name not in self._adapter_refs:
-            from loop.shipping import pack_adapter
+            from loop.cluster.shipping import pack_adapter
 
             self._adapter_refs[name] = self.ray.put(pack_adapter(path))
         return [self._adapter_refs[name]]
 
     def generate(self, prompts: list[list[dict]], *, n: int, temperature: float, max_tokens: int, seed: int,
                  adapter: tuple[str, str] | None, desc: str) -> list[list[dict]]:
-        """Chunks go to the sampler replicas as they have room (loop/sampler_pool.py: a dead
+        """Chunks go to the sampler replicas as they have room (loop/cluster/sampler_pool.py: a dead
         replica's chunks go to the others); the bar advances as chunks come back."""
         self.start_samplers()
         name, files = None, None
@@ -164,7 +165,7 @@ class Cluster:
 
     # ---- trainer -------------------------------------------------------------------
     def _make_trainer(self) -> Any:
-        from loop.trainer import TrainerActor
+        from loop.cluster.trainer import TrainerActor
 
         Actor = self.ray.remote(**trainer_options(self.cfg))(TrainerActor)
         return Actor.remote(self._model_ref(), self.cfg.quantization.model_dump(), self.cfg.lora.model_dump(),
@@ -174,7 +175,7 @@ class Cluster:
         """Train in the trainer actor; the adapter comes back as bytes and is written to out_dir
         here. If the actor dies (process killed, node lost), a new one trains from the start,
         up to `cluster.trainer_retries` times."""
-        from loop.shipping import pack_adapter, unpack
+        from loop.cluster.shipping import pack_adapter, unpack
 
         init = pack_adapter(init_adapter) if init_adapter else None
         retries = self.cfg.cluster.trainer_retries
@@ -336,7 +337,7 @@ def _close_engine(worker: Any) -> list[str]:
     remove the /dev/shm segments its processes had mapped that are still there."""
     import gc
 
-    from loop.cleanup import process_tree, reap, shm_segments, unlink_segments
+    from loop.cluster.cleanup import process_tree, reap, shm_segments, unlink_segments
 
     llm = getattr(worker, "llm", None)
     if llm is None:
@@ -391,7 +392,7 @@ def checked_verdicts(name: str, samples: Sequence[Sample], got: Any) -> list[Ver
 def check_required_errors(cfg: Config, samples: Sequence[Sample], out: dict[str, list[Verdict]]) -> None:
     """A required verifier that errors on more than its max_error_share of the samples
     fails the stage: its `error`s would otherwise read as accuracy 0."""
-    from loop.state import StageFailed
+    from loop.run.state import StageFailed
 
     n = len(samples)
     for v in cfg.verifiers:
@@ -427,10 +428,10 @@ def _verify_on_node(name: str, options: dict, problems: list[Problem], samples: 
     """The Ray task: (the node it ran on, its verdicts)."""
     import ray
 
-    from loop.faults import pause_point
+    from loop.run.faults import pause_point
 
     verdicts = _remote_verify(name, options, problems, samples, plugins)
-    pause_point("verify", stage)  # fault injection for tests (loop/faults.py); inert by default
+    pause_point("verify", stage)  # fault injection for tests (loop/run/faults.py); inert by default
     return ray.get_runtime_context().get_node_id(), verdicts
 
 

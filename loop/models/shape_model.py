@@ -1,7 +1,7 @@
 """Random-weight models of real shapes, saved locally: for throughput and memory, not accuracy.
 
-    python -m loop.shape_model --shape qwen3-4b --out state/models/qwen3-4b-random          # on a GPU: ~1 min
-    python -m loop.shape_model --shape qwen3-4b --out DIR --device cpu                       # 16 GiB of RAM
+    python -m loop.models.shape_model --shape qwen3-4b --out state/models/qwen3-4b-random          # on a GPU: ~1 min
+    python -m loop.models.shape_model --shape qwen3-4b --out DIR --device cpu                       # 16 GiB of RAM
 
 The weights are random (transformers' own init, std = initializer_range) and saved in bf16,
 so a config can point `model.path` at the directory and run with no hub access. The

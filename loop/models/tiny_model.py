@@ -1,6 +1,6 @@
 """The embedded default model: a ~2.4M-parameter Qwen3 with a byte-level tokenizer.
 
-`python -m loop.tiny_model` rebuilds `loop/assets/tiny-qwen3/` from scratch on the CPU:
+`python -m loop.models.tiny_model` rebuilds `loop/assets/tiny-qwen3/` from scratch on the CPU:
 a random-init Qwen3 (transformers `Qwen3Config`), a byte-level BPE tokenizer with no merges
 (one token per byte, so one per ASCII character) carrying Qwen's chat template and think
 tags, then a short full-parameter warm start on easy problems of the default families so
@@ -67,8 +67,8 @@ WARM_START = [  # (family, options, category, {difficulty: examples})
 
 
 def warm_start_examples(seed: int) -> list[tuple[list[dict], str]]:
-    from generators.base import GENERATORS
     import generators  # noqa: F401
+    from generators.base import GENERATORS
 
     out = []
     for fam, options, cat, levels in WARM_START:
@@ -107,12 +107,14 @@ def train(model, tokenizer, examples, steps: int, batch: int, lr: float, seed: i
         chunk = rng.sample(data, batch)
         n = max(len(i) for i, _ in chunk)
         ids = torch.tensor([i + [0] * (n - len(i)) for i, _ in chunk], device=device)
-        lab = torch.tensor([l + [-100] * (n - len(l)) for _, l in chunk], device=device)
+        lab = torch.tensor([lb + [-100] * (n - len(lb)) for _, lb in chunk], device=device)
         att = torch.tensor([[1] * len(i) + [0] * (n - len(i)) for i, _ in chunk], device=device)
         loss = model(input_ids=ids, attention_mask=att, labels=lab).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(); sched.step(); opt.zero_grad()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
         if step % 50 == 0 or step == steps - 1:
             log.info("warm start step %d/%d loss %.3f (%.0fs)", step, steps, loss.item(), time.time() - t0)
     model.to("cpu")
@@ -127,8 +129,8 @@ def snap_to_nf4_grid(model, blocksize: int = 64) -> None:
     hurt the other. Snapped weights are fixed points of the round trip (re-quantizing
     changes them by ~1e-6), so training and serving see the same base.
     """
-    import torch
     import bitsandbytes.functional as F
+    import torch
 
     with torch.no_grad():
         for name, mod in model.named_modules():
@@ -140,7 +142,7 @@ def snap_to_nf4_grid(model, blocksize: int = 64) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "assets" / "tiny-qwen3"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "assets" / "tiny-qwen3"))
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)

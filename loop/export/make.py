@@ -21,20 +21,17 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-
-from loop import base_record
-from loop.base_record import weights_digest
-from loop.export_choice import ADAPTER_FILES, AdapterChoice, ExportError, choose_adapter
-from loop.export_pool import heldout_problems, pool_rows, problem_row, train_problems
-from loop.export_pool import pass_rates as measure_pass_rates
-from loop.export_readme import GRPO_SCRIPT, render_readme
-from loop.export_verl import REWARD_FILE, REWARD_SOURCE, write_parquet
-from loop.records import Problem
-from loop.state import RunDir, atomic_write_text, read_json, write_json, write_jsonl
+from loop.export.choice import ADAPTER_FILES, AdapterChoice, ExportError, choose_adapter
+from loop.export.pool import heldout_problems, pool_rows, problem_row, train_problems
+from loop.export.pool import pass_rates as measure_pass_rates
+from loop.export.readme import GRPO_SCRIPT, render_readme
+from loop.export.verl import REWARD_FILE, REWARD_SOURCE, write_parquet
+from loop.run import base_record
+from loop.run.base_record import weights_digest
+from loop.run.state import RunDir, atomic_write_text, read_json, write_json, write_jsonl
 
 log = logging.getLogger("loop")
 
@@ -121,7 +118,7 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
     """Write <run>/export/ (see the module docstring) and return its path.
 
     round_: export this round's adapter instead of the best; allow_no_gain: export even if no
-    adapter beats the base; pass_rates: auto | measure | samples (loop.export_pool); samples:
+    adapter beats the base; pass_rates: auto | measure | samples (loop.export.pool); samples:
     completions per problem when measuring (default sampling.n)."""
     from loop.config import load_config
     raw = run.config_raw()  # RunStateError naming the file when it is missing or damaged
@@ -199,88 +196,3 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
     log.info("exported round %s's adapter to %s: %d RL prompts (pass rates %s), %d validation problems",
              choice.round, final, len(pool), rates.source, len(val))
     return final
-
-
-# ---- for the RL stage ---------------------------------------------------------------------
-
-@dataclass
-class Bundle:
-    """An export read back: what an RL trainer needs, with paths resolved against the bundle."""
-    dir: Path
-    meta: dict[str, Any]
-
-    @property
-    def base_model(self) -> str:
-        """A local directory (absolute) or a hub id."""
-        b = self.meta["base_model"]
-        return b["path"] if b.get("hub_id") else str((self.dir / b["path"]).resolve())
-
-    def problems(self) -> dict[str, Problem]:
-        return load_problems(self.dir)
-
-    def reward_funcs(self, names: list[str] | None = None,
-                     log_to: str | Path | None = None) -> list[Callable[..., list[float | None]]]:
-        """TRL reward functions; with `log_to`, each call appends its completions and scores there."""
-        funcs = reward_funcs(self.dir, names)
-        return [_logged(f, Path(log_to)) for f in funcs] if log_to else funcs
-
-    def dataset(self, split: str = "train"):
-        from datasets import load_dataset
-
-        return load_dataset("json", data_files=str(self.dir / self.meta["pool"][split]), split="train")
-
-
-def _logged(fn: Callable[..., list[float | None]], path: Path) -> Callable[..., list[float | None]]:
-    def reward(prompts: list[Any], completions: list[Any], problem_id: list[str], **kw: Any) -> list[float | None]:
-        scores = fn(prompts=prompts, completions=completions, problem_id=problem_id, **kw)
-        with path.open("a", encoding="utf-8") as f:
-            for c, pid, sc in zip(completions, problem_id, scores):
-                text = c if isinstance(c, str) else c[-1]["content"]
-                f.write(json.dumps({"reward": fn.__name__, "problem_id": pid, "completion": text, "score": sc}) + "\n")
-        return scores
-
-    reward.__name__ = fn.__name__
-    return reward
-
-
-def load_bundle(export_dir: str | Path) -> Bundle:
-    d = Path(export_dir).resolve()
-    if not (d / "bundle.json").is_file():
-        raise FileNotFoundError(f"{d} is not a whole export (no bundle.json); run `python launch.py export <run>`")
-    return Bundle(d, read_json(d / "bundle.json"))
-
-
-def load_problems(export_dir: str | Path) -> dict[str, Problem]:
-    """problem_id -> Problem, from the bundle's train and val sets."""
-    out = {}
-    for name in ("train.jsonl", "val.jsonl"):
-        with (Path(export_dir) / name).open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    p = Problem.model_validate_json(json.loads(line)["problem"])
-                    out[p.id] = p
-    return out
-
-
-def reward_verifiers(export_dir: str | Path, names: list[str] | None = None) -> list:
-    """The bundle's verifiers, built (default: its reward verifiers); plug-ins load first."""
-    from loop.plugins import load_plugins
-    from verifiers.base import VERIFIERS
-
-    bundle = read_json(Path(export_dir) / "bundle.json")
-    load_plugins(bundle.get("plugins", []))
-    chosen = [v for v in bundle["verifiers"] if (v["name"] in names if names is not None else v["reward"])]
-    if names is not None:
-        unknown = set(names) - {v["name"] for v in chosen}
-        if unknown:
-            raise ValueError(f"verifiers {sorted(unknown)} are not in this bundle; "
-                             f"it has: {', '.join(v['name'] for v in bundle['verifiers'])}")
-    return [VERIFIERS.build(v["name"], v["options"]) for v in chosen]
-
-
-def reward_funcs(export_dir: str | Path, names: list[str] | None = None) -> list[Callable[..., list[float | None]]]:
-    """TRL reward functions of the bundle's verifiers (default: the required ones that need no engine)."""
-    from verifiers.base import as_reward_func
-
-    problems = load_problems(export_dir)
-    return [as_reward_func(v, problems) for v in reward_verifiers(export_dir, names)]

@@ -12,8 +12,9 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -264,7 +265,7 @@ class RunDir:
                             f"while writing?). {how}")
 
     @classmethod
-    def create(cls, root: Path, name: str) -> "RunDir":
+    def create(cls, root: Path, name: str) -> RunDir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         runs = Path(root) / "runs"
         try:

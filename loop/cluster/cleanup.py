@@ -146,7 +146,7 @@ def mapped_segments() -> set[str]:
 
 def record_segments(directory: Path, names) -> None:
     """Add `names` to this driver's record (written whole, atomically)."""
-    from loop.state import atomic_write_text
+    from loop.run.state import atomic_write_text
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{os.getpid()}.json"
@@ -165,7 +165,7 @@ def forget_segments(directory: Path) -> None:
 def sweep_recorded_segments(directory: Path) -> list[str]:
     """Unlink the recorded segments of drivers that are gone and that no live process maps;
     returns their names. A live driver's record is left alone."""
-    from loop.state import pid_alive
+    from loop.run.state import pid_alive
 
     removed: list[str] = []
     if not directory.is_dir():

@@ -68,4 +68,4 @@ def node_info() -> dict[str, Any]:
 
     ctx = ray.get_runtime_context()
     return {"node_id": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(), "host": socket.gethostname(),
-            "pid": os.getpid(), "code": str(Path(__file__).resolve().parent.parent)}
+            "pid": os.getpid(), "code": str(Path(__file__).resolve().parents[2])}
