@@ -1,11 +1,12 @@
 # The two commands:  make run   (the default loop)   and   make test   (the test suite).
+# make lint: ruff + mypy on the plug-in contract (CI runs it before the tests).
 # Each creates .venv and installs the CPU stack if missing (idempotent; quick when present).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements/cpu.txt | cksum | cut -d' ' -f1)
 ARGS   ?=
 
-.PHONY: setup run test test-fast bench model clean-runs
+.PHONY: setup run test test-fast lint bench model clean-runs
 
 setup: $(STAMP)
 
@@ -28,6 +29,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest tests $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy   # the plug-in contract modules ([tool.mypy] files in pyproject.toml)
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not integration" $(ARGS)

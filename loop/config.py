@@ -411,7 +411,7 @@ def format_validation_error(e: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), raw: dict[str, Any] | None = None) -> Config:
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = (), raw: dict[str, Any] | None = None) -> Config:
     """Load YAML, apply overrides, validate. Raises ConfigError with a readable message."""
     source = str(path) if path else "inline"
     if raw is None:
