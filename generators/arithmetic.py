@@ -98,6 +98,14 @@ def mul_steps(a: int, b: int) -> list[str]:
     return steps
 
 
+def _carries(category: str, a: int, b: int) -> tuple:
+    """Which columns carry (add) or borrow (sub); mul: the digit count of b."""
+    if category == "mul":
+        return (len(str(b)),)
+    steps = add_steps(a, b) if category == "add" else sub_steps(a, b)
+    return tuple(s.count("+") == 2 or s.count("-") == 2 for s in steps) + (len(str(a)), len(str(b)))
+
+
 @GENERATORS.register("arithmetic")
 class Arithmetic(Generator):
     """Integer add / sub / mul; difficulty = digits per operand; column-wise reference chains."""
@@ -134,6 +142,25 @@ class Arithmetic(Generator):
             reference=Reference(answer=str(result), chain=format_reply(steps, str(result))),
             metadata={"operands": [a, b], "op": op, "digits": digits},
         )
+
+    def augment(self, problem: Problem, seed: int) -> Problem | None:
+        """New operands with the digits of `problem` and the same carry (borrow) pattern: the same
+        column skill on new numbers. Falls back to new operands of the same length after 200 tries."""
+        a, b = problem.metadata.get("operands", [None, None])
+        if problem.category not in OPS or a is None:
+            return None
+        digits = problem.difficulty
+        rng = random.Random(f"{self.name}:augment:{problem.id}:{seed}")
+        want = _carries(problem.category, a, b)
+        for _ in range(200):
+            x = _operand(rng, digits)
+            y = rng.randint(2, 9) if problem.category == "mul" and digits <= 3 else (
+                rng.randint(10, 99) if problem.category == "mul" else _operand(rng, digits))
+            if problem.category == "sub" and y > x:
+                x, y = y, x
+            if (x, y) != (a, b) and _carries(problem.category, x, y) == want:
+                break
+        return self.make(problem.category, x, y, digits)
 
     def generate(self, category: str, difficulty: int, count: int, seed: int) -> list[Problem]:
         check_request(self, category, difficulty)

@@ -36,6 +36,11 @@ class Generator(ABC):
         """Smallest and largest difficulty level this category supports."""
         return (1, 5)
 
+    def augment(self, problem: Problem, seed: int) -> Problem | None:
+        """A problem near `problem` (same skill, new numbers or wording), deterministic for the seed;
+        None = this family offers no variants (the loop then skips the `augment` action)."""
+        return None
+
     def hint_prompt(self, problem: Problem) -> list[Message]:
         """STaR rationalization: the prompt with the gold answer given as a hint."""
         msgs = list(problem.prompt)

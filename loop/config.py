@@ -261,7 +261,13 @@ def check_plugins(cfg: Config) -> None:
             names = [n for n in POLICIES.names() if POLICIES.get(n).role == role]
             raise ValueError(f"policies.{role}.name: {ref.name!r} is {'an' if cls.role[0] in 'aeiou' else 'a'} "
                              f"{cls.role} policy; {role} policies: {', '.join(names)}")
-        _named(f"policies.{role}.options ({ref.name})", POLICIES.options, ref.name, ref.options)
+        opts = _named(f"policies.{role}.options ({ref.name})", POLICIES.options, ref.name, ref.options)
+        if role == "targeting":  # options that only make sense against the run (budget, difficulty ranges)
+            ranges = {f"{g.family}/{c}": GENERATORS.build(g.family, g.options).difficulties(c)
+                      for g in cfg.generators for c in g.categories}
+            bad = cls.check_config(opts, ranges, cfg.total_budget(), cfg.sampling.max_tokens, cfg.model.max_model_len)
+            if bad:
+                raise ValueError("\n  ".join(f"policies.targeting.options ({ref.name}): {b}" for b in bad))
 
 
 def check_structure(cfg: Config) -> None:

@@ -36,10 +36,11 @@ class Controller:
     def run_all(self) -> None:
         heldout = self.freeze_heldout()
         history = [self.evaluate("baseline", heldout, adapter=None, out=self.run.path / "baseline")["accuracy"]]
-        plan, adapter, prev = steps.initial_plan(self.cfg), None, None
+        plan, adapter, prev, problems = steps.initial_plan(self.cfg), None, None, []
         for r in range(self.cfg.loop.rounds):
             rd = self.run.round_dir(r)
-            problems = self.stage(r, "problems", lambda: steps.make_problems(self.cfg, plan, r),
+            last = problems  # last round's problems: the plan may ask for variants of its failures
+            problems = self.stage(r, "problems", lambda: steps.make_problems(self.cfg, plan, r, last),
                                   rd / "problems.jsonl", Problem)
             by_id = {p.id: p for p in problems} | {p.id: p for p in heldout}
             samples = self.stage(r, "sample", lambda: self.sample(problems, r, adapter), rd / "samples.jsonl", Sample)
@@ -79,14 +80,19 @@ class Controller:
                               lambda ps: write_jsonl(path, ps), lambda: read_jsonl(path, Problem))
 
     def sample(self, problems: list[Problem], r: int, adapter: str | None) -> list[Sample]:
-        s = self.cfg.sampling
-        outs = self.cluster.generate([[m.model_dump() for m in p.prompt] for p in problems], n=s.n,
-                                     temperature=s.temperature, max_tokens=s.max_tokens,
-                                     seed=steps._seed(self.cfg.run.seed, "sample", r),
-                                     adapter=self.adapter_ref(adapter), desc=f"round {r} sample")
-        samples = steps.to_samples(problems, outs, r, adapter)
-        if s.rationalize:
-            samples += self.rationalize(problems, samples, r, adapter)
+        s, plan = self.cfg.sampling, self.current_plan(r)
+        samples: list[Sample] = []
+        # One generate call per token budget (the plan may give a category a larger one).
+        for max_tokens, group in steps.token_groups(problems, plan, s.max_tokens, self.cfg.model.max_model_len).items():
+            seed = steps._seed(self.cfg.run.seed, "sample", r, *([max_tokens] if max_tokens != s.max_tokens else []))
+            outs = self.cluster.generate([[m.model_dump() for m in p.prompt] for p in group], n=s.n,
+                                         temperature=s.temperature, max_tokens=max_tokens, seed=seed,
+                                         adapter=self.adapter_ref(adapter), desc=f"round {r} sample")
+            samples += steps.to_samples(group, outs, r, adapter)
+        hinted = steps.rationalized(self.cfg, plan, problems)
+        if hinted:
+            ids = {p.id for p in hinted}
+            samples += self.rationalize(hinted, [x for x in samples if x.problem_id in ids], r, adapter)
         return samples
 
     def rationalize(self, problems: list[Problem], samples: list[Sample], r: int, adapter: str | None) -> list[Sample]:
@@ -145,6 +151,8 @@ class Controller:
             if r - back >= 0 and (old / "accepted.jsonl").exists():
                 probs = {p.id: p for p in read_jsonl(old / "problems.jsonl", Problem)}
                 rows += [(probs[s.problem_id], s) for s in read_jsonl(old / "accepted.jsonl", Sample)]
+        replay = {k for k, cp in self.current_plan(r).categories.items() if cp.format_replay}
+        rows += steps.format_replay([self.run.round_dir(b) for b in range(r - self.cfg.training.replay_rounds)], replay)
         if not rows:
             log.warning("round %d: no accepted chains; keeping the previous adapter", r)
             return {"adapter": adapter, "examples": 0, "skipped": "no accepted chains"}

@@ -159,11 +159,26 @@ class RoundAnalysis(BaseModel):
     heldout_accuracy: float | None = None
 
 
+class PlanAction(BaseModel):
+    """One decision of a targeting policy about one category, with the evidence behind it."""
+    model_config = ConfigDict(extra="forbid")
+    action: str                     # e.g. more_problems, rationalize, more_tokens, climb (policies/actions.py)
+    error_class: str | None = None  # the error class that triggered it (None: a pass-rate decision)
+    evidence: str                   # what the error analysis showed
+
+
 class CategoryPlan(BaseModel):
     model_config = ConfigDict(extra="forbid")
     budget: int = Field(ge=0)       # number of problems to sample next round
     difficulty: int = Field(ge=0)
     reason: str
+    # Optional execution details (defaults = plain: all `budget` problems at `difficulty`).
+    mix: dict[int, int] = {}        # difficulty -> problems; sums to budget when set
+    actions: list[PlanAction] = []
+    rationalize: bool = False       # answer-hinted retries of this category's failed problems
+    token_scale: float = Field(1.0, gt=0)  # sampling token budget = sampling.max_tokens x this
+    augment: list[str] = []         # ids of last round's failed problems to re-draw variants of
+    format_replay: bool = False     # also train on earlier rounds' well-formatted accepted chains
 
 
 class Plan(BaseModel):

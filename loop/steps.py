@@ -54,20 +54,69 @@ def freeze_heldout(cfg: Config) -> list[Problem]:
     return out
 
 
-def make_problems(cfg: Config, plan: Plan, round_: int) -> list[Problem]:
+def make_problems(cfg: Config, plan: Plan, round_: int, previous: list[Problem] = ()) -> list[Problem]:
+    """The round's training problems: per category, the plan's augment variants of `previous`
+    (last round's problems) first, then fresh draws at each level of its mix."""
     gens = generators_by_family(cfg)
+    prev = {p.id: p for p in previous}
     out: list[Problem] = []
     for key, cp in plan.categories.items():
         if cp.budget == 0:
             continue
         family, category = key.split("/", 1)
-        got = draw(gens[family], category, cp.difficulty, cp.budget, _seed(cfg.run.seed, round_, key),
-                   "train", cfg.heldout.fraction)
-        if len(got) < cp.budget:
-            log.warning("%s difficulty %d: only %d distinct training problems (asked %d)", key, cp.difficulty,
-                        len(got), cp.budget)
-        out.extend(got)
+        variants = augmented(gens[family], [prev[i] for i in cp.augment if i in prev],
+                             _seed(cfg.run.seed, round_, key, "augment"), cfg.heldout.fraction)
+        if cp.augment and not variants:
+            log.warning("%s: the plan asks for variants of %d failed problems but %s offers no augment(); drawing "
+                        "fresh problems instead", key, len(cp.augment), family)
+        out.extend(variants)
+        mix = dict(cp.mix) or {cp.difficulty: cp.budget}
+        mix[cp.difficulty] = max(0, mix.get(cp.difficulty, 0) - len(variants))
+        for d, n in sorted(mix.items()):
+            if n == 0:
+                continue
+            # The main level keeps the seed it always had, so a plan without a mix draws as before.
+            seed = _seed(cfg.run.seed, round_, key) if d == cp.difficulty else _seed(cfg.run.seed, round_, key, d)
+            got = draw(gens[family], category, d, n, seed, "train", cfg.heldout.fraction,
+                       exclude={p.id for p in variants})
+            if len(got) < n:
+                log.warning("%s difficulty %d: only %d distinct training problems (asked %d)", key, d, len(got), n)
+            out.extend(got)
     return out
+
+
+def augmented(gen, failed: list[Problem], seed: int, heldout_fraction: float) -> list[Problem]:
+    """One training-split variant per failed problem through the family's `augment` hook (none if it
+    has none); each records the problem it came from in metadata.augmented_from."""
+    out: dict[str, Problem] = {}
+    for i, p in enumerate(failed):
+        for attempt in range(8):
+            v = gen.augment(p, seed * 100 + i * 8 + attempt)
+            if v is None:
+                return list(out.values())
+            if v.id != p.id and v.id not in out and not v.is_heldout(heldout_fraction):
+                out[v.id] = v.model_copy(update={"metadata": {**v.metadata, "augmented_from": p.id}})
+                break
+    return list(out.values())
+
+
+def token_groups(problems: list[Problem], plan: Plan, max_tokens: int, max_model_len: int) -> dict[int, list[Problem]]:
+    """Problems grouped by their sampling token budget (the plan's per-category token_scale)."""
+    out: dict[int, list[Problem]] = defaultdict(list)
+    for p in problems:
+        cp = plan.categories.get(f"{p.family}/{p.category}")
+        scale = cp.token_scale if cp else 1.0
+        out[min(int(round(max_tokens * scale)), max_model_len - 1)].append(p)
+    return dict(sorted(out.items()))
+
+
+def rationalized(cfg: Config, plan: Plan, problems: list[Problem]) -> list[Problem]:
+    """The problems whose failures get answer-hinted retries: all with sampling.rationalize,
+    else those of categories whose plan says so."""
+    if cfg.sampling.rationalize:
+        return problems
+    keys = {k for k, cp in plan.categories.items() if cp.rationalize}
+    return [p for p in problems if f"{p.family}/{p.category}" in keys]
 
 
 def to_samples(problems: list[Problem], outputs: list[list[dict]], round_: int, adapter: str | None,
@@ -112,3 +161,22 @@ def training_examples(rows: list[Row]) -> list[dict]:
     return [{"prompt": [m.model_dump() for m in r.problem.prompt],
              "completion": [{"role": "assistant", "content": r.sample.text}],
              "problem_id": r.problem.id, "sample_id": r.sample.id} for r in rows]
+
+
+def format_replay(round_dirs: list, keys: set[str]) -> list[tuple[Problem, Sample]]:
+    """Accepted chains of the `keys` categories from these earlier round directories that the format
+    verifier passed: the plan's `format_replay` action (a category that started failing on format)."""
+    from loop.run.state import read_jsonl
+    from loop.taxonomy import FORMAT_VERIFIER
+
+    out = []
+    for rd in round_dirs:
+        if not keys or not (rd / "accepted.jsonl").exists():
+            continue
+        probs = {p.id: p for p in read_jsonl(rd / "problems.jsonl", Problem)}
+        good = {v.sample_id for v in read_jsonl(rd / "verdicts.jsonl", Verdict)
+                if v.verifier == FORMAT_VERIFIER and v.outcome == "pass"}
+        out += [(probs[s.problem_id], s) for s in read_jsonl(rd / "accepted.jsonl", Sample)
+                if s.id in good and s.problem_id in probs
+                and f"{probs[s.problem_id].family}/{probs[s.problem_id].category}" in keys]
+    return out

@@ -39,6 +39,13 @@ class TargetingPolicy(Policy):
         `previous` is the plan that produced `analysis`; budgets should sum to `total_budget`.
         """
 
+    @classmethod
+    def check_config(cls, options: BaseModel, ranges: dict[str, tuple[int, int]], total_budget: int,
+                     max_tokens: int, max_model_len: int) -> list[str]:
+        """What is wrong with `options` given the run (categories and their difficulty ranges, the
+        total budget, the token limits); called when the config is loaded. Empty = fine."""
+        return []
+
 
 class StoppingPolicy(Policy):
     role = "stopping"

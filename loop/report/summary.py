@@ -61,7 +61,7 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     baseline = _load(run_dir / "baseline.json", notes)
     baseline = (baseline.get("heldout", baseline) if baseline is not None
                 else _load(run_dir / "baseline" / "metrics.json", notes))
-    rounds, analyses, plans, missing = [], {}, {}, []
+    rounds, analyses, plans, levels, missing = [], {}, {}, {}, []
     dirs = dict(sorted((int(m.group(1)), p) for p in run_dir.iterdir()
                        if p.is_dir() and (m := _ROUND_DIR.match(p.name))))
     finished = (manifest or {}).get("rounds_completed")
@@ -88,7 +88,9 @@ def read_run(run_dir: Path) -> dict[str, Any]:
             analyses[i] = a
         if (p := _load(d / "plan.json", notes)) is not None:
             plans[i] = p
-    return {"manifest": manifest or {}, "baseline": baseline, "rounds": rounds,
+        if (h := _load(d / "heldout" / "metrics.json", notes)) is not None:
+            levels[i] = h.get("by_category_difficulty") or {}
+    return {"manifest": manifest or {}, "baseline": baseline, "rounds": rounds, "levels": levels,
             "analyses": analyses, "plans": plans, "notes": notes, "missing": missing}
 
 
@@ -135,6 +137,14 @@ def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) 
         lines += _table(["category", *cols], rows)
     else:
         lines.append("No held-out evaluation yet.")
+
+    by_level = ([(base or {}).get("by_category_difficulty") or {}] if base else []) + [
+        run.get("levels", {}).get(i, {}) for i, _ in rounds]
+    level_keys = sorted({k for h in by_level for k in h},
+                        key=lambda k: (k.rsplit("@", 1)[0], k.rsplit("@", 1)[-1].zfill(6)))
+    if len({k.rsplit("@", 1)[0] for k in level_keys}) < len(level_keys):  # some category has several levels
+        lines += ["", "Held-out accuracy per difficulty (category@digits):", ""]
+        lines += _table(["category@difficulty", *cols], [[k, *[h.get(k) for h in by_level]] for k in level_keys])
 
     lines += ["", "## Rounds", ""]
     if rounds:
@@ -189,6 +199,11 @@ def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) 
         lines += _table(["category", "budget", "difficulty", "reason"],
                         [[k, c.get("budget"), c.get("difficulty"), c.get("reason", "")]
                          for k, c in sorted((plan.get("categories") or {}).items())])
+        acts = [[k, a.get("action"), a.get("error_class") or "-", a.get("evidence", "")]
+                for k, c in sorted((plan.get("categories") or {}).items()) for a in c.get("actions") or []]
+        if acts:
+            lines += ["", "Decisions and the evidence behind them:", ""]
+            lines += _table(["category", "action", "error class", "evidence"], acts)
 
     made = {k: p for k, p in plots.items() if p is not None}
     if made:
