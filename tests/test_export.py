@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ import generators  # noqa: F401
 from generators.base import GENERATORS, draw
 from loop.config import ROOT, dump_config, load_config
 from loop.export import export_run, load_bundle, load_problems, reward_funcs
+from loop.export.bundle import BundleError
 from loop.export.choice import ExportError, resolve_in_run
 from loop.records import Sample, Verdict
 from loop.run.state import RunDir, read_json, write_json, write_jsonl
@@ -114,8 +118,9 @@ def test_exports_the_best_heldout_adapter_with_relative_paths(tmp_path):
     assert absolute_paths({k: v for k, v in b.items() if k != "config"}) == []
     assert load_bundle(out).base_model == str((out / "base").resolve())
     assert b["heldout"]["baseline"]["accuracy"] == 0.25 and b["heldout"]["final"] == heldout(0.6)
-    assert [(v["name"], v["required"], v["reward"]) for v in b["verifiers"]] == [
-        ("exact_match", True, True), ("format", False, False), ("process", False, False)]
+    specs = {v["name"]: (v["required"], v["reward"]) for v in b["verifiers"]}
+    assert specs["exact_match"] == (True, True) and specs["format"] == specs["process"] == (False, False)
+    assert [n for n, (_, reward) in specs.items() if reward] == ["exact_match"]
     assert b["chat_template"] == "{{ messages }} round 1"
     cfg = load_config(ROOT / "configs" / "default.yaml")
     assert b["sampling"]["temperature"] == cfg.sampling.temperature
@@ -135,9 +140,13 @@ def test_exports_the_best_heldout_adapter_with_relative_paths(tmp_path):
     assert rows[0]["prompt"][0]["role"] == "user"
 
     readme = (out / "README.md").read_text()
-    for needle in (f"python {out}/train_grpo.py", "train.parquet", "custom_reward_function.name=compute_score",
-                   "LoRARequest", "| **overall** | 25.0% | 60.0% |", "round 1's adapter"):
+    for needle in ('python "$BUNDLE/train_grpo.py"', '"$BUNDLE/train.parquet"', "reward.reward_manager.name=naive",
+                   "reward.custom_reward_function.name=compute_score", '"$BUNDLE/reward_openrlhf.py"',
+                   "LoRARequest", "--enable-lora --lora-modules bundle=", "| **overall** | 25.0% | 60.0% |",
+                   "round 1's adapter"):
         assert needle in readme, needle
+    # no path of this machine: the README works wherever the bundle is copied
+    assert str(tmp_path) not in readme and str(ROOT) not in readme
     assert "Partial export" not in readme and "does not beat" not in readme
 
 
@@ -255,6 +264,53 @@ def test_a_local_base_model_is_named_relative_to_the_bundle(tmp_path):
     assert absolute_paths({k: v for k, v in b.items() if k != "config"}) == []
     assert Path(load_bundle(out).base_model) == base.resolve()
     assert read_json(out / "adapter_config.json")["base_model_name_or_path"] == "../../../../models/my-base"
+
+    # Copied elsewhere, the bundle finds the base where the run had it (the config's absolute model.path) ...
+    copy = tmp_path / "far" / "away" / "bundle"
+    shutil.copytree(out, copy)
+    assert Path(load_bundle(copy).base_model) == base.resolve()
+    # ... and without it, says what to do, in Python and on the command line
+    base.rename(tmp_path / "models" / "elsewhere")
+    with pytest.raises(BundleError, match=r"moved without its base.*copy the base model to .*BUNDLE_BASE_MODEL="):
+        _ = load_bundle(copy).base_model
+    p = subprocess.run([sys.executable, "-m", "loop.export", "base-model", str(copy)], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert p.returncode == 2 and "BUNDLE_BASE_MODEL" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    env = os.environ | {"BUNDLE_BASE_MODEL": str(tmp_path / "models" / "elsewhere")}
+    p = subprocess.run([sys.executable, "-m", "loop.export", "base-model", str(copy)], capture_output=True, text=True,
+                       cwd=tmp_path, env=env)
+    assert p.returncode == 0 and p.stdout.strip() == str((tmp_path / "models" / "elsewhere").resolve()), p.stderr
+
+
+def test_a_copied_bundle_with_the_embedded_base_works_anywhere(tmp_path):
+    out = export_run(make_run(tmp_path / "a", accuracies=[0.4, 0.6], trained=[0, 1]))
+    copy = tmp_path / "b" / "bundle"
+    shutil.copytree(out, copy)
+    shutil.rmtree(tmp_path / "a")  # the run is gone: the copy has all it needs
+    b = load_bundle(copy)
+    assert b.base_model == str((copy / "base").resolve())
+    assert len(b.dataset("train")) == b.meta["pool"]["train_count"] and len(b.problems()) > 0
+    shutil.rmtree(copy / "base")
+    with pytest.raises(BundleError, match="copied incompletely"):
+        _ = b.base_model
+
+
+def test_a_directory_that_is_not_a_bundle_is_named(tmp_path):
+    run = make_run(tmp_path, accuracies=[0.4, 0.6], trained=[0, 1])
+    with pytest.raises(BundleError, match="has no RL bundle yet.*launch.py export"):
+        load_bundle(run.path)
+    export_run(RunDir(run.path))
+    with pytest.raises(BundleError, match=r"is a run directory, not its RL bundle; give .*export"):
+        load_bundle(run.path)
+    with pytest.raises(BundleError, match="adapter but no bundle.json"):
+        load_bundle(run.round_dir(1) / "adapter")
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+    with pytest.raises(BundleError, match=r"not an RL bundle \(no bundle.json\)"):
+        load_bundle(tmp_path)
+    (run.path / "export" / "bundle.json").write_text("{broken")
+    with pytest.raises(BundleError, match="damaged"):
+        load_bundle(run.path / "export")
 
 
 def _run_on_a_copied_base(tmp_path: Path):

@@ -149,8 +149,7 @@ def test_grpo_recipe_runs_verbatim_from_an_installed_wheel(bundle, tmp_path):
                            capture_output=True, text=True)
     assert where.stdout.startswith(str(site)), where.stdout + where.stderr  # not the repo's copy
     readme = (bundle / "README.md").read_text()
-    command = f"python {bundle}/train_grpo.py"
-    assert command in readme
+    assert 'python "$BUNDLE/train_grpo.py"' in readme
     log = tmp_path / "rewards.jsonl"
     p = subprocess.run([PY, str(bundle / "train_grpo.py"), "--max-steps", "2", "--num-generations", "8",
                         "--batch-size", "32", "--output-dir", "grpo-out", "--log-rewards", str(log)],

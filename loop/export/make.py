@@ -6,13 +6,16 @@
     train.jsonl, val.jsonl                           RL prompt pool (train split, 0 < pass rate < 1) and
                                                      validation (held-out), with a problem_id column (TRL)
     train.parquet, val.parquet, reward_verl.py       the same in verl's layout, and its compute_score
+    reward_openrlhf.py                               OpenRLHF's reward_func(queries, prompts, labels)
     pass_rates.jsonl                                 every train problem's measured pass rate
     train_grpo.py, README.md                         a GRPO recipe (TRL) that runs as written
     bundle.json                                      what was chosen and why, base model, sampling,
                                                      quantization, chat template, reward specs (last)
 
-Every path in bundle.json is relative to the bundle (a hub id stays a hub id). The bundle
-is built in a temporary directory and swapped in whole, so `export/` is never half-written.
+Every path in bundle.json is relative to the bundle (a hub id stays a hub id, with its commit);
+scripts find their files from `__file__`, and the README's commands name the bundle as `$BUNDLE`,
+so a copied bundle works wherever it lands. The bundle is built in a temporary directory and
+swapped in whole, so `export/` is never half-written.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.export.choice import ADAPTER_FILES, AdapterChoice, ExportError, choose_adapter
+from loop.export.openrlhf import OPENRLHF_FILE, OPENRLHF_SOURCE
 from loop.export.pool import heldout_problems, pool_rows, problem_row, train_problems
 from loop.export.pool import pass_rates as measure_pass_rates
 from loop.export.readme import GRPO_SCRIPT, render_readme
@@ -61,6 +65,13 @@ def _chat_template(d: Path) -> str | None:
     return None
 
 
+def _saved_dtype(d: Path | None) -> str | None:
+    if d is None or not (d / "config.json").is_file():
+        return None
+    c = read_json(d / "config.json")
+    return c.get("dtype") or c.get("torch_dtype") or "float32"
+
+
 def _verifiers(cfg) -> list[dict[str, Any]]:
     """The run's verifiers as reward specs: a verifier is a reward when it is required and
     needs no model (the LLM judge needs the sampler, which an RL trainer does not have)."""
@@ -76,19 +87,31 @@ def _verifiers(cfg) -> list[dict[str, Any]]:
 
 
 def _base_model(cfg, out: Path, final: Path, digest: str | None) -> tuple[dict[str, Any], Path | None]:
-    """How the bundle names its base: copied in (the embedded model), a local directory
-    (relative to the bundle), or a hub id. Returns (record, directory to read files from).
-    digest: the base's weights digest when already computed (the check against the run's record)."""
+    """How the bundle names its base (loop.export.bundle.resolve_base reads it back): copied in (the
+    embedded model), a hub id and the commit the run used (a hub model, never its cache path), or a
+    local directory (relative to the bundle).
+    Returns (record, directory to read files from). digest: the base's weights digest when already
+    computed (the check against the run's record)."""
+    from loop.models.hub import is_hub_id, resolve_model
+
     given = cfg.model.path
-    src = Path(cfg.model.resolved_path())
     if given.startswith(BUILTIN_PREFIX):
+        src = Path(cfg.model.resolved_path())
         # The embedded model is whatever this checkout ships now; its digest says which one was packaged.
         shutil.copytree(src, out / "base", copy_function=_copy)
-        return {"path": "base", "configured": given, "copied": True, "weights_sha256": digest or weights_digest(src)}, src
-    if src.is_dir():
-        return {"path": os.path.relpath(src.resolve(), final.resolve()), "copied": False,
+        return {"path": "base", "configured": given, "copied": True,
                 "weights_sha256": digest or weights_digest(src)}, src
-    return {"path": given, "configured": given, "copied": False, "hub_id": True}, None
+    if is_hub_id(given):
+        hub = resolve_model(given)
+        return {"path": hub.id, "configured": given, "copied": False, "hub": {"id": hub.id, "revision": hub.revision},
+                "weights_sha256": digest or weights_digest(Path(hub.path))}, Path(hub.path)
+    src = Path(cfg.model.resolved_path()).expanduser()
+    if not src.is_dir():
+        raise ExportError(f"model.path {given!r} of the run is not a directory here; put the base model back there "
+                          f"(or pass the run's config a hub id) and export again")
+    # Relative to the bundle; a moved bundle falls back on the run's config (loop.export.bundle.resolve_base).
+    return {"path": os.path.relpath(src.resolve(), final.resolve()), "copied": False,
+            "weights_sha256": digest or weights_digest(src)}, src
 
 
 def _write_adapter(choice: AdapterChoice, base_dir: Path | None, base_ref: str, out: Path) -> list[str]:
@@ -130,10 +153,11 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
     rates = measure_pass_rates(run, cfg, choice.path, problems, pass_rates, samples)
     pool, left_out = pool_rows(problems, rates)
     val = [problem_row(p, "val") for p in heldout]
-    measured = [{"problem_id": pid, "pass_rate": rates.rate(pid), **{k: c[k] for k in ("pass", "fail", "error", "abstain")}}
+    counts = ("pass", "fail", "error", "abstain")
+    measured = [{"problem_id": pid, "pass_rate": rates.rate(pid), **{k: c[k] for k in counts}}
                 for pid, c in rates.counts.items()]
 
-    final = run.path / "export"
+    final = (run.path / "export").resolve()  # printed to the user: absolute, whatever run.state_dir is
     out = Path(tempfile.mkdtemp(dir=run.path, prefix=".export-"))
     try:
         write_jsonl(out / "pass_rates.jsonl", measured)
@@ -152,9 +176,10 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
         write_parquet(out / "train.parquet", pool)
         write_parquet(out / "val.parquet", val)
         atomic_write_text(out / REWARD_FILE, REWARD_SOURCE)
+        atomic_write_text(out / OPENRLHF_FILE, OPENRLHF_SOURCE)
         atomic_write_text(out / "train_grpo.py", GRPO_SCRIPT)
         bundle = {
-            "format": 2,
+            "format": 3,
             "run_id": run.manifest.get("run_id", run.path.name),
             "partial": choice.partial,
             "status": run.manifest.get("status"),
@@ -177,10 +202,14 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
             "verl": {"train": "train.parquet", "val": "val.parquet", "reward": {"path": REWARD_FILE,
                                                                                  "name": "compute_score"}},
             "trl": {"script": "train_grpo.py"},
+            "openrlhf": {"prompts": "train.jsonl", "input_key": "prompt", "label_key": "problem_id",
+                         "reward": OPENRLHF_FILE},
             "files": files,
             "config": raw,
         }
-        atomic_write_text(out / "README.md", render_readme(bundle, final))
+        example = (pool or val)[0]["prompt"]
+        atomic_write_text(out / "README.md", render_readme({**bundle, "example_prompt": example,
+                                                            "base_dtype": _saved_dtype(base_dir)}))
         write_json(out / "bundle.json", bundle)  # last: its presence means the bundle is whole
         for p in out.rglob("*"):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
