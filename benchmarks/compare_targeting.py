@@ -1,7 +1,7 @@
 """Does targeting help? Runs the same config under several targeting policies with the
 same total budget and seed, then prints held-out accuracy per category after each round.
 
-    python benchmarks/compare_targeting.py [-c configs/default.yaml] [--policies uniform error_weighted]
+    python benchmarks/compare_targeting.py [-c configs/default.yaml] [--policies uniform analyst]
                                            [--set loop.rounds=3 ...]
 
 Each policy gets its own run directory under state/runs/ (name compare-<policy>), so the
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-c", "--config", default="configs/default.yaml")
-    ap.add_argument("--policies", nargs="+", default=["uniform", "error_weighted"])
+    ap.add_argument("--policies", nargs="+", default=["uniform", "analyst"])
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
