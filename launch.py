@@ -22,7 +22,8 @@ log = logging.getLogger("loop")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="launch.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="launch.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -31,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set loop.rounds=5 (repeatable; values are YAML)")
 
-    stop_help = ("stop cleanly after this stage completes, e.g. round-0/verify or baseline "
-                 "(stages: setup/heldout, baseline, round-N/{problems,sample,verify,analyze,accept,train,evaluate,plan})")
+    stop_help = ("stop cleanly after this stage completes, e.g. round-0/verify or baseline (stages:"
+                 " setup/heldout, baseline, round-N/{problems,sample,verify,analyze,accept,train,evaluate,plan})")
     p = sub.add_parser("run", help="start a new run", description="Start a new multi-round run from a config.",
                        epilog="Config sections: run, model, quantization, lora, sampling, generators, heldout, "
                               "verifiers, policies, training, loop, cluster (loop/config.py documents every field; "
@@ -62,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="how the RL prompt pool's pass rates are measured: 'measure' samples every train problem "
                         "with the adapter (vLLM), 'samples' reuses the rounds' own samples made by that adapter, "
                         "'auto' (default) reuses them when they exist, else measures")
-    p.add_argument("--samples", type=int, metavar="N", help="completions per problem when measuring (default sampling.n)")
+    p.add_argument("--samples", type=int, metavar="N",
+                   help="completions per problem when measuring (default sampling.n)")
     p = sub.add_parser("eval", help="held-out accuracy of a model (and adapter) per category",
                        description="Evaluate the config's model, optionally with a LoRA adapter, on the config's "
                                    "held-out set, per category.")
@@ -86,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     from loop.export.choice import ExportError
     from loop.plugins import PluginError
     from loop.registry import RegistryError
-    from loop.run.state import RunStateError, StageFailed, install_signal_handlers, received_signal
+    from loop.run.state import (
+        RunStateError,
+        StageFailed,
+        exit_code,
+        install_signal_handlers,
+        interrupt_seen,
+        received_signal,
+    )
 
     install_signal_handlers()  # SIGTERM / SIGHUP end a run like Ctrl-C: marked interrupted, engines stopped
     try:
@@ -129,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP (loop.run.state.Interrupted)
+        interrupt_seen()
         print(f"interrupted ({received_signal()}); finished work is saved", file=sys.stderr)
-        return 130
+        return exit_code()  # 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP
     except Exception as e:  # noqa: BLE001 - a bug or a broken environment: one line, traceback to the log
         return _unexpected(e, getattr(args, "state_dir", "state"))
     return 0
@@ -161,5 +171,41 @@ def _unexpected(e: BaseException, state_dir: str) -> int:
     return 1
 
 
+_early: list[int] = []
+
+
+def _early_signal(signum, _frame):
+    """Until main() puts the run's handlers in place (imports take a second): end like Ctrl-C."""
+    _early.append(signum)
+    raise KeyboardInterrupt
+
+
+def _exit(rc: int) -> None:
+    """After an interrupt, leave without the interpreter's teardown: Ray's and vLLM's native
+    threads can crash it (exit -11 instead of 130); everything that matters is closed by now."""
+    if rc <= 128:
+        sys.exit(rc)
+    import logging as _logging
+
+    _logging.shutdown()
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    import os
+    import signal
+
+    for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(_sig, _early_signal)
+    try:
+        code = main()
+    except KeyboardInterrupt:  # before any work started
+        sig = signal.Signals(_early[-1] if _early else signal.SIGINT)
+        print(f"interrupted ({sig.name}) before anything started", file=sys.stderr)
+        code = 128 + sig
+    _exit(code)

@@ -3,20 +3,19 @@ from __future__ import annotations
 
 import copy
 import logging
-import signal
 from pathlib import Path
 
 from loop.config import Config, ConfigError, dump_config, load_config
 from loop.run import base_record
 from loop.run.logs import attach_run_log
 from loop.run.state import (
-    Interrupted,
     RunDir,
     RunStateError,
     StopAfter,
     atomic_write_text,
+    deferred_signals,
     find_run,
-    install_signal_handlers,
+    interrupt_seen,
     received_signal,
 )
 
@@ -45,21 +44,34 @@ def config_diff(old: Config, new: Config) -> list[str]:
             if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and not k.startswith(RESUMABLE_PREFIXES)]
 
 
-def _start_cluster(cfg: Config):
-    """Cluster(cfg), with SIGTERM handled as ours: ray.init installs its own SIGTERM
-    handlers (they sys.exit), so a signal during start-up is turned into Interrupted and
-    ours is put back afterwards."""
+def _stop_ray() -> None:
+    """Shut down a Ray that a failed start left behind (its node processes, a driver half connected)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and (ray.is_initialized() or getattr(ray._private.worker, "_global_node", None) is not None):
+        ray.shutdown()
+
+
+def start_cluster(cfg: Config):
+    """Cluster(cfg), with a signal that arrives meanwhile held until Ray is whole (deferred_signals):
+    an interrupt inside ray.init either is lost (Ray's handlers) or leaves a half-built driver that
+    crashes the interpreter at exit. Then the signal is raised, the cluster shut down first."""
+    import ray  # noqa: F401 - imported before the deferral, which keeps Ray's own SIGTERM handlers out
+
     from loop.cluster.driver import Cluster
 
+    cluster = None
     try:
-        cluster = Cluster(cfg)
-    except SystemExit:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-        raise Interrupted(signal.SIGTERM) from None
-    install_signal_handlers()
+        with deferred_signals():
+            cluster = Cluster(cfg)
+    except BaseException:
+        with deferred_signals(reraise=False):
+            if cluster is not None:
+                cluster.shutdown()
+            else:
+                _stop_ray()
+        raise
     return cluster
 
 
@@ -70,13 +82,14 @@ def _execute(cfg: Config, run: RunDir) -> RunDir:
 
     cluster = None
     try:
-        cluster = _start_cluster(cfg)
+        cluster = start_cluster(cfg)
         Controller(cfg, run, cluster).run_all()
     except StopAfter as e:
         run.set_status("stopped")
         log.info("stopped after %s as asked; continue with: python launch.py resume %s", e, run.path)
         return run
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP (Interrupted)
+        interrupt_seen()
         run.set_status("interrupted", error=f"interrupted by {received_signal()}")
         log.error("interrupted at %s; finished stages are saved. Continue with: python launch.py resume %s",
                   run.manifest.get("cursor"), run.path)
@@ -87,11 +100,12 @@ def _execute(cfg: Config, run: RunDir) -> RunDir:
                   "python launch.py resume %s", run.manifest.get("cursor"), e, run.path)
         raise
     finally:
-        try:
-            if cluster is not None:
-                cluster.shutdown()
-        finally:
-            run.release()
+        with deferred_signals(reraise=False):  # a second Ctrl-C must not cut the shutdown short
+            try:
+                if cluster is not None:
+                    cluster.shutdown()
+            finally:
+                run.release()
     log.info("run %s completed: %d rounds. Report: python launch.py report %s", run.path.name,
              run.manifest["rounds_completed"], run.path)
     return run
@@ -170,13 +184,14 @@ def evaluate_only(cfg: Config, adapter: str | None) -> dict:
         run = RunDir.create(Path(tmp), "eval")
         cluster = None
         try:
-            cluster = _start_cluster(cfg)
+            cluster = start_cluster(cfg)
             ctl = Controller(cfg, run, cluster)
             heldout = ctl.freeze_heldout()
             m = ctl.evaluate("eval", heldout, str(Path(adapter).resolve()) if adapter else None, run.path / "eval-out")
         finally:
             if cluster is not None:
-                cluster.shutdown()
+                with deferred_signals(reraise=False):
+                    cluster.shutdown()
     print(f"\nheld-out accuracy {m['accuracy']:.3f} over {m['n']} problems"
           f" ({cfg.model.path}{' + ' + adapter if adapter else ''})")
     for cat, acc in m["by_category"].items():

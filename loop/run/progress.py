@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from loop.run.state import check_interrupted
+
 log = logging.getLogger("loop")
 
 
@@ -15,6 +17,7 @@ class _LogBar:
         self.total, self.desc, self.unit, self.n, self.t0, self.next_mark = total, desc, unit, 0, time.time(), 0.25
 
     def update(self, k: int = 1) -> None:
+        check_interrupted()
         self.n += k
         if self.total and (self.n / self.total >= self.next_mark or self.n == self.total):
             unit = self.unit + ("es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s")
@@ -28,7 +31,12 @@ def progress(total: int, desc: str, unit: str = "it") -> Iterator:
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        with tqdm(total=total, desc=desc, unit=unit, leave=False) as bar:
+        class Bar(tqdm):
+            def update(self, n=1):
+                check_interrupted()
+                return super().update(n)
+
+        with Bar(total=total, desc=desc, unit=unit, leave=False) as bar:
             yield bar
     else:
         yield _LogBar(total, desc, unit)

@@ -10,9 +10,11 @@ import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,7 +67,8 @@ def read_jsonl(path: Path, model: type[M]) -> list[M]:
                 try:
                     out.append(model.model_validate_json(line))
                 except ValueError as e:
-                    raise ValueError(f"{path}:{i}: corrupt record ({e}); the run directory was edited or damaged") from None
+                    raise ValueError(f"{path}:{i}: corrupt record ({e}); the run directory was edited or "
+                                     "damaged") from None
     return out
 
 
@@ -84,7 +87,7 @@ class StageFailed(Exception):
 
 
 class Interrupted(KeyboardInterrupt):
-    """A terminating signal (SIGTERM, SIGHUP) arrived; raised like Ctrl-C's KeyboardInterrupt
+    """A terminating signal (SIGINT, SIGTERM, SIGHUP) arrived; raised like Ctrl-C's KeyboardInterrupt
     (a subclass, because Ray's blocking calls pass only KeyboardInterrupt on) so every
     `finally` runs and the run is marked `interrupted`."""
 
@@ -95,6 +98,13 @@ class Interrupted(KeyboardInterrupt):
 
 
 _received: list[int] = []
+# A raise from a signal handler can be swallowed where it lands (a `__del__`, a callback from
+# Ray's C++ core): the signal stays here until the run's top level has seen its Interrupted,
+# and `check_interrupted()` (stage boundaries, progress updates) raises it again.
+_unseen: list[int] = []
+_deferred: list[int] = []
+_defer_depth = 0
+TERMINATING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def received_signal() -> str:
@@ -102,15 +112,72 @@ def received_signal() -> str:
     return signal.Signals(_received[-1]).name if _received else "SIGINT"
 
 
-def install_signal_handlers() -> None:
-    def handler(signum, _frame):
-        raise Interrupted(signum)
+def exit_code() -> int:
+    """The shell's convention for a process ended by the last signal received: 128 + signum."""
+    return 128 + (_received[-1] if _received else signal.SIGINT)
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+
+def interrupt_seen() -> None:
+    """The top level caught the Interrupted: nothing is pending any more."""
+    _unseen.clear()
+
+
+def check_interrupted() -> None:
+    """Raise Interrupted if a signal arrived whose raise was lost on the way (see `_unseen`)."""
+    if _unseen and not _defer_depth:
+        raise Interrupted(_unseen[-1])
+
+
+def _handler(signum, _frame):
+    if _defer_depth:
+        _deferred.append(signum)
+        if len(_deferred) >= 3:  # asked three times: stop now, whatever is half done
+            os.write(2, f"\n{signal.Signals(signum).name} three times: exiting at once\n".encode())
+            os._exit(128 + signum)
+        return
+    _unseen.append(signum)
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP raise Interrupted (deferred inside `deferred_signals()`)."""
+    for sig in TERMINATING:
         try:
-            signal.signal(sig, handler)
+            signal.signal(sig, _handler)
         except (ValueError, OSError):  # not the main thread
             pass
+
+
+@contextmanager
+def deferred_signals(reraise: bool = True) -> Iterator[None]:
+    """A terminating signal that arrives inside is held until the block ends and then raised
+    (`reraise`) or dropped (cleanup that is already ending the process). For code that must not
+    be cut in the middle: `ray.init` (a KeyboardInterrupt inside its CoreWorker constructor
+    leaves a half-built worker that crashes the interpreter at exit with SIGSEGV) and shutdown.
+    Ray's own SIGTERM handlers (they sys.exit from wherever the signal lands) are not
+    installed meanwhile; ours stay. A third signal inside exits at once."""
+    global _defer_depth
+    utils = sys.modules.get("ray._private.utils")
+    if _defer_depth == 0:
+        _deferred.clear()
+        install_signal_handlers()
+    keep = getattr(utils, "set_sigterm_handler", None)
+    if keep is not None:
+        utils.set_sigterm_handler = lambda _handler: None
+    _defer_depth += 1
+    try:
+        yield
+    finally:
+        _defer_depth -= 1
+        if keep is not None:
+            utils.set_sigterm_handler = keep
+        if _defer_depth == 0:
+            install_signal_handlers()
+    if _deferred and _defer_depth == 0 and reraise:
+        signum = _deferred[-1]
+        _deferred.clear()
+        _unseen.append(signum)
+        raise Interrupted(signum)
 
 
 LOCK = ".lock"
@@ -177,8 +244,9 @@ class RunLock:
             os.close(fd)
             h = self.holder()
             gone = h.get("host") == socket.gethostname() and isinstance(h.get("pid"), int) and not pid_alive(h["pid"])
-            who = f"pid {h.get('pid', '?')} on host {h.get('host', '?')} ({h.get('command', '?')}, since " \
-                  f"{time.strftime('%H:%M:%S', time.localtime(h['since'])) if isinstance(h.get('since'), (int, float)) else '?'})"
+            since = h.get("since")
+            at = time.strftime("%H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else "?"
+            who = f"pid {h.get('pid', '?')} on host {h.get('host', '?')} ({h.get('command', '?')}, since {at})"
             extra = (" That process is gone, but a child of it still holds the lock; stop it first."
                      if gone else " Wait for it to finish or stop it (kill that pid), then try again.")
             raise RunStateError(f"run {self.path.parent} is in use by {who}; one process at a time may write a "
@@ -384,6 +452,7 @@ class RunDir:
     def stage(self, key: str, compute: Callable[[], T], save: Callable[[T], None], load: Callable[[], T],
               on_skip: Callable[[str], None] | None = None) -> T:
         """Run a stage once: if the manifest says it is done, load its outputs instead."""
+        check_interrupted()
         if self.is_done(key):
             if on_skip:
                 on_skip(key)
@@ -397,6 +466,7 @@ class RunDir:
         # One entry per completed execution: a stage that ran twice would show up twice.
         self.manifest.setdefault("history", []).append({"stage": key, "attempt": self.manifest.get("attempts", 1)})
         self.mark_done(key)
+        check_interrupted()  # a signal whose raise was lost inside the stage: stop after it
         if key == self.stop_after:
             raise StopAfter(key)
         return result
