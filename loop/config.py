@@ -265,7 +265,8 @@ def check_plugins(cfg: Config) -> None:
         if role == "targeting":  # options that only make sense against the run (budget, difficulty ranges)
             ranges = {f"{g.family}/{c}": GENERATORS.build(g.family, g.options).difficulties(c)
                       for g in cfg.generators for c in g.categories}
-            bad = cls.check_config(opts, ranges, cfg.total_budget(), cfg.sampling.max_tokens, cfg.model.max_model_len)
+            check = getattr(cls, "check_config", None)  # an outside policy need not subclass TargetingPolicy
+            bad = check(opts, ranges, cfg.total_budget(), cfg.sampling.max_tokens, cfg.model.max_model_len) if check else []
             if bad:
                 raise ValueError("\n  ".join(f"policies.targeting.options ({ref.name}): {b}" for b in bad))
 
