@@ -266,7 +266,8 @@ def check_plugins(cfg: Config) -> None:
             ranges = {f"{g.family}/{c}": GENERATORS.build(g.family, g.options).difficulties(c)
                       for g in cfg.generators for c in g.categories}
             check = getattr(cls, "check_config", None)  # an outside policy need not subclass TargetingPolicy
-            bad = check(opts, ranges, cfg.total_budget(), cfg.sampling.max_tokens, cfg.model.max_model_len) if check else []
+            bad = (check(opts, ranges, cfg.total_budget(), cfg.sampling.max_tokens, cfg.model.max_model_len)
+                   if check else [])
             if bad:
                 raise ValueError("\n  ".join(f"policies.targeting.options ({ref.name}): {b}" for b in bad))
 
