@@ -17,7 +17,9 @@ channel, results imitating built-ins) makes the verdict `fail` with status `tamp
 """
 from __future__ import annotations
 
+import ast
 import json
+import logging
 import marshal
 import os
 import re
@@ -34,8 +36,8 @@ from loop.records import Problem, Sample, Verdict
 from verifiers import code_cases
 from verifiers.base import VERIFIERS, Verifier
 from verifiers.code_cases import Failure, NotTranslatable, Outcome, Plan, TestsError
+from verifiers.sandbox import pyast, wire
 from verifiers.sandbox import runner as sandbox
-from verifiers.sandbox import wire
 
 FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+.-]*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
 PYTHON_TAGS = {"python", "py", "python3"}
@@ -44,6 +46,7 @@ WIRE_SRC = (HERE / "wire.py").read_text(encoding="utf-8")
 CANDIDATE_HARNESS = (HERE / "harness_candidate.py").read_text(encoding="utf-8")
 TESTS_HARNESS = (HERE / "harness_tests.py").read_text(encoding="utf-8")
 STOPPED = ("timeout", "memory", "output_limit", "killed")
+log = logging.getLogger(__name__)
 
 
 def extract_code(text: str, block: str = "last", after_think: bool = True) -> str | None:
@@ -63,12 +66,40 @@ def extract_code(text: str, block: str = "last", after_think: bool = True) -> st
     return chosen[-1]
 
 
+@lru_cache(maxsize=1024)
+def prompt_helpers(prompt_text: str, entry_point: str | None) -> tuple[str, frozenset[str]]:
+    """(source, names) of what the prompt's own code defines besides the function under test:
+    HumanEval's `poly`, `encode_cyclic`, ... and the imports they need. The tests' calls of these
+    run this source on the tests' side; the program never answers for them (issue 20, item 1)."""
+    kept, names = [], set()
+    for tag, body in FENCE.findall(prompt_text):
+        if tag.lower() not in PYTHON_TAGS and tag:
+            continue
+        try:
+            tree = pyast.parse(body)
+        except (SyntaxError, ValueError):
+            continue
+        for st in tree.body:
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and st.name != entry_point:
+                names.add(st.name)
+            elif not isinstance(st, (ast.Import, ast.ImportFrom)):
+                continue
+            kept.append(ast.get_source_segment(body, st) or "")
+    return ("\n\n".join(kept) + "\n" if names else ""), frozenset(names)
+
+
+def helpers_of(problem: Problem) -> tuple[str, frozenset[str]]:
+    text = "\n".join(m.content for m in problem.prompt if m.role == "user" and isinstance(m.content, str))
+    return prompt_helpers(text, problem.reference.entry_point)
+
+
 @lru_cache(maxsize=4096)
-def plan_for(tests: str, entry_point: str | None) -> tuple[Plan | None, bytes, str]:
+def plan_for(tests: str, entry_point: str | None,
+             helpers: frozenset[str] = frozenset()) -> tuple[Plan | None, bytes, str]:
     """(plan or None for the test-process path, the encoded requests, why not translated).
     TestsError when the tests themselves are broken."""
     try:
-        plan = code_cases.translate(tests, entry_point)
+        plan = code_cases.translate(tests, entry_point, helpers)
         frames = []
         for i, c in enumerate(plan.calls):
             body = marshal.dumps({"id": i, "fn": c.fn, "args": wire.encode(list(c.args)),
@@ -100,8 +131,9 @@ class Channel:
         for line in lines:
             try:
                 self._take(json.loads(line, parse_constant=wire._no_constant), calls)
-            except (ValueError, RecursionError, KeyError, TypeError) as e:
-                self.tamper.append(f"the result channel carried something the harness did not write ({str(e)[:80]})")
+            except Exception as e:  # noqa: BLE001 - whatever the bytes do to the decoder is the program's doing
+                self.tamper.append(f"the result channel carried something the harness did not write "
+                                   f"({type(e).__name__}: {str(e)[:80]})")
                 break
         self.outcomes += [Outcome("missing")] * (len(calls) - len(self.outcomes))
 
@@ -141,6 +173,21 @@ class Channel:
         raise ValueError(f"unexpected record {str(rec)[:60]}")
 
 
+def _clean(v):
+    """`v` with every string made valid UTF-8 (a lone surrogate becomes its escape)."""
+    if type(v) is str:
+        try:
+            v.encode("utf-8")
+            return v
+        except UnicodeEncodeError:
+            return v.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(v, dict):
+        return {_clean(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
 def _info(raw) -> dict:
     """An exception report from the sandbox, reduced to strings of bounded length."""
     if type(raw) is not dict:
@@ -156,20 +203,38 @@ class CodeTests(Verifier):
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        block: Literal["last", "first", "longest"] = Field("last", description="which python fenced block is the program")
-        after_think: bool = Field(True, description="only look for code after </think>; a chain with an unclosed <think> has no code")
-        timeout_s: float = Field(5.0, gt=0, le=600, description="wall-clock limit per program, interpreter start included")
-        memory_mb: int = Field(512, ge=64, description="memory for the whole run (cgroup) and address space per process")
-        max_output_bytes: int = Field(1 << 20, ge=1024, description="stdout+stderr cap; beyond it the program is killed")
+        block: Literal["last", "first", "longest"] = Field(
+            "last", description="which python fenced block is the program")
+        after_think: bool = Field(
+            True, description="only look for code after </think>; a chain with an unclosed <think> has no code")
+        timeout_s: float = Field(
+            5.0, gt=0, le=600, description="wall-clock limit per program, interpreter start included")
+        memory_mb: int = Field(
+            512, ge=64, description="memory for the whole run (cgroup) and address space per process")
+        max_output_bytes: int = Field(
+            1 << 20, ge=1024, description="stdout+stderr cap; beyond it the program is killed")
         workers: int = Field(1, ge=1, le=64, description="programs run at once by a thread pool inside one batch")
         translate: bool = Field(True, description="judge assert-style tests in the verifier's process; False runs "
                                 "every test in a second sandbox (slower, same verdicts)")
 
     def verify(self, problems: Sequence[Problem], samples: Sequence[Sample]) -> list[Verdict]:
         if self.options.workers == 1 or len(samples) < 2:
-            return [self.verify_one(p, s) for p, s in zip(problems, samples)]
+            return [self.verify_alone(p, s) for p, s in zip(problems, samples)]
         with ThreadPoolExecutor(self.options.workers) as pool:
-            return list(pool.map(self.verify_one, problems, samples))
+            return list(pool.map(self.verify_alone, problems, samples))
+
+    def verify_alone(self, problem: Problem, sample: Sample) -> Verdict:
+        """verify_one, kept to its own sample: a bug it hits is that sample's `error`, never the batch's."""
+        try:
+            return self.verify_one(problem, sample)
+        except Exception as e:  # noqa: BLE001
+            log.exception("code_tests: verifying %s failed", sample.id)
+            return self.verdict(sample, "error", reason=f"the verifier failed on this sample: {type(e).__name__}: {e}",
+                                status="verifier_error")
+
+    def verdict(self, sample: Sample, outcome: str, score: float = 0.0, reason: str = "", **evidence) -> Verdict:
+        """Every verdict serialises: strings from the sandbox may hold lone surrogates ("\\ud800")."""
+        return super().verdict(sample, outcome, score, _clean(reason), **_clean(evidence))
 
     def limits(self) -> sandbox.SandboxLimits:
         o = self.options
@@ -183,21 +248,22 @@ class CodeTests(Verifier):
         code = extract_code(sample.text, o.block, o.after_think)
         if code is None:
             return self.verdict(sample, "fail", reason="no code block", status="no_code")
+        helpers, helper_names = helpers_of(problem)
         try:
-            plan, requests, why = plan_for(ref.tests, ref.entry_point)
-            if plan is not None and o.translate and not plan.untranslatable:
-                return self._translated(sample, plan, requests, code)
-            why = why or (plan.untranslatable if plan is not None else "")
+            plan, requests, why = plan_for(ref.tests, ref.entry_point, helper_names)
+            if plan is not None and o.translate:
+                return self._translated(sample, plan, requests, code, helpers)
         except TestsError as e:
             return self.verdict(sample, "error", reason=f"the problem's tests are broken: {e}", status="bad_tests")
-        except NotTranslatable as e:  # found only while checking: this and later samples go the general way
-            why = plan.untranslatable = str(e) or "found while checking"
-        return self._test_process(sample, ref.tests, ref.entry_point, code, why or "translation disabled")
+        except NotTranslatable as e:  # this answer only (e.g. an iterator's .upper()): the plan stays
+            why = f"found while checking: {e}"
+        return self._test_process(sample, ref.tests, ref.entry_point, code, why or "translation disabled",
+                                  helpers, helper_names)
 
     # ------------------------------------------------------------ translated path
 
-    def _translated(self, sample: Sample, plan: Plan, requests: bytes, code: str) -> Verdict:
-        r = sandbox.run(CANDIDATE_HARNESS, files={"wire.py": WIRE_SRC, "solution.py": code}, stdin=requests,
+    def _translated(self, sample: Sample, plan: Plan, requests: bytes, code: str, helpers: str) -> Verdict:
+        r = sandbox.run(CANDIDATE_HARNESS, files=self._program_files(code, helpers), stdin=requests,
                         limits=self.limits(), channel=True)
         base = self._base(r, "translated")
         if r.status == "sandbox_error":
@@ -217,7 +283,13 @@ class CodeTests(Verifier):
 
     # ------------------------------------------------------------ test-process path
 
-    def _test_process(self, sample: Sample, tests: str, entry_point: str | None, code: str, why: str) -> Verdict:
+    @staticmethod
+    def _program_files(code: str, helpers: str) -> dict[str, str]:
+        """The program, with the prompt's helpers loaded before it (as in one file, prompt + program)."""
+        return {"wire.py": WIRE_SRC, "solution.py": code, **({"helpers.py": helpers} if helpers else {})}
+
+    def _test_process(self, sample: Sample, tests: str, entry_point: str | None, code: str, why: str,
+                      helpers: str = "", helper_names: frozenset[str] = frozenset()) -> Verdict:
         try:
             tree = code_cases.parse_tests(tests)
             _, names = code_cases.body_of(tree, entry_point)
@@ -225,6 +297,7 @@ class CodeTests(Verifier):
             return self.verdict(sample, "error", reason=f"the problem's tests are broken: {e}", status="bad_tests")
         except NotTranslatable:
             names = {n: n for n in code_cases.free_names(tree)}
+        names = {k: v for k, v in names.items() if k not in helper_names or v == entry_point}
         config = json.dumps({"entry_point": entry_point, "names": names,
                              "modules": sorted(code_cases.implicit_modules(tree))})
         req_r, req_w = os.pipe()
@@ -232,10 +305,11 @@ class CodeTests(Verifier):
         limits = self.limits()
         box: dict = {}
         program = threading.Thread(target=lambda: box.update(r=sandbox.run(
-            CANDIDATE_HARNESS, files={"wire.py": WIRE_SRC, "solution.py": code}, stdin=req_r,
+            CANDIDATE_HARNESS, files=self._program_files(code, helpers), stdin=req_r,
             fds={3: ans_w}, limits=limits)))
         program.start()
-        t = sandbox.run(TESTS_HARNESS, files={"wire.py": WIRE_SRC, "tests.py": tests, "config.json": config},
+        t = sandbox.run(TESTS_HARNESS, files={"wire.py": WIRE_SRC, "tests.py": tests, "config.json": config,
+                                              **({"helpers.py": helpers} if helpers else {})},
                         fds={4: ans_r, 5: req_w}, limits=limits, channel=True)
         program.join()
         r = box["r"]
@@ -263,9 +337,13 @@ class CodeTests(Verifier):
             return self.verdict(sample, "error", reason=f"the test process ended without a verdict ({t.status})",
                                 status="sandbox_error", stderr_tail=t.stderr[-1000:], **base)
         if "protocol" in rec:
-            tamper.append(f"the result channel carried something the harness did not write ({str(rec['protocol'])[:80]})")
+            tamper.append("the result channel carried something the harness did not write "
+                          f"({str(rec['protocol'])[:80]})")
         if tamper:
             return self._tamper(sample, tamper, base)
+        if "helpers_error" in rec:
+            return self.verdict(sample, "error", reason=f"the prompt's own code fails: {_info(rec['helpers_error'])}",
+                                status="bad_tests", **base)
         if "program_error" in rec:
             info = _info(rec["program_error"])
             if info["exception"] == "exited":
@@ -302,6 +380,9 @@ class CodeTests(Verifier):
                             phase="program", test_line=None, **info, **base)
 
     def _failure(self, sample: Sample, f: Failure, r: sandbox.SandboxResult, base: dict) -> Verdict:
+        if f.exception == "EvalLimit" and f.outcome is None:  # the program's answers made the check expensive
+            why = f"checking its answers at `{f.test_line}` was too expensive: {f.message}"
+            return self._tamper(sample, [why], base)
         kind = f.outcome.kind if f.outcome else None
         if kind == "missing":
             return self._stopped(sample, r, base)

@@ -19,7 +19,9 @@ import ast
 import builtins
 import math
 import operator
+import re
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,14 @@ from verifiers.sandbox import pyast, wire
 
 MAX_SIZE = 1_000_000  # elements a sequence operation here may produce
 MAX_HASHED = 10_000   # items of a set or dict built here (as verifiers.sandbox.wire allows)
+# The bound on one sample's check (issue 20): the thread CPU the evaluation may use, and the
+# elements its operations may visit in all (str(), ==, `in`, sorted(), method calls over the
+# program's answers, each charged by the size of what it reads). Past either: EvalLimit, which
+# the verifier charges to the program (fail, tamper). One operation runs to its end, and none
+# may visit more than MAX_UNITS elements, so a check costs at most about CHECK_CPU_S + 1 s.
+CHECK_CPU_S = 2.0
+MAX_UNITS = 20_000_000
+MAX_INT_BITS = 1 << 22  # a product, quotient or gcd of ints past this many bits is refused
 
 
 class NotTranslatable(Exception):
@@ -65,6 +75,8 @@ class Call:
 
 
 def _guard_mul(a, b):
+    if type(a) is int and type(b) is int and a.bit_length() + b.bit_length() > MAX_INT_BITS:
+        raise EvalLimit("product of ints too large")
     for seq, n in ((a, b), (b, a)):
         if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and len(seq) * max(n, 0) > MAX_SIZE:
             raise EvalLimit("sequence repetition too large")
@@ -75,6 +87,48 @@ def _guard_pow(a, b):
     if isinstance(a, int) and isinstance(b, int) and abs(a) > 1 and abs(b) * a.bit_length() > 1 << 20:
         raise EvalLimit("power too large")
     return a ** b
+
+
+def _int_division_cost(a, b):
+    if isinstance(a, int) and isinstance(b, int):
+        la, lb = abs(a).bit_length(), abs(b).bit_length()
+        if ((la - lb) // 30 + 1) * (lb // 30 + 1) > 30_000_000:  # schoolbook division: quadratic
+            raise EvalLimit("division of ints too large")
+
+
+def _guard_div(op):
+    def div(a, b):
+        _int_division_cost(a, b)
+        return op(a, b)
+    div.__name__ = getattr(op, "__name__", "div")
+    return div
+
+
+FORMAT_SPEC = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _guard_mod(a, b):
+    """`%` of ints as _guard_div; `fmt % args` refuses widths and precisions past MAX_SIZE
+    (`"%0200000000d" % x` would allocate 200 MB here)."""
+    if isinstance(a, (str, bytes)):
+        fmt = a if isinstance(a, str) else a.decode("latin-1")
+        for m in FORMAT_SPEC.finditer(fmt):
+            for g in m.groups():
+                if g and g != "*" and (len(g) > 7 or int(g) > MAX_SIZE):
+                    raise EvalLimit("format width too large")
+            if "*" in m.group(0):
+                for x in (b if isinstance(b, tuple) else (b,)):
+                    if isinstance(x, int) and abs(x) > MAX_SIZE:
+                        raise EvalLimit("format width too large")
+    else:
+        _int_division_cost(a, b)
+    return a % b
+
+
+def _guard_gcd(*a):
+    if any(isinstance(x, int) and x.bit_length() > MAX_INT_BITS for x in a):
+        raise EvalLimit("gcd of ints too large")
+    return math.gcd(*a)
 
 
 def _guard_lshift(a, b):
@@ -112,8 +166,9 @@ def _guard_range(*a):
     return r
 
 
-BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _guard_mul, ast.Div: operator.truediv,
-          ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: _guard_pow, ast.BitAnd: operator.and_,
+BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _guard_mul, ast.Div: _guard_div(operator.truediv),
+          ast.FloorDiv: _guard_div(operator.floordiv), ast.Mod: _guard_mod, ast.Pow: _guard_pow,
+          ast.BitAnd: operator.and_,
           ast.BitOr: operator.or_, ast.BitXor: operator.xor, ast.LShift: _guard_lshift, ast.RShift: operator.rshift}
 UNARY = {ast.Not: operator.not_, ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Invert: operator.invert}
 COMPARE = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
@@ -124,14 +179,17 @@ FUNCS = {name: getattr(builtins, name) for name in (
     "len", "list", "max", "min", "ord", "repr", "reversed", "round", "set", "sorted", "str", "sum", "tuple",
     "type", "zip", "complex")}
 FUNCS["range"] = _guard_range
+FUNCS["divmod"] = _guard_div(divmod)
 FUNCS.update(set=_hashed(set), frozenset=_hashed(frozenset), dict=_hashed(dict))
 MATH = {name: getattr(math, name) for name in (
     "isclose", "fabs", "sqrt", "floor", "ceil", "pi", "e", "inf", "nan", "isnan", "isinf", "log", "log2", "log10",
     "exp", "gcd", "fsum", "trunc", "hypot", "sin", "cos", "tan", "atan", "radians", "degrees")}
+MATH["gcd"] = _guard_gcd
 METHODS = {"lower", "upper", "strip", "lstrip", "rstrip", "split", "join", "startswith", "endswith", "count",
            "index", "find", "isdigit", "isalpha", "isalnum", "isspace", "isupper", "islower", "keys", "values",
            "items", "get", "copy", "title", "capitalize", "swapcase", "splitlines"}
 IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), range)  # a call cannot change these
+SCALAR = (int, float, complex, bool, type(None))
 PLAIN = (str, bytes, list, tuple, dict, set, frozenset, int, float, complex, bool, type(None), range)
 STATIC_OK = (ast.Constant, ast.Name, ast.List, ast.Tuple, ast.Set, ast.Dict, ast.BinOp, ast.UnaryOp,
              ast.BoolOp, ast.Compare, ast.IfExp, ast.Call, ast.Subscript, ast.Slice, ast.Attribute, ast.keyword,
@@ -143,16 +201,65 @@ class _Math:
     """Stands for an imported `math` module inside the evaluator."""
 
 
+class Budget:
+    """What one check may spend: thread CPU (CHECK_CPU_S) and element visits (MAX_UNITS)."""
+
+    def __init__(self):
+        self.deadline = time.thread_time() + CHECK_CPU_S
+        self.units = self.steps = 0
+        self.weights: dict[int, tuple[Any, int]] = {}  # id -> (the value, kept alive; its weight)
+
+    def tick(self) -> None:
+        self.steps += 1
+        if not self.steps & 255 and time.thread_time() > self.deadline:
+            raise EvalLimit(f"the check used more than {CHECK_CPU_S:g} s of the verifier's CPU")
+
+    def charge(self, *values) -> None:
+        for v in values:
+            self.units += self.weight(v)
+        if self.units > MAX_UNITS:
+            raise EvalLimit(f"the check would visit more than {MAX_UNITS:,} elements")
+
+    def weight(self, v) -> int:
+        """Elements str(), ==, `in` or sorted() visit in `v`, shared items each time (to MAX_UNITS)."""
+        if type(v) in SCALAR:
+            return 1 if type(v) is not int else 1 + v.bit_length() // 1024
+        hit = self.weights.get(id(v))
+        if hit is not None and hit[0] is v:
+            return hit[1]
+        total, stack = 0, [v]
+        while stack and total <= MAX_UNITS:
+            x = stack.pop()
+            t = type(x)
+            if t is str or t is bytes:
+                total += 1 + len(x) // 8
+            elif t is list or t is tuple or t is set or t is frozenset:
+                total += 1 + len(x)
+                stack.extend(y for y in x if type(y) not in SCALAR or type(y) is int and y.bit_length() > 1024)
+            elif t is dict:
+                total += 1 + 2 * len(x)
+                stack.extend(x.keys())
+                stack.extend(x.values())
+            elif t is int:
+                total += x.bit_length() // 1024
+            else:
+                total += 1
+        self.weights[id(v)] = (v, total)
+        return total
+
+
 class Evaluator:
     """Evaluates whitelisted expressions over plain values; candidate calls come from `results`."""
 
     def __init__(self, candidate_names: set[str], results: dict[int, Outcome] | None, calls: dict[int, Call]):
         self.candidate_names, self.results, self.calls = candidate_names, results, calls
+        self.budget = Budget()
 
     def eval(self, node: ast.AST, env: dict) -> Any:
         m = getattr(self, f"_{type(node).__name__}", None)
         if m is None:
             raise NotTranslatable(f"{type(node).__name__} in a test expression")
+        self.budget.tick()
         return m(node, env)
 
     def _Constant(self, n, env):
@@ -183,7 +290,9 @@ class Evaluator:
         return {self.eval(k, env): self.eval(v, env) for k, v in zip(n.keys, n.values)}
 
     def _BinOp(self, n, env):
-        return BINOPS[type(n.op)](self.eval(n.left, env), self.eval(n.right, env))
+        left, right = self.eval(n.left, env), self.eval(n.right, env)
+        self.budget.charge(left, right)
+        return BINOPS[type(n.op)](left, right)
 
     def _UnaryOp(self, n, env):
         return UNARY[type(n.op)](self.eval(n.operand, env))
@@ -200,6 +309,11 @@ class Evaluator:
         left = self.eval(n.left, env)
         for op, right_node in zip(n.ops, n.comparators):
             right = self.eval(right_node, env)
+            if isinstance(op, (ast.In, ast.NotIn)):
+                self.budget.charge(right)
+            elif not isinstance(op, (ast.Is, ast.IsNot)):
+                self.budget.units += min(self.budget.weight(left), self.budget.weight(right))
+                self.budget.charge()
             if not COMPARE[type(op)](left, right):
                 return False
             left = right
@@ -233,8 +347,20 @@ class Evaluator:
             return out.value
         if any(isinstance(a, ast.Starred) for a in n.args) or any(k.arg is None for k in n.keywords):
             raise NotTranslatable("* or ** arguments")
+        if isinstance(n.func, ast.Name) and n.func.id == "print" and "print" not in env:
+            args = [self.eval(a, env) for a in n.args]
+            kwargs = {k.arg: self.eval(k.value, env) for k in n.keywords}
+            if set(kwargs) - {"sep", "end", "flush"}:
+                raise NotTranslatable("print() to a file")
+            self.budget.charge(*args)
+            for a in args:  # what print() would do with them (a huge int raises ValueError)
+                str(a)
+            return None
         f = self.eval(n.func, env)
-        return f(*(self.eval(a, env) for a in n.args), **{k.arg: self.eval(k.value, env) for k in n.keywords})
+        args = [self.eval(a, env) for a in n.args]
+        kwargs = {k.arg: self.eval(k.value, env) for k in n.keywords}
+        self.budget.charge(getattr(f, "__self__", None), *args, *kwargs.values())
+        return f(*args, **kwargs)
 
     def _comp(self, gens, env, emit):
         if not gens:
@@ -244,6 +370,7 @@ class Evaluator:
         if g.is_async:
             raise NotTranslatable("async comprehension")
         for item in self.eval(g.iter, env):
+            self.budget.tick()
             inner = dict(env)
             self._bind(g.target, item, inner)
             if all(self.eval(c, inner) for c in g.ifs):
@@ -311,7 +438,6 @@ class Plan:
     candidate_names: set[str]
     source: str
     nodes: list[ast.AST] = field(default_factory=list)  # keeps the nodes (and their ids) alive
-    untranslatable: str = ""         # set when checking met something only a test process can run
     modules: set[str] = field(default_factory=set)  # stdlib modules the tests use unimported
 
     def check(self, outcomes: list[Outcome]) -> Failure | None:
@@ -418,19 +544,25 @@ def body_of(tree: ast.Module, entry_point: str | None) -> tuple[list[ast.stmt], 
     return [*others, *fn.body], names
 
 
-def translate(tests: str, entry_point: str | None) -> Plan:
-    """A Plan for `tests`; NotTranslatable when it needs the general path, TestsError if broken."""
+def translate(tests: str, entry_point: str | None, helpers: frozenset[str] = frozenset()) -> Plan:
+    """A Plan for `tests`; NotTranslatable when it needs the general path, TestsError if broken.
+    `helpers`: functions the problem's prompt defines; tests that call them need the test process,
+    where they run from the prompt (never the program's definitions of the same names)."""
     tree = parse_tests(tests)
     statements, names = body_of(tree, entry_point)
+    used = sorted(set(names) & helpers - {entry_point})
+    if used:
+        raise NotTranslatable(f"the tests call {used[0]}(), which the prompt defines")
     ev = Evaluator(set(names), None, {})
     env: dict = {m: _Math() if m == "math" else _IMPORTED for m in implicit_modules(tree)}
-    calls, call_ids, kept, passed_names = [], [], [], set()
+    calls, call_ids, kept = [], [], []
+    passed: dict[int, Any] = {}  # mutable objects reachable from arguments sent so far (id -> object)
     for st in statements:
         if isinstance(st, ast.FunctionDef) and st.name == "check":
             continue
-        if isinstance(st, ast.Expr) and (isinstance(st.value, ast.Constant) or _is_print(st.value) or (
+        if isinstance(st, ast.Expr) and (isinstance(st.value, ast.Constant) or (
                 isinstance(st.value, ast.Name) and hasattr(builtins, st.value.id))):
-            continue  # docstrings, comments-as-strings, debug prints, a bare `print`
+            continue  # docstrings, comments-as-strings, a bare `print`: nothing that can raise
         if isinstance(st, ast.Pass):
             continue
         if isinstance(st, ast.Assign) and not (len(st.targets) == 1 and isinstance(st.targets[0], ast.Name)):
@@ -439,12 +571,11 @@ def translate(tests: str, entry_point: str | None) -> Plan:
             raise NotTranslatable(f"{type(st).__name__} statement")
         exprs = [st.test] if isinstance(st, ast.Assert) else [st.value] if not isinstance(
             st, (ast.Import, ast.ImportFrom)) else []
+        sent: list[tuple[ast.Call, dict[int, Any]]] = []
         for e in exprs:
             for node in ast.walk(e):
                 if not isinstance(node, STATIC_OK):
                     raise NotTranslatable(f"{type(node).__name__} in a test expression")
-                if isinstance(node, ast.Name) and node.id in passed_names:
-                    raise NotTranslatable(f"{node.id} is reused after being passed to the program")
                 if isinstance(node, ast.Name) and node.id in names and not _is_call_target(node, e):
                     raise NotTranslatable(f"{node.id} is used other than by calling it")
                 if isinstance(node, ast.Attribute) and node.attr not in METHODS and node.attr not in MATH:
@@ -462,13 +593,15 @@ def translate(tests: str, entry_point: str | None) -> Plan:
                     raise
                 except Exception as e:  # noqa: BLE001
                     raise NotTranslatable(f"evaluating arguments: {type(e).__name__}") from None
-                passed_names.update(a.id for a in [*call.args, *(k.value for k in call.keywords)]
-                                    if isinstance(a, ast.Name))
-                passed_names.update(  # also inside another value: `f([a])` may change `a`
-                    n.id for a in [*call.args, *(k.value for k in call.keywords)] for n in ast.walk(a)
-                    if isinstance(n, ast.Name) and n.id in env and not isinstance(env[n.id], IMMUTABLE))
+                reach: dict[int, Any] = {}
+                for v in [*args, *kwargs.values()]:
+                    _mutables(v, reach)
+                sent.append((call, reach))
                 calls.append(Call(names[call.func.id], tuple(args), kwargs, ast.get_source_segment(tests, call) or ""))
                 call_ids.append(id(call))
+        _check_reads(exprs, env, passed, sent)
+        for _, reach in sent:
+            passed.update(reach)
         if isinstance(st, ast.Assign) and _candidate_calls(st.value, names):
             env[st.targets[0].id] = _PENDING
         elif isinstance(st, (ast.Assign, ast.Import, ast.ImportFrom)):
@@ -484,6 +617,46 @@ def translate(tests: str, entry_point: str | None) -> Plan:
     return Plan(calls, kept, call_ids, set(names), tests, nodes=[tree], modules=implicit_modules(tree))
 
 
+def _mutables(v, out: dict[int, Any]) -> dict[int, Any]:
+    """The lists, dicts and sets reachable from `v` (which a call of the program could change)."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t is list or t is dict or t is set:
+            if id(x) in out:
+                continue
+            out[id(x)] = x
+        if t is list or t is tuple or t is set or t is frozenset:
+            stack.extend(x)
+        elif t is dict:
+            stack.extend(x.keys())
+            stack.extend(x.values())
+    return out
+
+
+def _check_reads(exprs: list[ast.AST], env: dict, passed: dict[int, Any],
+                 sent: list[tuple[ast.Call, dict[int, Any]]]) -> None:
+    """One process would let a call change its arguments before the rest of the test reads them:
+    `candidate(xs) == sorted(xs)`, `orig = data` then `candidate(data)`, `f(a) == f(a)`. Such a read
+    (by any name, an alias too) goes to the test process, which decides what one process would."""
+    for e in exprs:
+        inside = {id(n): call for call, _ in sent for a in [*call.args, *(k.value for k in call.keywords)]
+                  for n in ast.walk(a)}
+        for node in ast.walk(e):
+            if not (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in env):
+                continue
+            value = env[node.id]
+            if value is _PENDING or value is _IMPORTED or isinstance(value, (*IMMUTABLE, _Math)):
+                continue
+            mine = _mutables(value, {})
+            if mine.keys() & passed.keys():
+                raise NotTranslatable(f"{node.id} may have been changed by an earlier call of the program")
+            hits = [call for call, reach in sent if mine.keys() & reach.keys()]
+            if hits and (len(hits) > 1 or inside.get(id(node)) is not hits[0]):
+                raise NotTranslatable(f"{node.id} is passed to the program and read again in the same statement")
+
+
 def _in_comprehension_scope(e: ast.AST) -> set[int]:
     """ids of the calls evaluated in a comprehension's own scope (all but its first iterable)."""
     out = set()
@@ -494,10 +667,6 @@ def _in_comprehension_scope(e: ast.AST) -> set[int]:
             inner += [x for g in n.generators[1:] for x in (g.target, g.iter, *g.ifs)]
             out.update(id(c) for part in inner for c in ast.walk(part) if isinstance(c, ast.Call))
     return out
-
-
-def _is_print(e: ast.expr) -> bool:
-    return isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "print"
 
 
 def _is_call_target(name: ast.Name, root: ast.AST) -> bool:

@@ -30,7 +30,8 @@ except ImportError:
     from json.encoder import encode_basestring_ascii as _quote
 HERE = __file__
 WATCH = {"sys._current_frames": "read every thread's frame", "gc.get_objects": "walked the heap (gc.get_objects)",
-         "gc.get_referrers": "walked the heap (gc.get_referrers)", "gc.get_referents": "walked the heap (gc.get_referents)",
+         "gc.get_referrers": "walked the heap (gc.get_referrers)",
+         "gc.get_referents": "walked the heap (gc.get_referents)",
          "sys.settrace": "installed a trace function", "sys.setprofile": "installed a profile function",
          "ctypes.dlopen": "loaded native code (ctypes)", "sys.addaudithook": "added an audit hook"}
 
@@ -157,6 +158,9 @@ def main():
     sys.addaudithook(_hook)
     ns = {"__name__": "solution", "__builtins__": builtins}
     try:
+        if os.path.exists("helpers.py"):  # the prompt's own definitions (poly, ...), then the program's
+            with open("helpers.py", encoding="utf-8") as f:
+                exec(compile(f.read(), "helpers.py", "exec"), ns)
         exec(compile(source, "solution.py", "exec"), ns)
     except _BaseException as e:  # noqa: BLE001 - the program's failure, reported as such
         send({"load_error": error_info(e)})

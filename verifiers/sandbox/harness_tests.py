@@ -7,6 +7,7 @@ back on fd 4 and is rebuilt by `wire.decode` into plain built-ins, so every comp
 tests make is between values this process built. The verdict goes to the verifier on fd 3,
 which only this process holds. No object of the program ever exists here.
 """
+import ast
 import builtins
 import json
 import marshal
@@ -54,6 +55,51 @@ class ProgramResultError(_Fatal):
 
 class ProtocolError(_Fatal):
     """The program's channel carried something the harness there did not write."""
+
+
+class ArgumentChanged(_Fatal):
+    """The program changed an argument that the tests still hold, in a call whose result the tests
+    use: in one process the rest of the expression may read the changed object (`candidate(xs) ==
+    sorted(xs)` after the program emptied xs) and may not. Undecidable here, so it fails."""
+
+
+# ------------------------------------------------------------ no value of the program runs as code here
+# The verdict is written by this process, so nothing the program answered may execute in it: a test
+# doing eval(candidate(2)) would run the program's string with the verdict channel at hand. After the
+# tests are compiled, code may only run from tests.py, helpers.py and the standard library; a compile
+# of anything but the tests' own string constants (or an AST-only parse, as ast.literal_eval does)
+# ends the run as tamper before the code exists.
+STDLIB = os.path.dirname(os.__file__) + "/"
+running = [False]
+constants = set()
+
+
+def _audit(event, args):
+    if not running[0]:
+        return
+    if event == "compile":
+        source, filename = args[0], args[1]
+        if type(filename) is str and (filename == "<unknown>" or filename.startswith(STDLIB)):
+            return
+        if type(source) in (str, bytes) and (source in constants or
+                                             type(source) is bytes and source.decode("utf-8", "replace") in constants):
+            return
+        _stop("the tests compiled a value made at run time (it may come from the program)")
+    elif event == "exec":
+        filename = getattr(args[0], "co_filename", None)
+        if type(filename) is str and (filename in ("tests.py", "helpers.py", "<string>")
+                                      or filename.startswith(STDLIB)):
+            return
+        _stop("the tests executed code made at run time (eval/exec of a value the program may have made)")
+    elif event == "pickle.find_class" or event == "marshal.loads" and not \
+            sys._getframe(1).f_code.co_filename.startswith("<frozen importlib"):
+        _stop(f"the tests unpickled or unmarshalled data ({event}) at run time")
+
+
+def _stop(what):
+    running[0] = False
+    note_tamper(what)
+    os._exit(0)
 
 
 def _send(obj):
@@ -124,7 +170,7 @@ def call(fn, args, kwargs):
         raise ProgramError(f"the program stopped before answering {fn}()")
     if rec.get("id") != rid:
         raise ProtocolError(f"expected the answer to call {rid}, got {str(rec)[:80]}")
-    if "args" in rec:  # the program changed its arguments: so do the tests' objects
+    if "args" in rec:  # the program changed its arguments: so do the tests' objects (see changed())
         try:
             new_args, new_kwargs = wire.decode(rec["args"])
         except (wire.WireError, ValueError, TypeError) as e:
@@ -134,8 +180,13 @@ def call(fn, args, kwargs):
             raise ProtocolError("changed arguments that do not match the call")
         before = [*zip(args, sent[0]), *((kwargs[k], tree) for k, (_, tree) in zip(kwargs, sent[1]["d"]))]
         after = [*new_args, *(new_kwargs[k] for k in kwargs)]
-        for (old, tree), new in zip(before, after):  # only those changed: f(a, a) changing its first argument
-            if wire.encode(new) != tree:
+        changed = [(old, new) for (old, tree), new in zip(before, after) if wire.encode(new) != tree]
+        site = call_site()
+        if changed and (site is None or not site[0] and not site[1]):
+            raise ArgumentChanged(f"{fn}() changed an argument the tests hold, and the test uses its result "
+                                  "(whether the test reads the changed argument is undecidable)")
+        if changed and site[0]:  # `f(xs)` alone: the in-place change is what the test will check
+            for old, new in changed:  # only those changed: f(a, a) changing its first argument
                 copy_back(old, new)
     if "value" in rec:
         try:
@@ -184,6 +235,45 @@ def copy_back(old, new):
     return old == new if type(old) is type(new) else False
 
 
+SITES = {}  # (line, end line, column, end column) of a call of the program -> (its value unused, literal args)
+
+
+def _literal(node):
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return _literal(node.operand)
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return all(_literal(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is not None and _literal(k) and _literal(v) for k, v in zip(node.keys, node.values))
+    return False
+
+
+def index_sites(tree, names):
+    """Where the tests call the program: is the call a statement of its own (`f(xs)`), and are all its
+    arguments literals (then nothing the tests hold can have changed)?"""
+    alone = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names:
+            args = [*n.args, *(k.value for k in n.keywords)]
+            SITES[(n.lineno, n.end_lineno, n.col_offset, n.end_col_offset)] = (
+                id(n) in alone, all(_literal(a) for a in args))
+
+
+def call_site():
+    """SITES' entry for the tests' call being answered now; None where it is not a plain call in tests.py
+    (map(candidate, ...), a helper calling it)."""
+    f = sys._getframe(3)  # call_site <- call <- the proxy <- its caller
+    if f.f_code.co_filename != "tests.py":
+        return None
+    try:
+        pos = next(p for i, p in enumerate(f.f_code.co_positions()) if i == f.f_lasti // 2)
+    except StopIteration:
+        return None
+    return SITES.get(pos)
+
+
 def proxy(fn):
     def candidate(*args, **kwargs):
         return call(fn, args, kwargs)
@@ -214,6 +304,8 @@ def main():
         first = record()
     except ProtocolError as e:
         send_verdict({"protocol": str(e)})
+    except _Fatal as e:  # e.g. more than MAX_ANSWER bytes before "loaded": the program's doing
+        send_verdict({"failed": failure(e)})
     if first is None:
         send_verdict({"program_error": {"exception": "exited", "message": "the program exited before the tests"}})
     if "load_error" in first:
@@ -226,10 +318,26 @@ def main():
             ns[name] = __import__(name)
         except ImportError:
             pass
+    code = compile(tests, "tests.py", "exec")
+    tree = ast.parse(tests, "tests.py")
+    constants.update(n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and type(n.value) in (str, bytes))
+    index_sites(tree, cfg["names"])
+    helpers = None
+    if os.path.exists("helpers.py"):  # the prompt's own functions (HumanEval's poly): never the program's
+        with open("helpers.py", encoding="utf-8") as f:
+            helpers = compile(f.read(), "helpers.py", "exec")
+    sys.addaudithook(_audit)
+    running[0] = True
+    try:
+        if helpers is not None:
+            exec(helpers, ns)
+    except BaseException as e:  # noqa: BLE001 - the problem's prompt is broken, not the program
+        running[0] = False
+        send_verdict({"helpers_error": failure(e)})
     for name, fn in cfg["names"].items():
         ns[name] = proxy(fn)
     try:
-        exec(compile(tests, "tests.py", "exec"), ns)
+        exec(code, ns)
         if cfg["entry_point"] and "check" in ns:
             ns["check"](proxy(cfg["entry_point"]))
     except ProtocolError as e:

@@ -9,8 +9,9 @@ read the verifier; every process of the run can be found by uid), new pid, ipc, 
 network and mount namespaces, a minimal filesystem view (a tmpfs root holding only /usr
 and the Python runtime read-only, a private /proc, /tmp, /dev/shm and the program's
 /work), one memory and task budget for the whole run (a cgroup), rlimits, no_new_privs,
-a seccomp filter (no ptrace, mounts, new namespaces, bpf, keyrings, ...), a wall-clock timeout, an output cap, and a final kill of the cgroup, the namespace and the
-uid. Without root the namespaces come from a user namespace when the kernel allows it.
+a seccomp filter (no ptrace, mounts, new namespaces, bpf, keyrings, ...), a wall-clock
+timeout, an output cap, and a final kill of the cgroup, the namespace and the uid. Without
+root the namespaces come from a user namespace when the kernel allows it.
 docs/plugins.md ("Code problems and the sandbox") has the full table and what each
 fallback loses.
 

@@ -34,9 +34,10 @@ class WireError(ValueError):
 
 
 _PLAIN = (type(None), bool, str)
+_SCALAR = (type(None), bool, str, int, float, complex, bytes, range)
 _ITERATORS = tuple({type(x) for x in ((lambda: (yield))(), map(int, ()), filter(None, ()), zip(), enumerate(()),
-                                      reversed(()), iter([]), iter(()), iter(""), iter("\u00e9"), iter(range(0)), iter({}),
-                                      iter(set()))})
+                                      reversed(()), iter([]), iter(()), iter(""), iter("\u00e9"), iter(range(0)),
+                                      iter({}), iter(set()))})
 MAX_ITEMS = 1_000_000  # items taken from one iterator
 BIG_INT_BITS = 13_000  # ~3,900 decimal digits: JSON's decimal form is used up to here
 MAX_HEX = 2_000_000  # hex digits of one int (8 million bits)
@@ -93,11 +94,19 @@ def encode(v, depth=0):
             raise Unserialisable(f"a range of more than {MAX_ITEMS} items", False)
         return {"r": [v.start, v.stop, v.step]}
     if _one_of(t, _ITERATORS):
-        items = []
+        items, kept = [], []
         for x in v:  # the program's own code may run here; this side is the program's
             if len(items) >= MAX_ITEMS:
                 raise Unserialisable(f"an iterator of more than {MAX_ITEMS} items", False)
             items.append(encode(x, depth + 1))
+            if not _one_of(type(x), _SCALAR):
+                kept.append((len(items) - 1, x))
+        # One process would hold the items themselves: `list(f())` sees a list the generator went
+        # on changing in its last state, a loop over f() sees each state. Which the tests saw is
+        # undecidable here, so an item changed after it was yielded is refused.
+        for i, x in kept:
+            if encode(x, depth + 1) != items[i]:
+                raise Unserialisable("an iterator whose items changed after they were yielded", False)
         return {"it": items}
     base = _builtin_base(t)
     if base is not None:
@@ -207,7 +216,7 @@ def decode(tree, depth=0):
                 pairs.append((decode(pair[0], depth + 1), decode(pair[1], depth + 1)))
             spread([k for k, _ in pairs])
             return dict(pairs)
-    except (TypeError, ValueError) as e:  # unhashable keys, bad hex, wrong arity
+    except (TypeError, ValueError, OverflowError, MemoryError) as e:  # unhashable keys, bad hex, huge range
         if isinstance(e, WireError):
             raise
         raise WireError(f"bad {tag!r} value: {e}") from None

@@ -1,0 +1,190 @@
+"""Red-team round three (issue 20): wrong programs that got `pass`, samples that poisoned their batch,
+and answers that made the verifier's own evaluation expensive. Each wrong program passes only if
+its attack works; each class also has a correct program that must still pass.
+"""
+import json
+import time
+
+import pytest
+
+from loop.records import Message, Problem, Reference, Sample
+from verifiers import code_cases
+from verifiers.base import VERIFIERS
+from verifiers.sandbox import wire
+
+
+def problem(tests: str, entry_point: str | None = None, prompt_code: str | None = None) -> Problem:
+    content = "x" if prompt_code is None else f"Complete it.\n\n```python\n{prompt_code}```"
+    return Problem(family="test", category="code", difficulty=1, prompt=[Message(role="user", content=content)],
+                   reference=Reference(tests=tests, entry_point=entry_point))
+
+
+def sample(program: str, i: int = 0) -> Sample:
+    return Sample(id=f"s:r0:{i}", problem_id="p", round=0, index=i, text=f"```python\n{program}\n```",
+                  num_tokens=0, finish_reason="stop")
+
+
+def judge(program: str, tests: str, entry_point: str | None = None, translate: bool = True,
+          prompt_code: str | None = None, timeout_s: float = 8.0):
+    v = VERIFIERS.build("code_tests", {"timeout_s": timeout_s, "memory_mb": 256, "translate": translate})
+    return v.verify([problem(tests, entry_point, prompt_code)], [sample(program)])[0]
+
+
+BOTH = pytest.mark.parametrize("translate", [True, False], ids=["translated", "test_process"])
+
+# ------------------------------------------------------------ 1. the prompt's helpers are the prompt's
+
+PROMPT = ("def scale(x):\n    return 3 * x\n\n\ndef f(x):\n    \"\"\"Return twice x; the tests check scale(f(x)).\"\"\"\n")
+HELPER_TESTS = "def check(candidate):\n    assert scale(candidate(2)) == 12\n    assert scale(candidate(5)) == 30\n"
+
+
+@BOTH
+def test_a_helper_the_prompt_defines_runs_from_the_prompt(translate):
+    """The candidate redefines the prompt's helper so that it decides its own check."""
+    liar = "def scale(x):\n    return 12 if x == 0 else 30\n\ndef f(x):\n    return 0\n"
+    v = judge(liar, HELPER_TESTS, "f", translate, PROMPT)
+    assert v.outcome == "fail", v
+    good = judge("def scale(x):\n    return 3 * x\n\ndef f(x):\n    return 2 * x\n", HELPER_TESTS, "f", translate, PROMPT)
+    assert good.outcome == "pass", good
+    bare = judge("def f(x):\n    return 2 * x\n", HELPER_TESTS, "f", translate, PROMPT)  # no helper of its own
+    assert bare.outcome == "pass", bare
+
+
+def test_humaneval_poly_is_the_prompts():
+    from generators.humaneval import load_problems
+
+    p = next(p for p in load_problems(None) if p.metadata["task_id"] == "HumanEval/32")
+    liar = "def poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 12345.0\n"
+    v = VERIFIERS.build("code_tests", {"timeout_s": 8}).verify([p], [sample(liar)])[0]
+    assert v.outcome == "fail", v
+
+
+# ------------------------------------------------------------ 2. one semantics for changed arguments
+
+@BOTH
+def test_an_emptied_argument_is_not_the_expected_value(translate):
+    """`candidate(xs) == sorted(xs)`: emptying xs made sorted(xs) == [] in one process (copy-back)."""
+    tests = "def check(candidate):\n    for xs in [[3, 1, 2], [5, 4]]:\n        assert candidate(xs) == sorted(xs)\n"
+    v = judge("def g(xs):\n    xs.clear()\n    return []\n", tests, "g", translate)
+    assert v.outcome == "fail", v
+    assert judge("def g(xs):\n    return sorted(xs)\n", tests, "g", translate).outcome == "pass"
+
+
+@BOTH
+def test_same_statement_and_aliases_agree_on_both_paths(translate):
+    same = "def check(candidate):\n    xs = [3, 1, 2]\n    assert candidate(xs) == sorted(xs)\n"
+    destroys = "def g(xs):\n    r = sorted(xs)\n    xs.clear()\n    return r\n"
+    assert judge(destroys, same, "g", translate).outcome == "fail"
+    alias = "data = [3, 1, 2]\norig = data\nassert g(data) == [1, 2, 3]\nassert orig == [3, 1, 2]\n"
+    assert judge("def g(xs):\n    xs.sort()\n    return xs\n", alias, translate=translate).outcome == "fail"
+    assert judge("def g(xs):\n    return sorted(xs)\n", alias, translate=translate).outcome == "pass"
+
+
+@BOTH
+def test_a_generator_yielding_one_list_it_keeps_changing(translate):
+    """One process: list(f(3)) is three references to one list, [[0, 1, 2]] * 3; item snapshots differ."""
+    tests = "assert list(f(3)) == [[0], [0, 1], [0, 1, 2]]\n"
+    same_list = "def f(n):\n    out = []\n    for i in range(n):\n        out.append(i)\n        yield out\n"
+    v = judge(same_list, tests, translate=translate)
+    assert v.outcome == "fail", v
+    fresh = "def f(n):\n    for i in range(n):\n        yield list(range(i + 1))\n"
+    assert judge(fresh, tests, translate=translate).outcome == "pass"
+
+
+# ------------------------------------------------------------ 3. nothing that can raise is dropped
+
+@BOTH
+@pytest.mark.parametrize("stmt", ["print(candidate(0, 0))", "candidate(0, 0)", "print('x', candidate(0, 0))"])
+def test_a_call_inside_print_or_alone_still_counts(translate, stmt):
+    tests = f"def check(candidate):\n    {stmt}\n    assert candidate(2, 3) == 5\n"
+    raising = "def add(a, b):\n    if a == 0:\n        raise ValueError('zero')\n    return a + b\n"
+    v = judge(raising, tests, "add", translate)
+    assert v.outcome == "fail", v
+    assert judge("def add(a, b):\n    return a + b\n", tests, "add", translate).outcome == "pass"
+
+
+# ------------------------------------------------------------ 4. the candidate's string never runs in the tests
+
+FORGE = ("__import__('os').write(3, b'{\"passed\": true}\\n') or __import__('os')._exit(0)")
+
+
+@pytest.mark.parametrize("use", ["eval(candidate(2)) == 4", "exec(candidate(2)) is None",
+                                 "eval(compile(candidate(2), 'x', 'eval')) == 4"])
+def test_eval_of_the_candidates_string_is_tamper(use):
+    tests = f"def check(candidate):\n    assert {use}\n"
+    v = judge(f"def h(x):\n    return {FORGE!r}\n", tests, "h")
+    assert v.outcome == "fail" and v.evidence["status"] == "tamper", v
+
+
+def test_literal_eval_of_an_answer_is_still_allowed():
+    tests = "import ast\ndef check(candidate):\n    assert ast.literal_eval(candidate(2)) == [2, 2]\n"
+    assert judge("def h(x):\n    return repr([x, x])\n", tests, "h").outcome == "pass"
+
+
+# ------------------------------------------------------------ 5. one sample cannot poison the batch
+
+FORGE_RANGE = ("import os\nfor fd in range(3, 12):\n    try:\n"
+               "        os.write(fd, b'{\"loaded\": true}\\n{\"id\": 0, \"value\": {\"r\": [0, 100000000000000000000000, 1]}}\\n')\n"
+               "    except OSError:\n        pass\ndef add(a, b):\n    return 0\n")
+ADD_TESTS = "def check(candidate):\n    assert candidate(2, 3) == 5\n"
+
+
+@BOTH
+def test_an_overflow_in_the_decoder_is_the_candidates_fail_only(translate):
+    v = VERIFIERS.build("code_tests", {"timeout_s": 8, "translate": translate})
+    p = problem(ADD_TESTS, "add")
+    bad, good = v.verify([p, p], [sample(FORGE_RANGE, 0), sample("def add(a, b):\n    return a + b\n", 1)])
+    assert bad.outcome == "fail", bad
+    assert good.outcome == "pass", good
+    with pytest.raises(wire.WireError):
+        wire.decode({"r": [0, 10 ** 30, 1]})
+
+
+@BOTH
+def test_a_lone_surrogate_in_a_message_serialises(translate):
+    v = judge("def add(a, b):\n    raise ValueError('\\ud800 bad')\n", ADD_TESTS, "add", translate)
+    assert v.outcome == "fail", v
+    json.dumps(v.model_dump(), ensure_ascii=False).encode("utf-8")
+    v.model_dump_json()
+
+
+def test_flooding_the_answer_channel_before_loading_is_a_fail():
+    flood = ("import os\nfor fd in range(3, 12):\n    try:\n        os.write(fd, b'x' * (5 << 20))\n"
+             "    except OSError:\n        pass\ndef add(a, b):\n    return 0\n")
+    v = judge(flood, ADD_TESTS, "add", translate=False)
+    assert v.outcome == "fail", v
+
+
+# ------------------------------------------------------------ 8. one sample cannot demote the plan
+
+def test_one_untranslatable_answer_does_not_demote_the_problem():
+    tests = "assert f(1).upper() == 'A'\n"
+    p = problem(tests)
+    v = VERIFIERS.build("code_tests", {"timeout_s": 8})
+    odd = v.verify([p], [sample("def f(x):\n    return iter('a')\n")])[0]
+    assert odd.outcome == "fail", odd
+    good = v.verify([p], [sample("def f(x):\n    return 'a'\n")])[0]
+    assert good.outcome == "pass" and good.evidence["path"] == "translated", good
+
+
+# ------------------------------------------------------------ 6. the trusted evaluation is bounded
+
+@pytest.mark.parametrize("tests, program", [
+    ("r = f(1)\nassert all(r.count(x) == 1 for x in r)\n", "def f(x):\n    return list(range(400000))\n"),
+    ("assert '%0200000000d' % f(1) != ''\n", "def f(x):\n    return 7\n"),
+    ("assert len(str([f(1)] * 1000)) > 0\n", "def f(x):\n    return list(range(100000))\n"),
+    ("assert f(1) // f(2) >= 0\n", "def f(x):\n    return 7 ** (600000 // x)\n"),
+])
+def test_an_expensive_check_is_charged_to_the_candidate(tests, program):
+    t = time.process_time()
+    v = judge(program, tests, timeout_s=20)
+    assert v.outcome == "fail" and v.evidence["status"] == "tamper", v
+    assert time.process_time() - t < code_cases.CHECK_CPU_S * 4 + 5  # generous: a loaded machine
+
+
+def test_the_evaluator_budget_on_its_own():
+    plan = code_cases.translate("r = f(1)\nassert all(r.count(x) == 1 for x in r)\n", None)
+    t = time.thread_time()
+    failure = plan.check([code_cases.Outcome("value", list(range(300000)))] * len(plan.calls))
+    assert failure is not None and failure.exception == "EvalLimit", failure
+    assert time.thread_time() - t < code_cases.CHECK_CPU_S + 3
