@@ -16,6 +16,7 @@ The loop, its config and its plug-ins:
     controller.py  the loop: sample -> verify -> analyze -> accept -> train -> evaluate -> plan
     steps.py       the stages as plain functions
     analysis.py    per-round error analysis; taxonomy.py: how verdicts become error classes
+    verifier_data.py  the learned verifier's examples (from verdicts), agreement and best-of-n selection
 
 Sub-packages (each imports only what is below it in this list):
     export/        the RL bundle: `launch.py export` writes it, RL code reads it (public: loop.export)

@@ -142,6 +142,21 @@ class TrainingCfg(Section):
                             "CUDA device with liger-kernel installed (the gpu extra); liger = required; off = never")
 
 
+class LearnedVerifierCfg(Section):
+    """The verifier the loop trains from its own verdicts (verifiers/learned.py, loop/verifier_data.py)."""
+    enabled: bool = Field(False, description="each round, train a second LoRA adapter of the base on the round's "
+                                             "pass/fail verdicts to answer 'Is this solution correct?' Yes/No")
+    epochs: float = Field(2.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    max_examples: int = Field(1024, ge=2, description="examples a round (half Yes, half No), replay included")
+    replay_rounds: int = Field(2, ge=0, description="also train on the verification examples of this many "
+                                                    "earlier rounds")
+    max_chain_chars: int = Field(1200, ge=100, description="longer chains are cut in the middle in its prompts")
+    selection_n: int = Field(0, ge=0, description="at each held-out evaluation after a verifier exists, sample this "
+                                                  "many chains a problem and compare greedy, majority vote and "
+                                                  "verifier best-of-n (0 = off)")
+
+
 class LoopCfg(Section):
     rounds: int = Field(3, ge=1)
     total_budget: int | None = Field(None, ge=1, description="problems per round over all categories; default: sum of category budgets")
@@ -200,6 +215,7 @@ class Config(Section):
     verifiers: list[VerifierCfg] = Field(min_length=1)
     policies: PoliciesCfg = PoliciesCfg()
     training: TrainingCfg = TrainingCfg()
+    learned_verifier: LearnedVerifierCfg = LearnedVerifierCfg()
     loop: LoopCfg = LoopCfg()
     cluster: ClusterCfg = ClusterCfg()
 
@@ -293,6 +309,11 @@ def check_structure(cfg: Config) -> None:
     if not any(v.required for v in cfg.verifiers):
         problems.append("verifiers: no verifier has required: true, so every sample would be `abstain` and accuracy "
                         "could only be 0; make at least one answer-checking verifier required")
+    lv = cfg.learned_verifier
+    if lv.selection_n and not (lv.enabled and "learned" in names):
+        problems.append("learned_verifier.selection_n: best-of-n selection ranks chains by the learned verifier, so it "
+                        "needs learned_verifier.enabled: true and `- name: learned` (required: false) under verifiers; "
+                        "or set selection_n: 0")
     if cfg.cluster.sampler.num_gpus > 0 and cfg.model.dtype == "float32":
         problems.append("model.dtype: float32 with vLLM LoRA on a GPU (cluster.sampler.num_gpus > 0) is not "
                         "supported by vLLM's LoRA kernels; set model.dtype: bfloat16 (or float16)")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from loop import steps
+from loop import steps, verifier_data
 from loop.analysis import analyze, classify, format_round_table, refine_with_judge, verifier_health
 from loop.cluster.driver import Cluster
 from loop.config import Config
 from loop.records import ErrorRecord, Plan, Problem, RoundAnalysis, Row, Sample, Verdict
-from loop.run.state import RunDir, read_json, read_jsonl, write_json, write_jsonl
+from loop.run.state import RunDir, RunStateError, read_json, read_jsonl, write_json, write_jsonl
 from policies.base import POLICIES
 
 log = logging.getLogger("loop")
@@ -31,6 +31,9 @@ class Controller:
         self.targeting = POLICIES.build(p.targeting.name, p.targeting.options)
         self.stopping = POLICIES.build(p.stopping.name, p.stopping.options)
         self.required = {v.name for v in cfg.verifiers if v.required}
+        self.verifier_m: dict = {}  # the learned verifier's training metrics of the round being run
+        if cfg.learned_verifier.enabled:
+            self.use_verifier(None)
 
     # ---- the loop ------------------------------------------------------------------
     def run_all(self) -> None:
@@ -49,6 +52,11 @@ class Controller:
             errors = self.stage(r, "analyze", lambda: self.analyze_errors(rows), rd / "errors.jsonl", ErrorRecord)
             rows = self.with_errors(rows, errors)
             accepted = self.stage(r, "accept", lambda: self.accept(rows), rd / "accepted.jsonl", Sample)
+            if self.cfg.learned_verifier.enabled:
+                self.verifier_m = self.run.stage(
+                    f"round-{r}/verifier", lambda: self.train_verifier(r, rows),
+                    lambda m: write_json(rd / "verifier.json", m), lambda: self.load_verifier(r))
+                self.use_verifier(self.verifier_m.get("adapter"))
             train_metrics = self.run.stage(
                 f"round-{r}/train", lambda: self.train(r, accepted, by_id, adapter),
                 lambda m: write_json(rd / "train.json", m), lambda: read_json(rd / "train.json"))
@@ -164,6 +172,75 @@ class Controller:
         metrics = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "train", r))
         return {"adapter": self.run.rel(out), **metrics}
 
+    # ---- the learned verifier (verifiers/learned.py, loop/verifier_data.py) -------------------------------
+    def train_verifier(self, r: int, rows: list[Row]) -> dict:
+        """This round's pass/fail verdicts (plus `replay_rounds` earlier rounds') train the verifier
+        adapter, warm-started from the previous round's."""
+        lv, rd = self.cfg.learned_verifier, self.run.round_dir(r)
+        current = verifier_data.examples_from_rows(rows, self.cfg.heldout.fraction, lv.max_chain_chars)
+        write_jsonl(rd / "verifier_examples.jsonl", current)
+        earlier = [verifier_data.read_examples(self.run.round_dir(r - b) / "verifier_examples.jsonl")
+                   for b in range(1, lv.replay_rounds + 1) if r - b >= 0]
+        prev = self.cluster.verifier_adapter and self.verifier_m.get("adapter")
+        try:
+            examples, info = verifier_data.training_set(current, earlier, steps._seed(self.cfg.run.seed, "vex", r),
+                                                        lv.max_examples)
+        except verifier_data.VerifierDataError as e:
+            log.warning("round %d: the learned verifier is not trained this round: %s; %s", r, e,
+                        "keeping the previous round's" if prev else "it abstains until it is")
+            return {"adapter": prev, "skipped": str(e)}
+        out = rd / "verifier"
+        init = str(self.run.resolve(prev)) if prev else None
+        log.info("round %d: training the learned verifier on %d examples (%d Yes / %d No, %d replayed)%s", r,
+                 info["examples"], info["per_class"], info["per_class"], info["replayed"],
+                 ", warm-started from " + prev if prev else "")
+        m = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "verifier", r),
+                               overrides={"mode": "continue", "epochs": lv.epochs, "learning_rate": lv.learning_rate})
+        return {"adapter": self.run.rel(out), "init": prev, "data": info, **m}
+
+    def load_verifier(self, r: int) -> dict:
+        """A finished verifier stage on resume: its adapter must still be there and fit the base."""
+        path = self.run.round_dir(r) / "verifier.json"
+        try:
+            m = read_json(path)
+        except (OSError, ValueError) as e:
+            raise RunStateError(f"{path} is missing or damaged ({type(e).__name__}); the run's learned verifier "
+                                "cannot continue from it: restore the round directory from a copy of the run") from None
+        if m.get("adapter") and m.get("adapter") != m.get("init"):
+            try:
+                verifier_data.check_adapter(self.run.resolve(m["adapter"]), Path(self.cfg.model.resolved_path()))
+            except verifier_data.VerifierDataError as e:
+                raise RunStateError(f"round {r}'s learned verifier: {e}. Later rounds were scored by it and "
+                                    "warm-started from it, so it cannot be silently retrained: restore "
+                                    f"{self.run.round_dir(r) / 'verifier'} from a copy of the run") from None
+        return m
+
+    def use_verifier(self, adapter: str | None) -> None:
+        if adapter:
+            self.cluster.verifier_adapter = (f"{self.run.path.name}/verifier-{Path(adapter).parent.name}",
+                                             str(self.run.resolve(adapter)))
+        else:
+            self.cluster.verifier_why = ("no verifier adapter yet: the learned verifier is trained from the "
+                                         "round's pass/fail verdicts after its verify stage")
+
+    def select(self, heldout: list[Problem], greedy: list[Row], adapter: str | None, out: Path) -> dict:
+        """Greedy vs majority vote vs verifier best-of-n on the held-out problems (n sampled chains each)."""
+        s, n = self.cfg.sampling, self.cfg.learned_verifier.selection_n
+        outs = self.cluster.generate([[m.model_dump() for m in p.prompt] for p in heldout], n=n,
+                                     temperature=s.temperature, max_tokens=s.max_tokens,
+                                     seed=steps._seed(self.cfg.run.seed, "select"), adapter=self.adapter_ref(adapter),
+                                     desc=f"held-out best-of-{n}")
+        samples = steps.to_samples(heldout, outs, -1, adapter)
+        by_id = {p.id: p for p in heldout}
+        rows = self.rows(by_id, samples, self.verify(by_id, samples))
+        write_jsonl(out / "selection_samples.jsonl", samples)
+        write_jsonl(out / "selection_outcomes.jsonl", [
+            {"sample_id": r.sample.id, "outcome": r.outcome,
+             "p_yes": next((v.score for v in r.verdicts if v.verifier == verifier_data.LEARNED
+                            and v.outcome in ("pass", "fail")), None)} for r in rows])
+        return {**verifier_data.selection(greedy, rows), "agreement": verifier_data.agreement(rows),
+                "verifier": self.cluster.verifier_adapter[0] if self.cluster.verifier_adapter else None}
+
     def evaluate(self, key: str, heldout: list[Problem], adapter: str | None, out: Path) -> dict:
         def compute() -> dict:
             s = self.cfg.sampling
@@ -180,8 +257,13 @@ class Controller:
                                                  for r in rows])
             acc, by_cat = steps.accuracy(rows)
             by_level = steps.accuracy_by_difficulty(rows)
-            return {"accuracy": acc, "by_category": by_cat, "by_category_difficulty": by_level,
-                    "adapter": adapter, "n": len(rows)}
+            m = {"accuracy": acc, "by_category": by_cat, "by_category_difficulty": by_level,
+                 "adapter": adapter, "n": len(rows)}
+            if any(v.name == verifier_data.LEARNED for v in self.cfg.verifiers):
+                m["learned_verifier"] = verifier_data.agreement(rows)
+            if self.cfg.learned_verifier.selection_n and self.cluster.verifier_adapter:
+                m["selection"] = self.select(heldout, rows, adapter, out)
+            return m
 
         return self.run.stage(key, compute, lambda m: write_json(out / "metrics.json", m),
                               lambda: read_json(out / "metrics.json"))
@@ -207,6 +289,11 @@ class Controller:
             "budget": {k: cp.budget for k, cp in self.current_plan(r).categories.items()},
             "verifier_health": verifier_health(rows),
         }
+        if any(v.name == verifier_data.LEARNED for v in self.cfg.verifiers):
+            metrics["verifier_health"]["learned"] = verifier_data.agreement(rows)
+        if self.cfg.learned_verifier.enabled:
+            metrics["learned_verifier"] = {"train": self.verifier_m, "heldout": heldout_m.get("learned_verifier"),
+                                           "selection": heldout_m.get("selection")}
         write_json(rd / "analysis.json", analysis)
         write_json(rd / "metrics.json", metrics)
         self.run.manifest["rounds_completed"] = max(self.run.manifest.get("rounds_completed", 0), r + 1)

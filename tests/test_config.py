@@ -76,7 +76,7 @@ def test_generator_mistakes():
 
 def test_verifier_and_policy_mistakes():
     has(error(edit=lambda r: r["verifiers"].append({"name": "exact_mach"})),
-        "verifiers.3.name", "unknown verifier 'exact_mach'", "exact_match", "llm_judge")
+        f"verifiers.{len(RAW['verifiers'])}.name", "unknown verifier 'exact_mach'", "exact_match", "llm_judge")
     has(error(edit=lambda r: r["verifiers"][0].update(options={"casefld": True})),
         "verifiers.0.options (exact_match)", "casefld", "(got True)", "allowed options: casefold")
     has(error(edit=lambda r: r["verifiers"][0].update(options={"casefold": "maybe"})),
@@ -121,7 +121,8 @@ def test_config_diff_names_changes_and_ignores_rounds():
     budget = old.generators[0].categories["add"].budget
     assert diff == [f"generators.0.categories.add.budget: {budget} -> 7"]
     extra = load_config(None, raw={**copy.deepcopy(RAW), "verifiers": RAW["verifiers"] + [{"name": "numeric"}]})
-    assert any(d.startswith("verifiers.3.name: None -> 'numeric'") for d in config_diff(old, extra))
+    assert any(d.startswith(f"verifiers.{len(RAW['verifiers'])}.name: None -> 'numeric'")
+               for d in config_diff(old, extra))
 
 
 def test_every_shipped_config_validates():

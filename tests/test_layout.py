@@ -18,7 +18,8 @@ GROUPS = {
     "config": ("loop.config", "loop.plugins"),
     "kernels": ("loop.kernels",),
     "cluster": ("loop.cluster",),
-    "spine": ("loop.controller", "loop.steps", "loop.analysis", "loop.taxonomy", "loop.preflight"),
+    "spine": ("loop.controller", "loop.steps", "loop.analysis", "loop.taxonomy", "loop.preflight",
+              "loop.verifier_data"),
     "verbs": ("loop.export", "loop.report", "loop.runner", "loop.catalog", "loop.export_verl", "launch"),
     "models": ("loop.models",),
 }

@@ -3,6 +3,7 @@ from verifiers import (  # noqa: F401  (register)
     code,  # noqa: F401,E402  (register code_tests)
     format_check,
     judge,
+    learned,
     math_equiv,
     process,
     rg_score,

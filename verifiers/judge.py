@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 Messages = list[dict[str, str]]
 Generate = Callable[[list[Messages], int], list]  # one reply text (or the Exception that stopped it) per prompt
 UNBOUND = "no judge engine bound"
+SHORTEN_TRIES = 4  # a prompt longer than the window is asked again with its chain cut to half, up to this often
+
+
+class PromptTooLong(ValueError):
+    """What an engine answers for a prompt that does not fit its window: the judge asks again with the
+    chain cut shorter in the middle (the problem, the question and the chain's final answer are kept)."""
 
 
 class ReplyCache:
@@ -107,11 +113,13 @@ class LLMJudge(Verifier):
                 out[i] = self.verdict(s, "fail", 0.0, f"no final answer to justify: {ex.reason}", gold=gold,
                                       **ex.evidence())
                 continue
-            msgs = check_messages(p, s, ex.answer, gold if self.options.include_gold else None,
-                                  self.options.max_chain_chars)
-            asks.append((i, msgs, dict(gold=gold, **ex.evidence())))
-        replies = self._ask([m for _, m, _ in asks], "check")
-        for (i, _, ev), (reply, cached) in zip(asks, replies):
+            shown = gold if self.options.include_gold else None
+            asks.append((i, lambda chars, p=p, s=s, a=ex.answer, g=shown: check_messages(p, s, a, g, chars),
+                         dict(gold=gold, **ex.evidence())))
+        replies = self._ask_fitting([b for _, b, _ in asks], "check")
+        for (i, _, ev), (reply, cached, chars) in zip(asks, replies):
+            if chars is not None:
+                ev["chain_cut_to_chars"] = chars
             s = samples[i]
             if isinstance(reply, Exception):
                 out[i] = self.verdict(s, "error", 0.0, f"judge engine failed: {type(reply).__name__}: {reply}", **ev)
@@ -135,10 +143,10 @@ class LLMJudge(Verifier):
         items = [_row_parts(r) for r in rows_info]
         if self._generate is None:
             return [(None, UNBOUND)] * len(items)
-        prompts = [classify_messages(p, s, gold_of(p) if self.options.include_gold else None, vs,
-                                     self.options.max_chain_chars) for p, s, vs in items]
+        builders = [lambda chars, p=p, s=s, vs=vs: classify_messages(
+            p, s, gold_of(p) if self.options.include_gold else None, vs, chars) for p, s, vs in items]
         out: list[tuple[str | None, str]] = []
-        for reply, _cached in self._ask(prompts, "classify"):
+        for reply, _cached, _chars in self._ask_fitting(builders, "classify"):
             if isinstance(reply, Exception):
                 out.append((None, f"judge engine failed: {type(reply).__name__}: {reply}"))
                 continue
@@ -150,6 +158,22 @@ class LLMJudge(Verifier):
         return out
 
     # ---- engine calls with caching and batching ----
+    def _ask_fitting(self, builders: list[Callable[[int], Messages]], kind: str
+                     ) -> list[tuple[str | Exception, bool, int | None]]:
+        """(reply, cached, the chain's shortened length or None) per prompt. builders[i](max_chain_chars)
+        makes prompt i; a prompt the engine finds longer than its window is asked again with the
+        chain cut to half as many characters (in the middle), up to SHORTEN_TRIES times."""
+        chars = self.options.max_chain_chars
+        got: list = [(r, c, None) for r, c in self._ask([b(chars) for b in builders], kind)]
+        for _ in range(SHORTEN_TRIES):
+            again = [i for i, (r, _, _) in enumerate(got) if isinstance(r, PromptTooLong)]
+            if not again or chars <= 100:
+                break
+            chars = max(100, chars // 2)
+            for i, (r, c) in zip(again, self._ask([builders[i](chars) for i in again], kind)):
+                got[i] = (r, c, chars)
+        return got
+
     def _ask(self, prompts: list[Messages], kind: str) -> list[tuple[str | Exception, bool]]:
         """One reply per prompt (or the exception that prevented it), and whether it was cached.
         Identical prompts are sent once."""

@@ -89,6 +89,10 @@ class Cluster:
         self.trainer: Any = None
         self.loaded: set[str] = set()
         self.engine_builds = 0  # vLLM engines started in this run (sleep/wake keeps it at one per sampler)
+        # The learned verifier's adapter (name, path), set by the controller once one is trained;
+        # `verifier_why` says why there is none (bound into the `learned` verifier's abstentions).
+        self.verifier_adapter: tuple[str, str] | None = None
+        self.verifier_why = "learned_verifier.enabled is false: the loop trains no verifier adapter"
         self.min_chunk_seqs = 0
 
     # ---- sampler -------------------------------------------------------------------
@@ -152,6 +156,32 @@ class Cluster:
             self._placed("sampler", node, spans[j][1] - spans[j][0])
         return [out for r in results for out in r]
 
+    def score_yes(self, prompts: list[list[dict]], adapter: tuple[str, str], desc: str) -> list[float | None]:
+        """P(Yes) of each prompt under a verifier adapter (SamplerWorker.yes_probability), through the pool."""
+        from verifiers.learned import NO, YES
+
+        self.start_samplers()
+        name, path = adapter
+        files = self._adapter_files(name, path)
+        chunk = max(8, -(-len(prompts) // (4 * len(self.samplers))), self.min_chunk_seqs)
+        spans = [(i, min(i + chunk, len(prompts))) for i in range(0, len(prompts), chunk)]
+
+        def submit(handle: Any, j: int) -> Any:
+            a, b = spans[j]
+            return handle.yes_probability.remote(prompts[a:b], name, files, (YES, NO))
+
+        with progress(total=len(prompts), desc=desc, unit="chain") as bar:
+            results = self.pool.run(len(spans), submit, lambda j: bar.update(spans[j][1] - spans[j][0]))
+        self.samplers = self.pool.handles()
+        return [x for r in results for x in r]
+
+    def verifier_scorer(self):
+        """prompts -> P(Yes) per prompt under the current verifier adapter; None when there is none."""
+        if self.verifier_adapter is None:
+            return None
+        adapter = self.verifier_adapter
+        return lambda prompts: self.score_yes(prompts, adapter, "learned verifier") if prompts else []
+
     def sleep_samplers(self) -> None:
         mode = self.cfg.cluster.gpu_sharing
         if mode == "sleep":
@@ -171,7 +201,8 @@ class Cluster:
         return Actor.remote(self._model_ref(), self.cfg.quantization.model_dump(), self.cfg.lora.model_dump(),
                             self.cfg.training.model_dump())
 
-    def train(self, examples: list[dict], out_dir: Path, init_adapter: str | None, seed: int) -> dict:
+    def train(self, examples: list[dict], out_dir: Path, init_adapter: str | None, seed: int,
+              overrides: dict | None = None) -> dict:
         """Train in the trainer actor; the adapter comes back as bytes and is written to out_dir
         here. If the actor dies (process killed, node lost), a new one trains from the start,
         up to `cluster.trainer_retries` times."""
@@ -188,7 +219,7 @@ class Cluster:
                 try:
                     info = self.ray.get(self.trainer.where.remote())
                     self._event("trainer", "started", {"attempt": attempt + 1, **info})
-                    metrics, files = self.ray.get(self.trainer.train_shipped.remote(examples, init, seed))
+                    metrics, files = self.ray.get(self.trainer.train_shipped.remote(examples, init, seed, overrides))
                     self._placed("trainer", info["node_id"], len(examples))
                     break
                 except self.ray.exceptions.RayActorError as e:
@@ -283,6 +314,9 @@ class Cluster:
         for v in local:
             verifier = VERIFIERS.build(v.name, v.options)
             verifier.bind_engine(self.judge_engine())
+            if hasattr(verifier, "bind_scorer"):  # the learned verifier scores with its adapter on the sampler
+                verifier.bind_scorer(self.verifier_scorer(), self.verifier_adapter and self.verifier_adapter[0],
+                                     self.verifier_why)
             got = safe_verify(verifier, [problems[s.problem_id] for s in samples], list(samples))
             for verdict in checked_verdicts(v.name, list(samples), got):
                 out[verdict.sample_id].append(verdict)
@@ -291,11 +325,13 @@ class Cluster:
 
     def judge_engine(self):
         """generate(prompts, max_tokens) -> replies, greedy, on the base policy model."""
+        from verifiers.judge import PromptTooLong
+
         def generate(prompts: list[list[dict]], max_tokens: int) -> list[str | Exception]:
             outs = self.generate(prompts, n=1, temperature=0.0, max_tokens=max_tokens, seed=self.cfg.run.seed,
                                  adapter=None, desc="judge")
-            return [ValueError(f"judge prompt longer than model.max_model_len ({self.cfg.model.max_model_len} "
-                               f"tokens)") if o[0]["finish_reason"] == "prompt_too_long" else o[0]["text"]
+            return [PromptTooLong(f"judge prompt longer than model.max_model_len ({self.cfg.model.max_model_len} "
+                                  f"tokens)") if o[0]["finish_reason"] == "prompt_too_long" else o[0]["text"]
                     for o in outs]
         return generate
 

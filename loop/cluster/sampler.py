@@ -188,9 +188,17 @@ class SamplerWorker:
         # not use offset"); on the CPU the engine-level seed alone makes runs repeatable.
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                                 seed=seed if self.cuda else None)
-        lora = self.serve(adapter)
+        outs = self._chat(prompts, params, self.serve(adapter))
+        result = [[{"text": "", "num_tokens": 0, "finish_reason": "prompt_too_long"}] * n if o is None else
+                  [{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
+                   for c in o.outputs] for o in outs]
+        pause_point("sampler", stage)  # fault injection for tests (loop/run/faults.py); inert by default
+        return result
+
+    def _chat(self, prompts: list[list[dict]], params: Any, lora: Any) -> list:
+        """llm.chat's outputs, None for the prompts that do not fit the context."""
         try:
-            outs = self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
+            return self.llm.chat(prompts, params, lora_request=lora, use_tqdm=False)
         except Exception:  # noqa: BLE001 - vLLM refuses the whole call if one prompt does not fit the context
             # (VLLMValidationError: a ValueError in some vLLM versions, not in others); anything else re-raises
             too_long = self._too_long(prompts)
@@ -202,12 +210,31 @@ class SamplerWorker:
                         "them", len(too_long), len(prompts), self.max_model_len, max(too_long.values()))
             done = iter(self.llm.chat([prompts[i] for i in keep], params, lora_request=lora, use_tqdm=False)
                         if keep else [])
-            outs = [None if i in too_long else next(done) for i in range(len(prompts))]
-        result = [[{"text": "", "num_tokens": 0, "finish_reason": "prompt_too_long"}] * n if o is None else
-                  [{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
-                   for c in o.outputs] for o in outs]
-        pause_point("sampler", stage)  # fault injection for tests (loop/run/faults.py); inert by default
-        return result
+            return [None if i in too_long else next(done) for i in range(len(prompts))]
+
+    def yes_probability(self, prompts: list[list[dict]], adapter: str, adapter_files: list | None,
+                        words: tuple[str, str], k: int = 20) -> list[float | None]:
+        """The learned verifier's score of each prompt: P(first reply token = words[0]) normalised over
+        words[0] and words[1] (Yes/No), from one greedy token with its top-k logprobs. None where neither
+        word's first token is in the top k, or the prompt does not fit the context."""
+        import math
+
+        from vllm import SamplingParams
+
+        self._ensure_adapter(adapter, adapter_files)
+        tok = self.llm.get_tokenizer()
+        yes, no = (tok.encode(w, add_special_tokens=False)[0] for w in words)
+        if yes == no:
+            raise ValueError(f"{words[0]!r} and {words[1]!r} begin with the same token; the verifier cannot be scored")
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=k)
+        outs = self._chat(prompts, params, self.serve(adapter))
+        scores: list[float | None] = []
+        for o in outs:
+            top = o.outputs[0].logprobs[0] if o is not None and o.outputs and o.outputs[0].logprobs else {}
+            p_yes = math.exp(top[yes].logprob) if yes in top else 0.0
+            p_no = math.exp(top[no].logprob) if no in top else 0.0
+            scores.append(p_yes / (p_yes + p_no) if p_yes + p_no > 0 else None)
+        return scores
 
     @property
     def max_model_len(self) -> int:

@@ -71,8 +71,17 @@ class TrainerWorker:
             model.enable_input_require_grads()
         return model
 
-    def train(self, examples: list[dict], out_dir: str, init_adapter: str | None, seed: int) -> dict:
-        """examples: [{"prompt": [messages], "completion": [assistant message]}]. Returns metrics."""
+    def train(self, examples: list[dict], out_dir: str, init_adapter: str | None, seed: int,
+              overrides: dict | None = None) -> dict:
+        """examples: [{"prompt": [messages], "completion": [assistant message]}]. Returns metrics.
+        `overrides` replace training settings for this call only (the learned verifier's adapter is
+        trained by the same actor with its own epochs and learning rate)."""
+        if overrides:
+            saved, self.training = self.training, {**self.training, **overrides}
+            try:
+                return self.train(examples, out_dir, init_adapter, seed)
+            finally:
+                self.training = saved
         import torch
         from transformers import AutoTokenizer
 
@@ -193,7 +202,8 @@ class TrainerActor(TrainerWorker):
 
         return node_info()
 
-    def train_shipped(self, examples: list[dict], init_files: dict[str, bytes] | None, seed: int) -> tuple[dict, dict]:
+    def train_shipped(self, examples: list[dict], init_files: dict[str, bytes] | None, seed: int,
+                      overrides: dict | None = None) -> tuple[dict, dict]:
         """(metrics, the adapter's files)."""
         import tempfile
 
@@ -202,5 +212,5 @@ class TrainerActor(TrainerWorker):
         with tempfile.TemporaryDirectory(prefix="loop-trainer-") as tmp:
             init = str(unpack(init_files, os.path.join(tmp, "init"))) if init_files else None
             out = os.path.join(tmp, "adapter")
-            metrics = self.train(examples, out, init, seed)
+            metrics = self.train(examples, out, init, seed, overrides)
             return metrics, pack_files(out)

@@ -14,6 +14,7 @@ from typing import Any
 
 from loop.analysis import error_table
 from loop.records import ERROR_CLASSES, RoundAnalysis
+from loop.report.learned import learned_lines
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) 
         if j.get("compared"):
             lines += ["", f"Judge {j.get('name')} agrees with the programmatic outcome on {j.get('agree')} of "
                           f"{j.get('compared')} decided samples ({j['agree'] / j['compared']:.0%})."]
+    lines += learned_lines(rounds, _table)
     if run["analyses"]:
         last = max(run["analyses"])
         try:

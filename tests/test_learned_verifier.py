@@ -1,0 +1,272 @@
+"""The learned verifier: its examples from verdicts, its plug-in, its measurements, its adapter checks
+(unit, fakes only for the scorer), and a real adapter trained by TRL and scored by vLLM (integration)."""
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+
+from loop.config import TINY_MODEL, ConfigError, LoraCfg, QuantCfg, TrainingCfg, load_config
+from loop.records import Message, Problem, Reference, Row, Sample, Verdict
+from loop.verifier_data import (
+    VerifierDataError,
+    agreement,
+    auc,
+    check_adapter,
+    examples_from_rows,
+    selection,
+    training_set,
+)
+from verifiers.base import VERIFIERS, safe_verify
+from verifiers.learned import NO, NO_ADAPTER, QUESTION, YES, verification_messages
+
+
+def prob(a: int, b: int) -> Problem:
+    return Problem(family="arithmetic", category="add", difficulty=2,
+                   prompt=[Message(role="user", content=f"Compute {a}+{b}.")], reference=Reference(answer=str(a + b)))
+
+
+def train_side(fraction: float = 0.25, start: int = 10, k: int = 4) -> list[Problem]:
+    out, a = [], start
+    while len(out) < k:
+        p = prob(a, 7)
+        if not p.is_heldout(fraction):
+            out.append(p)
+        a += 1
+    return out
+
+
+def row(p: Problem, text: str, outcome: str, i: int = 0, learned: float | None = None, **sample) -> Row:
+    s = Sample(id=Sample.make_id(p.id, 0, i), problem_id=p.id, round=0, index=i, text=text, num_tokens=len(text),
+               finish_reason="stop", **sample)
+    vs = [Verdict(sample_id=s.id, verifier="exact_match", outcome=outcome)]
+    if learned is not None:
+        vs.append(Verdict(sample_id=s.id, verifier="learned", outcome="pass" if learned >= 0.5 else "fail",
+                          score=learned))
+    return Row(problem=p, sample=s, verdicts=vs, outcome=outcome)
+
+
+# ---- examples from verdicts --------------------------------------------------------------------
+
+def test_examples_take_pass_and_fail_only_never_heldout_gold_or_duplicates():
+    p1, p2, p3, p4 = train_side(k=4)
+    held = next(prob(a, 3) for a in range(100, 999) if prob(a, 3).is_heldout(0.25))
+    rows = [row(p1, "Answer: 17", "pass"), row(p1, "Answer: 17", "pass", 1),  # same chain twice
+            row(p2, "Answer: 5", "fail"), row(p3, "?", "abstain"), row(p4, "x", "error"),
+            row(held, "Answer: 1", "pass"), row(p2, "gold chain", "pass", 2, gold=True)]
+    ex = examples_from_rows(rows, 0.25, 1200)
+    assert [(e["problem_id"], e["label"]) for e in ex] == [(p1.id, True), (p2.id, False)]
+    msg = ex[0]["prompt"][-1]["content"]
+    assert msg.startswith(f"Compute {p1.prompt[0].content[8:]}") and msg.endswith(QUESTION)
+    assert str(p1.reference.answer) not in msg.split("Solution:")[0]  # the gold answer is never shown
+
+
+def test_a_long_chain_is_cut_in_the_middle_and_keeps_its_answer():
+    chain = "<think>\n" + "step\n" * 500 + "</think>\nAnswer: 42"
+    msg = verification_messages(prob(1, 2), chain, 200)[-1]["content"]
+    assert "[... cut ...]" in msg and "Answer: 42" in msg and len(msg) < 400
+
+
+def _ex(i: int, label: bool) -> dict:
+    return {"problem_id": f"p{i}", "sample_id": f"s{i}", "label": label,
+            "prompt": [{"role": "user", "content": f"chain {i} {label}"}]}
+
+
+def test_training_set_is_balanced_deduplicated_and_replays_earlier_rounds():
+    current = [_ex(i, True) for i in range(10)] + [_ex(100 + i, False) for i in range(3)]
+    earlier = [[_ex(200 + i, False) for i in range(2)] + [_ex(0, True)]]  # one repeat of this round's
+    data, info = training_set(current, earlier, seed=0, max_examples=100)
+    labels = [d["completion"][0]["content"] for d in data]
+    assert labels.count(YES) == labels.count(NO) == 5  # 3 + 2 replayed No; Yes cut to 5
+    assert info == {"current": 13, "replayed": 2, "pool_yes": 10, "pool_no": 5, "examples": 10, "per_class": 5}
+    assert len({json.dumps(d["prompt"]) for d in data}) == 10
+    capped, info = training_set(current, earlier, seed=0, max_examples=4)
+    assert info["per_class"] == 2 and len(capped) == 4
+
+
+def test_no_labelled_data_of_one_class_is_a_clear_error():
+    with pytest.raises(VerifierDataError, match="no failing training-side samples"):
+        training_set([_ex(1, True)], [], seed=0, max_examples=10)
+    with pytest.raises(VerifierDataError, match="no passing"):
+        training_set([], [[_ex(1, False)]], seed=0, max_examples=10)
+
+
+# ---- measurements --------------------------------------------------------------------------------
+
+def test_auc():
+    assert auc([0.9, 0.8, 0.2, 0.1], [True, True, False, False]) == 1.0
+    assert auc([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 0.0
+    assert auc([0.5, 0.5], [True, False]) == 0.5
+    assert auc([0.9, 0.4, 0.6, 0.1], [True, True, False, False]) == 0.75
+    assert auc([0.3], [True]) is None
+
+
+def test_agreement_counts_only_scored_pass_fail_rows():
+    p = train_side(k=4)
+    rows = [row(p[0], "a", "pass", learned=0.9), row(p[1], "b", "fail", learned=0.6),
+            row(p[2], "c", "fail", learned=0.1), row(p[3], "d", "abstain", learned=0.9), row(p[0], "e", "pass", 1)]
+    a = agreement(rows)
+    assert a["compared"] == 3 and a["auc"] == 1.0 and a["accuracy"] == pytest.approx(2 / 3)
+    assert sum(b["n"] for b in a["calibration"]) == 3
+    none = agreement([row(p[0], "a", "pass")])
+    assert none["compared"] == 0 and none["auc"] is None
+
+
+def test_selection_greedy_majority_and_best_of_n():
+    p1, p2 = train_side(k=2)
+    greedy = [row(p1, "Answer: 1", "fail"), row(p2, "Answer: 2", "pass")]
+    sampled = [row(p1, "Answer: 9", "fail", 0, learned=0.2), row(p1, "Answer: 9", "fail", 1, learned=0.3),
+               row(p1, "Answer: 17", "pass", 2, learned=0.8),
+               row(p2, "Answer: 2", "pass", 0, learned=0.7), row(p2, "Answer: 3", "fail", 1, learned=0.1),
+               row(p2, "Answer: 3", "fail", 2, learned=0.2)]
+    sel = selection(greedy, sampled)
+    assert sel["n"] == 3 and sel["greedy"] == 0.5 and sel["majority"] == 0.0
+    assert sel["verifier_best_of_n"] == 1.0 and sel["pass_at_n"] == 1.0
+    assert sel["verifier_weighted_vote"] == 1.0  # p1: 9 weighs 0.5 vs 17's 0.8; p2: 2 weighs 0.7 vs 3's 0.3
+    outvoted = selection(greedy[:1], [row(p1, "Answer: 9", "fail", i, learned=0.45) for i in range(2)]
+                         + [row(p1, "Answer: 17", "pass", 2, learned=0.8)])
+    assert outvoted["verifier_best_of_n"] == 1.0 and outvoted["verifier_weighted_vote"] == 0.0
+
+
+# ---- the plug-in ---------------------------------------------------------------------------------
+
+def test_the_plugin_abstains_without_an_adapter_and_is_listed():
+    from loop.catalog import catalog
+
+    v = VERIFIERS.build("learned", {})
+    p = prob(3, 4)
+    s = row(p, "Answer: 7", "pass").sample
+    out = safe_verify(v, [p], [s])
+    assert out[0].outcome == "abstain" and out[0].reason == NO_ADAPTER
+    assert "learned" in [name for title, rows in catalog() if title.startswith("verifiers") for name, _, _ in rows]
+
+
+def test_the_plugin_scores_with_the_bound_scorer():
+    v = VERIFIERS.build("learned", {"threshold": 0.6})
+    ps = train_side(k=4)
+    samples = [row(p, f"Answer: {i}", "pass", i).sample for i, p in enumerate(ps)]
+    seen = []
+
+    def score(prompts):
+        seen.extend(prompts)
+        return [0.9, 0.59, None, RuntimeError("engine down")]
+
+    v.bind_scorer(score, "run/verifier-round-000")
+    out = safe_verify(v, ps, samples)
+    assert [o.outcome for o in out] == ["pass", "fail", "abstain", "error"]
+    assert out[0].score == 0.9 and out[0].evidence["adapter"] == "run/verifier-round-000"
+    assert len(seen) == 4 and seen[0][-1]["content"].endswith(QUESTION)
+    v.bind_scorer(lambda prompts: [0.9], "x")  # a wrong count is an error for the batch, never a pass
+    assert {o.outcome for o in safe_verify(v, ps, samples)} == {"error"}
+
+
+def test_selection_without_the_learned_verifier_is_refused():
+    with pytest.raises(ConfigError, match="learned_verifier.selection_n"):
+        load_config("configs/default.yaml", ["learned_verifier.enabled=false", "learned_verifier.selection_n=8"])
+    cfg = load_config("configs/default.yaml")
+    assert cfg.learned_verifier.enabled and any(v.name == "learned" and not v.required for v in cfg.verifiers)
+
+
+# ---- the adapter on disk -------------------------------------------------------------------------
+
+def _fake_adapter(d, shapes: dict) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    save_file({k: torch.zeros(s) for k, s in shapes.items()}, str(d / "adapter_model.safetensors"))
+
+
+def test_check_adapter_refuses_missing_damaged_and_foreign_adapters(tmp_path):
+    q = "base_model.model.model.layers.0.self_attn.q_proj"
+    good = tmp_path / "good"
+    _fake_adapter(good, {f"{q}.lora_A.weight": (4, 256), f"{q}.lora_B.weight": (256, 4)})
+    check_adapter(good, TINY_MODEL)
+    other = tmp_path / "other"  # a wider base's adapter
+    _fake_adapter(other, {f"{q}.lora_A.weight": (4, 2560), f"{q}.lora_B.weight": (4096, 4)})
+    with pytest.raises(VerifierDataError, match="not an adapter of this base"):
+        check_adapter(other, TINY_MODEL)
+    deeper = tmp_path / "deeper"  # a deeper base's adapter
+    _fake_adapter(deeper, {q.replace("layers.0", "layers.30") + ".lora_A.weight": (4, 256)})
+    with pytest.raises(VerifierDataError, match="no matching Linear weight"):
+        check_adapter(deeper, TINY_MODEL)
+    (good / "adapter_model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(VerifierDataError, match="damaged"):
+        check_adapter(good, TINY_MODEL)
+    (good / "adapter_model.safetensors").unlink()
+    with pytest.raises(VerifierDataError, match="missing adapter_model.safetensors"):
+        check_adapter(good, TINY_MODEL)
+
+
+# ---- real: TRL trains the verifier adapter, vLLM scores with it ----------------------------------
+
+@pytest.mark.integration
+def test_a_trained_verifier_adapter_scores_yes_and_no_in_vllm(tmp_path):
+    """Yes/No examples separable by the chain's final line; the trained adapter, served by the
+    sampler (merged into the weights, as on the CPU), ranks held-back chains of each kind apart."""
+    from loop.cluster.sampler import SamplerWorker
+    from loop.cluster.shipping import pack_adapter
+    from loop.cluster.trainer import TrainerWorker
+
+    def chain(a: int, ok: bool) -> tuple[Problem, str]:
+        p = prob(a, 11)
+        return p, f"<think>\n{a}+11\n</think>\nAnswer: {a + 11 if ok else 'none'}"
+
+    pairs = [(chain(a, a % 2 == 0), a % 2 == 0) for a in range(10, 90)]
+    examples = [{"prompt": verification_messages(p, t, 1200),
+                 "completion": [{"role": "assistant", "content": YES if ok else NO}]} for (p, t), ok in pairs]
+    out = tmp_path / "verifier"
+    tr = TrainingCfg(epochs=2, batch_size=8, learning_rate=5e-3, max_seq_len=256).model_dump()
+    m = TrainerWorker(str(TINY_MODEL), QuantCfg().model_dump(), LoraCfg().model_dump(), tr).train(
+        examples, str(out), None, seed=0, overrides={"epochs": 3, "mode": "continue"})
+    assert m["steps"] == 30 and (out / "adapter_model.safetensors").exists()  # the override's 3 epochs, not 2
+    check_adapter(out, TINY_MODEL)
+    w = SamplerWorker(str(TINY_MODEL), max_model_len=512, dtype="float32", seed=0, max_lora_rank=16, kv_cache_gib=1,
+                      gpu_memory_utilization=0.5, enforce_eager=True, sleep_mode=False, lora_mode="merged")
+    try:
+        test = [(chain(a, a % 2 == 0), a % 2 == 0) for a in range(200, 240)]
+        prompts = [verification_messages(p, t, 1200) for (p, t), _ in test]
+        scores = w.yes_probability(prompts, "v1", [pack_adapter(out)], (YES, NO))
+        assert all(s is not None and 0.0 <= s <= 1.0 for s in scores)
+        assert auc(scores, [ok for _, ok in test]) > 0.9
+        # the policy's own engine is untouched: greedy text of the base model still comes back after scoring
+        text = w.generate([[{"role": "user", "content": "Compute 12+34."}]], 1, 0.0, 1.0, 32, 0, None)[0][0]["text"]
+        assert text.startswith("<think>")
+    finally:
+        del w
+        gc.collect()
+
+
+# ---- the prompted judge: prompts longer than the window are shortened, not failed ------------------
+
+def test_the_judge_cuts_a_chain_that_does_not_fit_the_window_and_keeps_its_answer():
+    from verifiers.judge import PromptTooLong
+
+    seen = []
+
+    def engine(prompts, max_tokens):  # a window of 1500 characters
+        seen.extend(len(p[-1]["content"]) for p in prompts)
+        return [PromptTooLong("longer than the window") if len(p[-1]["content"]) > 1500 else
+                ("VERDICT: PASS" if "Answer: 132" in p[-1]["content"] else "VERDICT: FAIL") for p in prompts]
+
+    j = VERIFIERS.build("llm_judge", {"max_chain_chars": 4000})
+    j.bind_engine(engine)
+    p = Problem(family="t", category="c", difficulty=1, prompt=[Message(role="user", content="What is 12 * 11?")],
+                reference=Reference(answer="132"))
+    long = Sample(id="p:r0:0", problem_id=p.id, round=0, index=0, finish_reason="stop", num_tokens=9,
+                  text="<think>\n" + "12 * 11 = 132\n" * 300 + "</think>\nAnswer: 132")
+    short = long.model_copy(update={"id": "p:r0:1", "index": 1, "text": "<think>\n12 * 11 = 132\n</think>\nAnswer: 132"})
+    out = j.verify([p, p], [long, short])
+    assert [v.outcome for v in out] == ["pass", "pass"]
+    assert out[0].evidence["chain_cut_to_chars"] == 1000 and "chain_cut_to_chars" not in out[1].evidence
+    assert seen[:2] == sorted(seen[:2], reverse=True) and seen[-1] <= 1500  # asked long first, then cut to fit
+
+    def tiny_window(prompts, max_tokens):
+        return [PromptTooLong("longer than the window") for _ in prompts]
+
+    j = VERIFIERS.build("llm_judge", {})
+    j.bind_engine(tiny_window)
+    v = j.verify([p], [long])[0]
+    assert v.outcome == "error" and "longer than the window" in v.reason  # never a pass
