@@ -4,6 +4,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements/cpu.txt | cksum | cut -d' ' -f1)
+EXTRAS := $(VENV)/extras
+EXTRAS_STAMP := $(EXTRAS)/.installed-$(shell cat requirements/rl-extras.txt | cksum | cut -d' ' -f1)
 ARGS   ?=
 
 .PHONY: setup run test test-fast lint bench model clean-runs
@@ -24,10 +26,20 @@ $(STAMP): requirements/cpu.txt pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# verl and OpenRLHF, for the tests of the RL bundle: without their dependencies (they pin other
+# transformers versions), into .venv/extras/, which only those tests put on PYTHONPATH.
+extras: $(EXTRAS_STAMP)
+
+$(EXTRAS_STAMP): requirements/rl-extras.txt $(STAMP)
+	rm -rf $(EXTRAS)
+	$(PY) -m pip install -q --no-deps --target $(EXTRAS) -r requirements/rl-extras.txt
+	PYTHONPATH=$(EXTRAS) $(PY) -c "import verl.utils.dataset.rl_dataset, verl.trainer.ppo.reward, openrlhf.datasets, hydra"
+	@touch $@
+
 run: setup
 	$(PY) launch.py run $(ARGS)
 
-test: setup
+test: setup extras
 	$(PY) -m pytest tests $(ARGS)
 
 lint: setup
