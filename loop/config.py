@@ -155,6 +155,14 @@ class LearnedVerifierCfg(Section):
     selection_n: int = Field(0, ge=0, description="at each held-out evaluation after a verifier exists, sample this "
                                                   "many chains a problem and compare greedy, majority vote and "
                                                   "verifier best-of-n (0 = off)")
+    answerless: list[str] = Field([], description="categories (family/category) whose training problems' gold "
+                                                 "answers are withheld from the loop (held-out keeps them): their "
+                                                 "chains are accepted on the learned verifier's word")
+    answerless_accept: Literal["learned", "all"] = Field(
+        "learned", description="learned: accept an answerless chain whose P(Yes) clears a threshold chosen on the "
+                               "labelled categories of the same round; all: accept every answerless chain (a control)")
+    accept_precision: float = Field(0.9, gt=0, le=1, description="the threshold is the lowest P(Yes) at which the "
+                                                                 "labelled chains above it pass at least this often")
 
 
 class LoopCfg(Section):
@@ -314,6 +322,20 @@ def check_structure(cfg: Config) -> None:
         problems.append("learned_verifier.selection_n: best-of-n selection ranks chains by the learned verifier, so it "
                         "needs learned_verifier.enabled: true and `- name: learned` (required: false) under verifiers; "
                         "or set selection_n: 0")
+    if lv.answerless:
+        keys = [f"{g.family}/{c}" for g in cfg.generators for c in g.categories]
+        unknown = [k for k in lv.answerless if k not in keys]
+        if unknown:
+            problems.append(f"learned_verifier.answerless: unknown categor{'y' if len(unknown) == 1 else 'ies'} "
+                            f"{', '.join(unknown)}; the run's categories: {', '.join(keys)}")
+        elif set(keys) <= set(lv.answerless):
+            problems.append("learned_verifier.answerless lists every category, so the learned verifier would have no "
+                            "labelled chains to learn from or to choose its threshold on; keep at least one category "
+                            "with gold answers")
+        if lv.answerless_accept == "learned" and not (lv.enabled and "learned" in names):
+            problems.append("learned_verifier.answerless: chains without a gold answer are accepted on the learned "
+                            "verifier's score, so it needs learned_verifier.enabled: true and `- name: learned` "
+                            "(required: false) under verifiers")
     if cfg.cluster.sampler.num_gpus > 0 and cfg.model.dtype == "float32":
         problems.append("model.dtype: float32 with vLLM LoRA on a GPU (cluster.sampler.num_gpus > 0) is not "
                         "supported by vLLM's LoRA kernels; set model.dtype: bfloat16 (or float16)")

@@ -43,15 +43,17 @@ class Controller:
         for r in range(self.cfg.loop.rounds):
             rd = self.run.round_dir(r)
             last = problems  # last round's problems: the plan may ask for variants of its failures
-            problems = self.stage(r, "problems", lambda: steps.make_problems(self.cfg, plan, r, last),
-                                  rd / "problems.jsonl", Problem)
+            problems = self.stage(r, "problems", lambda: verifier_data.withhold_answers(
+                steps.make_problems(self.cfg, plan, r, last), self.cfg.learned_verifier.answerless),
+                rd / "problems.jsonl", Problem)
             by_id = {p.id: p for p in problems} | {p.id: p for p in heldout}
             samples = self.stage(r, "sample", lambda: self.sample(problems, r, adapter), rd / "samples.jsonl", Sample)
             verdicts = self.stage(r, "verify", lambda: self.verify(by_id, samples), rd / "verdicts.jsonl", Verdict)
             rows = self.rows(by_id, samples, verdicts)
             errors = self.stage(r, "analyze", lambda: self.analyze_errors(rows), rd / "errors.jsonl", ErrorRecord)
             rows = self.with_errors(rows, errors)
-            accepted = self.stage(r, "accept", lambda: self.accept(rows), rd / "accepted.jsonl", Sample)
+            accepted = self.stage(r, "accept", lambda: self.accept(rows) + self.accept_answerless(r, rows),
+                                  rd / "accepted.jsonl", Sample)
             if self.cfg.learned_verifier.enabled:
                 self.verifier_m = self.run.stage(
                     f"round-{r}/verifier", lambda: self.train_verifier(r, rows),
@@ -215,6 +217,18 @@ class Controller:
                                     f"{self.run.round_dir(r) / 'verifier'} from a copy of the run") from None
         return m
 
+    def accept_answerless(self, r: int, rows: list[Row]) -> list[Sample]:
+        """Chains of categories without gold answers, accepted on the learned verifier's word (or all of
+        them, the control); which ones and why go to round-NNN/answerless.json."""
+        lv = self.cfg.learned_verifier
+        if not lv.answerless:
+            return []
+        took, info = verifier_data.accept_answerless(rows, lv.answerless, lv.answerless_accept, lv.accept_precision)
+        write_json(self.run.round_dir(r) / "answerless.json", info)
+        log.info("round %d: %d of %d chains without a gold answer accepted (%s%s)", r, len(took), info["candidates"],
+                 lv.answerless_accept, f"; {info['why']}" if info.get("why") else "")
+        return [row.sample for row in took]
+
     def use_verifier(self, adapter: str | None) -> None:
         if adapter:
             self.cluster.verifier_adapter = (f"{self.run.path.name}/verifier-{Path(adapter).parent.name}",
@@ -294,6 +308,9 @@ class Controller:
         if self.cfg.learned_verifier.enabled:
             metrics["learned_verifier"] = {"train": self.verifier_m, "heldout": heldout_m.get("learned_verifier"),
                                            "selection": heldout_m.get("selection")}
+            if (rd / "answerless.json").exists():
+                info = read_json(rd / "answerless.json")
+                metrics["learned_verifier"]["answerless"] = {k: v for k, v in info.items() if k != "sample_ids"}
         write_json(rd / "analysis.json", analysis)
         write_json(rd / "metrics.json", metrics)
         self.run.manifest["rounds_completed"] = max(self.run.manifest.get("rounds_completed", 0), r + 1)

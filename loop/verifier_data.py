@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from loop.records import Row, Verdict, verdict_of
+from loop.records import Problem, Row, Verdict, verdict_of
 from verifiers.extract import extract_answer
 from verifiers.learned import NO, YES, verification_messages
 
@@ -174,6 +174,58 @@ def selection(greedy: Sequence[Row], sampled: Sequence[Row], name: str = LEARNED
     keys = ("greedy", "majority", "verifier_best_of_n", "verifier_weighted_vote", "pass_at_n")
     return {"n": n, "problems": total, "unscored_chains": unscored,
             **{k: (res[k] / total if total else None) for k in keys}}
+
+
+# ---- categories without gold answers ---------------------------------------------------------------
+
+def withhold_answers(problems: list[Problem], categories: Sequence[str]) -> list[Problem]:
+    """Training problems of `categories` without their gold answer (ids unchanged, so the split holds)."""
+    hide = set(categories)
+    return [p.model_copy(update={"reference": p.reference.model_copy(update={"answer": None})})
+            if f"{p.family}/{p.category}" in hide else p for p in problems]
+
+
+def choose_threshold(rows: Sequence[Row], precision: float, min_support: int = 10,
+                     name: str = LEARNED) -> tuple[float | None, str]:
+    """The lowest P(Yes) at which the labelled chains scored at or above it pass at least `precision`
+    of the time (and at least `min_support` of them), or (None, why) when no threshold does."""
+    got = sorted(((s, y) for s, y, _ in scored(rows, name)), reverse=True)
+    if len(got) < min_support or not any(y for _, y in got):
+        return None, (f"{len(got)} labelled chains scored by the learned verifier ({sum(y for _, y in got)} passing); "
+                      f"at least {min_support}, some passing, are needed to choose a threshold")
+    best, passed = None, 0
+    for i, (s, y) in enumerate(got, 1):
+        passed += y
+        last_of_tie = i == len(got) or got[i][0] != s
+        if last_of_tie and i >= min_support and passed / i >= precision:
+            best = (s, passed / i, i)
+    if best is None:
+        return None, (f"no P(Yes) threshold reaches precision {precision:g} on the {len(got)} labelled chains "
+                      f"(their pass rate is {sum(y for _, y in got) / len(got):.2f})")
+    return best[0], f"P(Yes) >= {best[0]:.4f}: {best[2]} labelled chains above it, precision {best[1]:.3f}"
+
+
+def accept_answerless(rows: Sequence[Row], categories: Sequence[str], mode: str, precision: float,
+                      name: str = LEARNED) -> tuple[list[Row], dict]:
+    """(rows accepted without a gold answer, what was decided). `learned`: P(Yes) at or above a threshold
+    chosen on the labelled rows of the other categories; `all`: every chain (the control)."""
+    hide = set(categories)
+    mine = [r for r in rows if r.category_key in hide and r.outcome == "abstain" and not r.sample.gold]
+    if mode == "all":
+        return mine, {"mode": "all", "candidates": len(mine), "accepted": len(mine),
+                      "sample_ids": [r.sample.id for r in mine]}
+    labelled = [r for r in rows if r.category_key not in hide]
+    t, why = choose_threshold(labelled, precision, name=name)
+    if t is None:
+        return [], {"mode": "learned", "candidates": len(mine), "accepted": 0, "threshold": None, "why": why,
+                    "sample_ids": []}
+    took = []
+    for r in mine:
+        v = verdict_of(r, name)
+        if v is not None and v.outcome in ("pass", "fail") and v.score >= t:
+            took.append(r)
+    return took, {"mode": "learned", "candidates": len(mine), "accepted": len(took), "threshold": t, "why": why,
+                  "sample_ids": [r.sample.id for r in took]}
 
 
 # ---- the adapter on disk --------------------------------------------------------------------------

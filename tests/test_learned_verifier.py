@@ -270,3 +270,62 @@ def test_the_judge_cuts_a_chain_that_does_not_fit_the_window_and_keeps_its_answe
     j.bind_engine(tiny_window)
     v = j.verify([p], [long])[0]
     assert v.outcome == "error" and "longer than the window" in v.reason  # never a pass
+
+
+# ---- acceptance where no gold answer exists --------------------------------------------------------
+
+def test_answers_are_withheld_only_for_the_named_categories_and_ids_hold():
+    from loop.verifier_data import withhold_answers
+
+    add = prob(12, 30)
+    sub = Problem(family="arithmetic", category="sub", difficulty=2, prompt=[Message(role="user", content="Compute 9-4.")],
+                  reference=Reference(answer="5"))
+    out = withhold_answers([add, sub], ["arithmetic/sub"])
+    assert out[0].reference.answer == "42" and out[1].reference.answer is None and out[1].id == sub.id
+
+
+def _answerless_rows():
+    labelled = [row(p, f"c{i}", "pass" if i % 4 else "fail", i, learned=0.5 + i / 100)  # high scores pass mostly
+                for i, p in enumerate(train_side(k=20))] + \
+               [row(p, f"d{i}", "fail", i, learned=0.2 + i / 100) for i, p in enumerate(train_side(start=500, k=10))]
+    sub = [Problem(family="arithmetic", category="sub", difficulty=2, prompt=[Message(role="user", content=f"{a}-1")])
+           for a in range(3)]
+    blind = [row(p, f"s{p.prompt[0].content}", "abstain", 0, learned=score) for p, score in zip(sub, (0.9, 0.6, 0.1))]
+    return labelled, blind
+
+
+def test_answerless_chains_are_accepted_above_a_threshold_chosen_on_labelled_ones():
+    from loop.verifier_data import accept_answerless, choose_threshold
+
+    labelled, blind = _answerless_rows()
+    t, why = choose_threshold(labelled, precision=0.7)
+    assert t is not None and 0.2 < t <= 0.69 and "precision" in why
+    took, info = accept_answerless(labelled + blind, ["arithmetic/sub"], "learned", 0.7)
+    assert [r.sample.text for r in took] == [r.sample.text for r in blind if r.verdicts[-1].score >= t]
+    assert info["accepted"] == len(took) and info["candidates"] == 3 and info["sample_ids"] == [r.sample.id for r in took]
+    everything, info = accept_answerless(labelled + blind, ["arithmetic/sub"], "all", 0.7)
+    assert len(everything) == 3 and info["mode"] == "all"
+
+
+def test_a_threshold_that_cannot_be_chosen_accepts_nothing_and_says_why():
+    from loop.verifier_data import accept_answerless, choose_threshold
+
+    labelled, blind = _answerless_rows()
+    t, why = choose_threshold(labelled, precision=1.0)  # no score band is all-pass
+    assert t is None and "no P(Yes) threshold reaches precision 1" in why
+    took, info = accept_answerless(labelled + blind, ["arithmetic/sub"], "learned", 1.0)
+    assert took == [] and info["threshold"] is None and info["why"] == why
+    took, info = accept_answerless(blind, ["arithmetic/sub"], "learned", 0.7)  # no labelled chains at all
+    assert took == [] and "needed to choose a threshold" in info["why"]
+
+
+def test_answerless_config_mistakes_are_named():
+    with pytest.raises(ConfigError, match="unknown category arithmetic/mul"):
+        load_config("configs/default.yaml", ["learned_verifier.answerless=[arithmetic/mul]"])
+    with pytest.raises(ConfigError, match="lists every category"):
+        load_config("configs/default.yaml", ["learned_verifier.answerless=[arithmetic/add, arithmetic/sub]"])
+    with pytest.raises(ConfigError, match="accepted on the learned verifier's score"):
+        load_config("configs/default.yaml", ["learned_verifier.answerless=[arithmetic/sub]",
+                                             "learned_verifier.enabled=false"])
+    cfg = load_config("configs/default.yaml", ["learned_verifier.answerless=[arithmetic/sub]"])
+    assert cfg.learned_verifier.answerless == ["arithmetic/sub"]
