@@ -10,9 +10,9 @@ each as `file:line: reason`.
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import random
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from generators.base import GENERATORS, Generator
 from generators.chains import check_request, code_chain, code_hint_prompt, difficulty_of
+from generators.files_io import MAX_REPORTED, RowError, jsonl_records
 from loop.records import Message, Problem, Reference, Sample
 
 log = logging.getLogger(__name__)
@@ -71,22 +72,45 @@ class CodeRow(BaseModel):
 def load_rows(path: str, mtime: float) -> tuple[tuple[int, CodeRow], ...]:
     """(line number, row) of every non-blank line; ValueError names the file and line."""
     del mtime  # part of the cache key only: an edited file is read again
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((lineno, CodeRow.model_validate(json.loads(line))))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            except ValidationError as e:
-                errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '(row)'}: {x['msg']}" for x in e.errors())
-                raise ValueError(f"{path}:{lineno}: {errs} (fields: prompt, tests (a string or a list of asserts); "
-                                 "optional entry_point, solution, category, difficulty)") from None
+    rows, bad = [], []
+    for lineno, raw in jsonl_records(Path(path)):  # plain or .gz; bad bytes and huge lines named by line
+        if isinstance(raw, RowError):
+            bad.append(f"{path}:{lineno}: (row) {raw.message}; each line must be one JSON object")
+            continue
+        try:
+            rows.append((lineno, CodeRow.model_validate(raw)))
+        except ValidationError as e:
+            errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '(row)'}: {x['msg']}" for x in e.errors())
+            bad.append(f"{path}:{lineno}: {errs} (fields: prompt, tests (a string or a list of asserts); "
+                       "optional entry_point, solution, category, difficulty)")
+    if bad:
+        more = f"\n... and {len(bad) - MAX_REPORTED} more" if len(bad) > MAX_REPORTED else ""
+        raise ValueError(f"{len(bad)} bad line(s) in {path} (fix or remove them; nothing was loaded):\n"
+                         + "\n".join(bad[:MAX_REPORTED]) + more)
     if not rows:
         raise ValueError(f"{path}: no problems in the file")
+    _refuse_conflicting_duplicates(path, rows)
     return tuple(rows)
+
+
+def _refuse_conflicting_duplicates(path: str, rows: list[tuple[int, CodeRow]]) -> None:
+    """The same prompt twice with different tests, entry point or solution is ambiguous (which one
+    is right?), and its two problems could land on both sides of the held-out split."""
+    groups: dict[str, list[tuple[int, CodeRow]]] = {}
+    for lineno, row in rows:
+        groups.setdefault(" ".join(unicodedata.normalize("NFKC", row.prompt).split()), []).append((lineno, row))
+    conflicts = []
+    for same in groups.values():
+        first = same[0][1]
+        for lineno, row in same[1:]:
+            differ = [f for f in ("tests", "entry_point", "solution") if getattr(row, f) != getattr(first, f)]
+            if differ:
+                conflicts.append(f"{path}:{lineno}: the prompt of line {same[0][0]} again, with a different "
+                                 f"{' and '.join(differ)}")
+    if conflicts:
+        more = f"\n... and {len(conflicts) - MAX_REPORTED} more" if len(conflicts) > MAX_REPORTED else ""
+        raise ValueError(f"{len(conflicts)} conflicting duplicate prompt(s) in {path} (keep one row per prompt, "
+                         "with its tests and solution):\n" + "\n".join(conflicts[:MAX_REPORTED]) + more)
 
 
 def _static_problem(row: CodeRow) -> str | None:
@@ -121,7 +145,8 @@ def check_rows(path: str, rows: list[tuple[int | str, CodeRow]], run_solutions: 
         samples = [Sample(id=f"{p.id}:load:{i}", problem_id=p.id, round=-1, index=i, num_tokens=0,
                           finish_reason="stop", text=f"```python\n{row.solution.rstrip()}\n```")
                    for i, (p, (_, row)) in enumerate(zip(problems, todo))]
-        verifier = VERIFIERS.build("code_tests", {"timeout_s": 30, "workers": 2})  # a loaded machine is no reason to reject
+        # A loaded machine is no reason to reject a row: a generous timeout.
+        verifier = VERIFIERS.build("code_tests", {"timeout_s": 30, "workers": 2})
         for (lineno, _), v in zip(todo, verifier.verify(problems, samples)):
             if v.outcome == "error":
                 bad[lineno] = f"the reference solution could not be checked: {v.reason}"

@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 Format = Literal["auto", "jsonl", "parquet", "hf_disk"]
 MAX_REPORTED = 10
+# A row is a problem: a prompt for a context window of thousands of tokens. A longer line is
+# refused unread (a 50 MB row used to be tokenised for minutes at gigabytes of memory).
+MAX_ROW_BYTES = 8 << 20
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass
@@ -50,42 +54,66 @@ def iter_rows(path: str | Path, fmt: Format = "auto") -> Iterator[tuple[str, dic
 
 
 def _jsonl(p: Path) -> Iterator[tuple[str, dict[str, Any] | RowError]]:
+    for lineno, row in jsonl_records(p):
+        yield f"{p}:line {lineno}", row
+
+
+def jsonl_records(p: Path) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
+    """(line number, JSON object or RowError) of every non-blank line; plain or gzip (by name or
+    by content), decoded line by line so a bad byte is reported with its line and the other rows
+    are still checked; a line over MAX_ROW_BYTES is skipped unread. ValueError (naming the file)
+    when the file as a whole cannot be read."""
     if p.is_dir():
         raise ValueError(f"{p} is a directory, not a JSONL file; for a saved dataset use format hf_disk")
-    # Bytes in, decoded line by line: a bad byte is reported with its file and line, and
-    # the other rows are still checked.
     import gzip
     import zlib
 
-    gz = p.name.endswith(".gz")
     try:
-        f = gzip.open(p, "rb") if gz else open(p, "rb")
+        with open(p, "rb") as f:
+            magic = f.read(2)
     except OSError as e:
         raise ValueError(f"{p}: cannot open ({e.strerror or e}); check the path and its permissions") from None
+    gz = p.name.endswith(".gz")
+    if magic == GZIP_MAGIC and not gz:
+        raise ValueError(f"{p}: the file is gzip-compressed but its name does not end in .gz; rename it to "
+                         f"{p.name}.gz or decompress it (gunzip)")
+    f = gzip.open(p, "rb") if gz else open(p, "rb")
     lineno = 0
     try:
         with f:
-            for lineno, raw in enumerate(f, 1):
+            while True:
+                raw = f.readline(MAX_ROW_BYTES + 1)
+                if not raw:
+                    break
+                lineno += 1
+                if len(raw) > MAX_ROW_BYTES and not raw.endswith(b"\n"):
+                    size = len(raw)
+                    while raw and not raw.endswith(b"\n"):  # the rest of the line, in bounded pieces
+                        raw = f.readline(MAX_ROW_BYTES)
+                        size += len(raw)
+                    yield lineno, RowError(f"the line is {size / 2**20:.1f} MiB; a row may be at most "
+                                           f"{MAX_ROW_BYTES // 2**20} MiB (no prompt that long fits a context "
+                                           "window): shorten or remove it")
+                    continue
                 if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]  # a UTF-8 byte-order mark
-                where = f"{p}:line {lineno}"
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    yield where, RowError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                                          "save the file as UTF-8")
+                    yield lineno, RowError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                           "save the file as UTF-8")
                     continue
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    yield where, RowError(f"not valid JSON ({e.msg} at column {e.colno})")
+                    yield lineno, RowError(f"not valid JSON ({e.msg} at column {e.colno})")
                     continue
                 if not isinstance(row, dict):
-                    yield where, RowError(f"expected a JSON object, got {type(row).__name__}")
+                    yield lineno, RowError(f"expected a JSON object, got {type(row).__name__}")
                     continue
-                yield where, row
+                yield lineno, row
     except gzip.BadGzipFile:
         raise ValueError(f"{p}: the name ends in .gz but the file is not gzip-compressed; rename it to "
                          f"{p.name[:-3]} (plain JSONL) or compress it with gzip") from None

@@ -6,6 +6,7 @@ own Options model; errors name the field, the bad value and what is allowed.
 from __future__ import annotations
 
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_MODEL = ROOT / "loop" / "assets" / "tiny-qwen3"
+VLLM_MAX_N = 16384  # vllm.sampling_params: "n must be at most 16384"
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; data goes in data files
+MAX_YAML_NODES = 100_000  # values after YAML aliases are expanded (an alias bomb is billions)
+MAX_SHOWN = 80  # characters of a bad value quoted back in a message
+
+
+def short(value: Any, limit: int = MAX_SHOWN) -> str:
+    """repr(value), cut to `limit` characters: a message quotes what it is about, never megabytes of it."""
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = r.maxlong = limit
+    r.maxlist = r.maxdict = r.maxtuple = r.maxset = 6
+    r.maxlevel = 3
+    text = r.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class Section(BaseModel):
@@ -74,7 +89,7 @@ class LoraCfg(Section):
 
 
 class SamplingCfg(Section):
-    n: int = Field(4, ge=1, description="chains per problem")
+    n: int = Field(4, ge=1, le=VLLM_MAX_N, description=f"chains per problem (vLLM allows at most {VLLM_MAX_N})")
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(160, ge=1)
@@ -314,6 +329,10 @@ def check_structure(cfg: Config) -> None:
             problems.append(f"verifiers.{i}.name: {v.name!r} is already listed as verifiers.{names[v.name]}; list "
                             "each verifier once (merge their options)")
         names.setdefault(v.name, i)
+    if cfg.sampling.max_tokens >= cfg.model.max_model_len:
+        problems.append(f"sampling.max_tokens: {cfg.sampling.max_tokens} leaves no room for a prompt within "
+                        f"model.max_model_len ({cfg.model.max_model_len}: prompt and answer share it); lower "
+                        "sampling.max_tokens or raise model.max_model_len")
     if not any(v.required for v in cfg.verifiers):
         problems.append("verifiers: no verifier has required: true, so every sample would be `abstain` and accuracy "
                         "could only be 0; make at least one answer-checking verifier required")
@@ -351,14 +370,54 @@ def _named(field: str, fn, *args):
         raise ValueError(f"{field}: {str(e).strip()}") from None
 
 
+def load_yaml(text: str) -> Any:
+    """YAML with unique keys and a bound on what aliases expand to: the node graph is composed
+    (aliases share nodes, so this is small), its expanded size counted, and only then built."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        n = _expanded_size(node, {}, set())
+        if n > MAX_YAML_NODES:
+            raise yaml.YAMLError(f"it expands to more than {MAX_YAML_NODES:,} values through aliases (*name "
+                                 "repeating &name): an alias bomb? Write the values out, or use fewer aliases")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: Any, memo: dict[int, int], active: set[int]) -> int:
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:  # a recursive alias: SafeLoader builds it as a cycle, no expansion
+        return 1
+    active.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            total += _expanded_size(child, memo, active)
+            if total > MAX_YAML_NODES:
+                break
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            total += _expanded_size(k, memo, active) + _expanded_size(v, memo, active)
+            if total > MAX_YAML_NODES:
+                break
+    active.discard(key)
+    memo[key] = total
+    return total
+
+
 def _coerce(value: str, assignment: str = "") -> Any:
     """`--set` values are YAML scalars/flow collections: 3, 0.5, true, null, [a, b], {k: v}."""
     try:
-        return yaml.load(value, Loader=_UniqueKeyLoader)
+        return load_yaml(value)
     except yaml.YAMLError as e:
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"--set {assignment or value!r}: the value {value!r} is not valid YAML ({what}); quote "
-                          f"it to mean a string, e.g. --set 'key=\"{value}\"'") from None
+        raise ConfigError(f"--set {short(assignment or value)}: the value {short(value)} is not valid YAML ({what}); "
+                          f"quote it to mean a string, e.g. --set 'key=\"{short(value, 40)}\"'") from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -383,8 +442,22 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _check_section(path: str, prefix: list[str], node: Any) -> None:
     if not isinstance(node, (dict, list)):
         at = ".".join(prefix)
-        raise ConfigError(f"--set {path}: {at} is a value ({node!r}), not a section with keys; "
+        raise ConfigError(f"--set {path}: {at} is a value ({short(node)}), not a section with keys; "
                           f"set it directly, e.g. --set {at}=...")
+
+
+def _index(path: str, prefix: list[str], k: str, node: list) -> int:
+    """A list position in a `--set` path: 0 .. len-1 as written (no Python negative indexing)."""
+    at = ".".join(prefix) or "(top level)"
+    valid = f"0..{len(node) - 1}" if node else "none: the list is empty"
+    if not k.strip().isdigit():
+        neg = " (negative indexes are not supported; count from 0)" if k.strip().lstrip("-").isdigit() else ""
+        raise ConfigError(f"--set {path}: {k!r} is not a valid index into {at}{neg}; valid indexes: {valid}")
+    i = int(k)
+    if i >= len(node):
+        raise ConfigError(f"--set {path}: index {i} is out of range for {at} (a list of {len(node)}); valid "
+                          f"indexes: {valid}")
+    return i
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -399,19 +472,13 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     for depth, k in enumerate(keys[:-1]):
         _check_section(path, keys[:depth], node)
         if isinstance(node, list):
-            try:
-                node = node[int(k)]
-            except (ValueError, IndexError):
-                raise ConfigError(f"--set {path}: {k!r} is not a valid index (list of {len(node)})") from None
+            node = node[_index(path, keys[:depth], k, node)]
         else:
             node = node.setdefault(k, {})
     last = keys[-1]
     _check_section(path, keys[:-1], node)
     if isinstance(node, list):
-        try:
-            node[int(last)] = _coerce(value, assignment)
-        except (ValueError, IndexError):
-            raise ConfigError(f"--set {path}: {last!r} is not a valid index (list of {len(node)})") from None
+        node[_index(path, keys[:-1], last, node)] = _coerce(value, assignment)
     else:
         node[last] = _coerce(value, assignment)
 
@@ -457,7 +524,7 @@ def format_validation_error(e: ValidationError, source: str) -> str:
         if "expected" in ctx and str(ctx["expected"]) not in msg:
             msg += f"; allowed: {ctx['expected']}"
         got = err.get("input")
-        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        got_s = "" if isinstance(got, dict) else f" (got {short(got)})"
         lines.append(f"  {loc}: {msg}{got_s}")
     return "\n".join(lines)
 
@@ -473,7 +540,12 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = (), r
             raise ConfigError(f"config file {p} is a directory; give a YAML file in it (-c {p / '<name>.yaml'}), "
                               "e.g. configs/default.yaml")
         try:
-            raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+            size = p.stat().st_size
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"config file {p} is {size / 2**20:.1f} MiB; a config is at most "
+                                  f"{MAX_CONFIG_BYTES // 2**20} MiB of YAML (is it the right file? data belongs in a "
+                                  "data file named by a generator's options.path)")
+            raw = load_yaml(p.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as e:
             line = p.read_bytes()[:e.start].count(b"\n") + 1
             raise ConfigError(f"config file {p} is not UTF-8 text (byte 0x{e.object[e.start]:02x} on line {line}); "

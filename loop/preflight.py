@@ -30,6 +30,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm.config.lora.MaxLoRARanks
 ADDRESS_TIMEOUT_S = 5.0
+MAX_CHARS_PER_TOKEN = 32  # a prompt longer than this many characters a token cannot fit; it is not tokenised
 
 
 class PreflightError(ConfigError):
@@ -58,10 +59,18 @@ def preflight(cfg: Config, *, stop_after: str | None = None, adapter: str | None
     if run is not None:
         check_run_files(run, problems)
     check_devices(cfg, problems)
+    check_memory(cfg, problems)
+    if model_ok:
+        check_model_limits(cfg, problems)
     if cfg.cluster.address:
         check_address(cfg.cluster.address, problems)
-    if model_ok and check_prompts:
-        check_prompt_lengths(cfg, problems)
+    if check_prompts:
+        heldout, train = _round0_problems(cfg)
+        check_draws(cfg, heldout, train, problems)
+        if model_ok:
+            check_prompt_lengths(cfg, problems, heldout + train)
+    if (new_run or run is not None) and model_ok:
+        check_disk(cfg, run.path if run is not None else Path(cfg.run.state_dir), problems, run)
     if problems:
         raise PreflightError(problems)
 
@@ -72,13 +81,23 @@ def check_model(cfg: Config, problems: list[str]) -> bool:
     if m.path.startswith("builtin:") and m.path != "builtin:tiny-qwen3":
         problems.append(f"model.path: unknown builtin {m.path!r}; the only builtin is builtin:tiny-qwen3")
         return False
-    p = Path(m.resolved_path()).expanduser()
+    from loop.models.hub import HubModelError, is_hub_id, resolve_model
+
+    if is_hub_id(m.path):
+        try:
+            hub = resolve_model(m.path)
+        except HubModelError as e:
+            problems.append(str(e))
+            return False
+        log.info("model.path: %s is commit %s, %s", m.path, hub.revision[:12],
+                 "found in the local Hugging Face cache" if hub.how == "cache" else "downloaded into the HF cache")
+        p = Path(hub.path)
+    else:
+        p = Path(m.resolved_path()).expanduser()
     if not p.exists():
-        hub = "/" in m.path and not m.path.startswith((".", "/", "~")) and len(Path(m.path).parts) == 2
-        why = (" (it looks like a Hugging Face hub id; nothing is downloaded at run time, so download it first and "
-               "give the local directory)" if hub else "")
-        problems.append(f"model.path: {m.path} does not exist{why}; set it to a local Hugging Face model directory "
-                        "(with config.json and tokenizer files) or builtin:tiny-qwen3")
+        problems.append(f"model.path: {m.path} does not exist; set it to a local Hugging Face model directory "
+                        "(with config.json and tokenizer files), a hub id (org/name or org/name@revision) or "
+                        "builtin:tiny-qwen3")
         return False
     if not p.is_dir():
         problems.append(f"model.path: {m.path} is a file, not a model directory; give the directory that holds "
@@ -154,6 +173,97 @@ def check_adapter(path: Path, field: str, cfg: Config, problems: list[str]) -> N
         problems.append(f"{field}: the adapter's rank {r} is larger than cluster.sampler.max_lora_rank "
                         f"({cfg.cluster.sampler.max_lora_rank}); add --set cluster.sampler.max_lora_rank=<a vLLM "
                         f"rank >= {r}>")
+
+
+def _model_config(cfg: Config) -> dict:
+    try:
+        mc = json.loads((Path(cfg.model.resolved_path()).expanduser() / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return mc if isinstance(mc, dict) else {}
+
+
+def check_model_limits(cfg: Config, problems: list[str]) -> None:
+    """Lengths the model cannot take: found here, not by the trainer after the first round."""
+    limit = _model_config(cfg).get("max_position_embeddings")
+    if isinstance(limit, int) and cfg.training.max_seq_len > limit:
+        problems.append(f"training.max_seq_len: {cfg.training.max_seq_len} is more than the model's "
+                        f"max_position_embeddings ({limit}); set training.max_seq_len <= {limit}")
+
+
+def _meminfo() -> dict[str, int]:
+    """/proc/meminfo in bytes (empty where there is none)."""
+    out = {}
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            k, v = line.split(":", 1)
+            out[k] = int(v.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def check_memory(cfg: Config, problems: list[str]) -> None:
+    """On the CPU each sampler replica reserves its KV cache (cluster.sampler.kv_cache_gib) in this
+    machine's memory up front; more than the machine has fails inside vLLM after its start."""
+    s = cfg.cluster.sampler
+    if cfg.cluster.address or s.num_gpus > 0:
+        return  # a remote cluster's memory is not visible here; on a GPU the cache is gpu_memory_utilization
+    total = _meminfo().get("MemTotal")
+    if not total:
+        return
+    want = s.kv_cache_gib * s.num_actors
+    if want * 2**30 >= total:
+        per = f" ({s.num_actors} replicas x {s.kv_cache_gib})" if s.num_actors > 1 else ""
+        problems.append(f"cluster.sampler.kv_cache_gib: {want} GiB of KV cache{per} is more than this machine's "
+                        f"memory ({total / 2**30:.1f} GiB in all); set it to a few GiB (1 is plenty for the tiny "
+                        "model), below what the machine has free")
+
+
+def _lora_bytes(cfg: Config) -> int:
+    """The size of one saved adapter (fp32), from the model's shape; 0 if the shape is unknown."""
+    mc = _model_config(cfg)
+    h, inter, layers = mc.get("hidden_size"), mc.get("intermediate_size"), mc.get("num_hidden_layers")
+    if not all(isinstance(x, int) for x in (h, inter, layers)):
+        return 0
+    heads = mc.get("num_attention_heads") or 1
+    kv = mc.get("num_key_value_heads") or heads
+    hd = mc.get("head_dim") or h // heads
+    # q, k, v, o, gate, up, down: r * (in + out) each (target_modules is at most these)
+    per_layer = (h + heads * hd) + 2 * (h + kv * hd) + (heads * hd + h) + 2 * (h + inter) + (inter + h)
+    return 4 * cfg.lora.r * per_layer * layers
+
+
+def estimate_run_bytes(cfg: Config, rounds: int) -> int:
+    """What `rounds` rounds write at most, roughly: samples with their text, verdicts and
+    analysis (a few copies of each chain), held-out evaluations, and each round's adapter
+    (with the trainer's checkpoint beside it)."""
+    chain = cfg.sampling.max_tokens * 4 + 600  # characters of a chain in JSON, with its record
+    cats = len(cfg.category_keys())
+    per_round = (cfg.total_budget() * (2000 + cfg.sampling.n * chain * (3 + len(cfg.verifiers)))
+                 + cats * cfg.heldout.per_category * chain * 3 + 3 * _lora_bytes(cfg))
+    return 8 * 2**20 + rounds * per_round + cats * cfg.heldout.per_category * chain * 3
+
+
+def check_disk(cfg: Config, where: Path, problems: list[str], run: RunDir | None = None) -> None:
+    """Enough free space where the run writes for what it will write (a full disk mid-run
+    leaves a stage failed at an OSError)."""
+    import shutil
+
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    rounds = cfg.loop.rounds - (run.manifest.get("rounds_completed", 0) if run is not None else 0)
+    need = estimate_run_bytes(cfg, max(rounds, 0))
+    if free < need:
+        field = f"{where} (the run)" if run is not None else f"run.state_dir ({where})"
+        problems.append(f"{field}: {free / 2**20:.1f} MiB free on its filesystem, but {max(rounds, 0)} round(s) "
+                        f"of this config write about {need / 2**20:.0f} MiB (chains, verdicts, evaluations, adapters); "
+                        "free space there, choose another run.state_dir, or run fewer/smaller rounds")
 
 
 # ---- the run ----------------------------------------------------------------------------
@@ -328,12 +438,18 @@ def _ray_gcs_answer(address: str, timeout: float) -> str | None:
 
 
 # ---- prompts against the context window ------------------------------------------------------
-def _problems_to_check(cfg: Config) -> list[Problem]:
-    """The held-out set and round 0's problems (as the run will draw them), and every row of
-    file-based families (their later rounds draw from the same rows)."""
+def _round0_problems(cfg: Config) -> tuple[list[Problem], list[Problem]]:
+    """The held-out set and round 0's problems, drawn as the run will draw them."""
     from loop import steps
 
-    out = steps.freeze_heldout(cfg) + steps.make_problems(cfg, steps.initial_plan(cfg), 0)
+    return steps.freeze_heldout(cfg), steps.make_problems(cfg, steps.initial_plan(cfg), 0)
+
+
+def _problems_to_check(cfg: Config, drawn: list[Problem]) -> list[Problem]:
+    """`drawn` and every row of file-based families (their later rounds draw from the same rows)."""
+    from loop import steps
+
+    out = list(drawn)
     for gen in steps.generators_by_family(cfg).values():
         pool = getattr(gen, "_pool", None)
         if isinstance(pool, dict):
@@ -341,7 +457,40 @@ def _problems_to_check(cfg: Config) -> list[Problem]:
     return out
 
 
-def check_prompt_lengths(cfg: Config, problems: list[str]) -> None:
+def check_draws(cfg: Config, heldout: list[Problem], train: list[Problem], problems: list[str]) -> None:
+    """A dataset (a family reading `options.path`) gives what the config asks: `heldout.per_category`
+    held-out problems and each category's round-0 budget of training problems (the two sides of the
+    id-hash split). A small dataset used to come out as a warning and a run with too few problems."""
+    got_h: dict[tuple, int] = {}
+    for p in heldout:
+        got_h[(p.category, p.difficulty)] = got_h.get((p.category, p.difficulty), 0) + 1
+    got_t: dict[str, int] = {}
+    for p in train:
+        got_t[p.category] = got_t.get(p.category, 0) + 1
+    frac = cfg.heldout.fraction
+    for g in cfg.generators:
+        if "path" not in g.options:
+            continue  # a procedural family: a short draw is a warning (logged by the draw), the run goes on
+        for c, cc in g.categories.items():
+            levels = cc.heldout_difficulties or [cc.difficulty]
+            for i, d in enumerate(levels):
+                k = cfg.heldout.per_category // len(levels) + (i < cfg.heldout.per_category % len(levels))
+                have = got_h.get((c, d), 0)
+                if have < k:
+                    problems.append(
+                        f"heldout.per_category: {k} held-out problem(s) of {g.family}/{c} at difficulty {d} are asked "
+                        f"for, but the data gives only {have} (held-out takes the share heldout.fraction={frac:g} of "
+                        f"the distinct rows of {g.options['path']}); lower heldout.per_category"
+                        f"{f' to {have}' if have and len(levels) == 1 else ''}, raise heldout.fraction, or add rows")
+            have_t = got_t.get(c, 0)
+            if cc.budget and have_t < cc.budget:
+                problems.append(
+                    f"generators ({g.family}).categories.{c}.budget: {cc.budget} training problem(s) at difficulty "
+                    f"{cc.difficulty} are asked for in round 0, but the data gives only {have_t} outside the held-out "
+                    f"share; lower the budget{f' to {have_t}' if have_t else ''}, or add rows to {g.options['path']}")
+
+
+def check_prompt_lengths(cfg: Config, problems: list[str], drawn: list[Problem] | None = None) -> None:
     model_dir = Path(cfg.model.resolved_path()).expanduser()
     try:
         count = token_counter(model_dir)
@@ -357,10 +506,17 @@ def check_prompt_lengths(cfg: Config, problems: list[str]) -> None:
     limit, out_tokens = cfg.model.max_model_len, cfg.sampling.max_tokens
     seen: set[str] = set()
     too_long, tight = [], []
-    for p in _problems_to_check(cfg):
+    if drawn is None:
+        drawn = [p for ps in _round0_problems(cfg) for p in ps]
+    for p in _problems_to_check(cfg, drawn):
         if p.id in seen:
             continue
         seen.add(p.id)
+        chars = sum(len(m.content) for m in p.prompt)
+        if chars > limit * MAX_CHARS_PER_TOKEN:  # cannot fit: not worth tokenising (minutes for megabytes)
+            where = p.metadata.get("source") or f"{p.family}/{p.category} difficulty {p.difficulty}"
+            too_long.append((f"{chars:,} characters, far more than {limit} tokens", where))
+            continue
         n = count([m.model_dump() for m in p.prompt])
         where = p.metadata.get("source") or f"{p.family}/{p.category} difficulty {p.difficulty}"
         if n >= limit:
@@ -368,11 +524,13 @@ def check_prompt_lengths(cfg: Config, problems: list[str]) -> None:
         elif n + out_tokens > limit:
             tight.append((n, where))
     if too_long:
-        worst = max(n for n, _ in too_long)
-        shown = "; ".join(f"{w} ({n} tokens)" for n, w in too_long[:5])
+        worst = max((n for n, _ in too_long if isinstance(n, int)), default=0)
+        shown = "; ".join(f"{w} ({n} tokens)" if isinstance(n, int) else f"{w} ({n})" for n, w in too_long[:5])
         more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        fix = (f"raise model.max_model_len to at least {worst + out_tokens} or shorten/remove those problems"
+               if any(isinstance(n, int) for n, _ in too_long) else "shorten or remove those problems")
         problems.append(f"model.max_model_len: {len(too_long)} prompt(s) do not fit in {limit} tokens: {shown}{more}; "
-                        f"raise model.max_model_len to at least {worst + out_tokens} or shorten/remove those problems")
+                        + fix)
     if tight:
         log.warning("%d prompt(s) leave fewer than sampling.max_tokens=%d tokens for the answer within "
                     "model.max_model_len=%d (first: %s, %d tokens); their chains may be cut short",

@@ -96,7 +96,10 @@ def test_set_syntax():
     # list items are addressed by index; a wrong index says how long the list is
     cfg = load_config(DEFAULT, ["generators.0.categories.add.budget=8", "verifiers.1.required=true"])
     assert cfg.generators[0].categories["add"].budget == 8 and cfg.verifiers[1].required
-    has(error(["generators.3.categories.add.budget=8"]), "generators.3", "'3' is not a valid index (list of 1)")
+    has(error(["generators.3.categories.add.budget=8"]), "generators.3", "index 3 is out of range for generators (a list "
+        "of 1); valid indexes: 0..0")
+    has(error(["generators.-1.family=rules"]), "'-1' is not a valid index into generators (negative indexes are not "
+        "supported")
     has(error(["generators.first.family=rules"]), "'first' is not a valid index")
 
 
