@@ -62,13 +62,18 @@ class RunCfg(Section):
 
 
 class ModelCfg(Section):
-    path: str = Field("builtin:tiny-qwen3", description="'builtin:tiny-qwen3' or a local HF model directory")
+    path: str = Field("builtin:tiny-qwen3", description="'builtin:tiny-qwen3', a local HF model directory, or a hub "
+                      "id org/name[@revision] (the local HF cache first; a download unless HF_HUB_OFFLINE=1)")
     max_model_len: int = Field(512, ge=16)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
     def resolved_path(self) -> str:
         if self.path == "builtin:tiny-qwen3":
             return str(TINY_MODEL)
+        from loop.models.hub import is_hub_id, resolve_model
+
+        if is_hub_id(self.path):  # its snapshot in the HF cache (never recorded; runs record id + commit)
+            return resolve_model(self.path).path
         return self.path
 
 

@@ -70,19 +70,23 @@ def _logged(fn: Callable[..., list[float | None]], path: Path) -> Callable[..., 
 
 def resolve_base(bundle_dir: Path, b: dict[str, Any], configured: str | None = None) -> str:
     """configured: the run's model.path, where a bundle moved without its base may still find it."""
+    from loop.models.hub import HubModelError, resolve_model
+
     override = os.environ.get(BASE_ENV)
     if override:
         if Path(override).is_dir():
             return str(Path(override).resolve())
-        from loop.models.hub import resolve_model
-
-        return resolve_model(override, why=f"{BASE_ENV}={override}").path
+        try:
+            return resolve_model(override, why=f"{BASE_ENV}={override}").path
+        except HubModelError as e:
+            raise BundleError(str(e)) from None
     hub = b.get("hub")
     if hub:  # format 3: {"id", "revision"}
-        from loop.models.hub import resolve_model
-
         ref = hub["id"] + (f"@{hub['revision']}" if hub.get("revision") else "")
-        return resolve_model(ref, why=f"the base model of the bundle {bundle_dir}").path
+        try:
+            return resolve_model(ref, why=f"the base model of the bundle {bundle_dir}").path
+        except HubModelError as e:
+            raise BundleError(f"{e}; or set {BASE_ENV}=<a directory with the same weights>") from None
     if b.get("hub_id"):  # format 2 named a hub model by its id in `path`
         return b["path"]
     here = (bundle_dir / b["path"]).resolve()

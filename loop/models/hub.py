@@ -37,11 +37,11 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return repo, rev or None
 
 
-def _cached_ids() -> list[str]:
+def _cached_ids(cache: str) -> list[str]:
     try:
         from huggingface_hub import scan_cache_dir
 
-        return sorted(r.repo_id for r in scan_cache_dir().repos if r.repo_type == "model")
+        return sorted(r.repo_id for r in scan_cache_dir(cache).repos if r.repo_type == "model")
     except Exception:  # noqa: BLE001 - no cache directory yet, or one we cannot read: nothing to suggest
         return []
 
@@ -54,12 +54,14 @@ def _offline() -> bool:
 
 def resolve_model(ref: str, why: str = "model.path") -> HubModel:
     """The snapshot of `ref` (see the module docstring); cached per process once found."""
-    return _resolve(ref, why, _offline())
+    from huggingface_hub import constants
+
+    return _resolve(ref, why, _offline(), constants.HF_HUB_CACHE)
 
 
 @lru_cache(maxsize=16)
-def _resolve(ref: str, why: str, offline: bool) -> HubModel:
-    from huggingface_hub import constants, snapshot_download
+def _resolve(ref: str, why: str, offline: bool, cache: str) -> HubModel:
+    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -73,18 +75,19 @@ def _resolve(ref: str, why: str, offline: bool) -> HubModel:
         raise HubModelError(f"{why}: {ref!r} is neither a local directory nor a hub id (org/name or "
                             f"org/name@revision)")
     try:
-        path, how = snapshot_download(repo, revision=rev, local_files_only=True), "cache"
+        path, how = snapshot_download(repo, revision=rev, cache_dir=cache, local_files_only=True), "cache"
     except (LocalEntryNotFoundError, FileNotFoundError):
         if offline:
-            cached = _cached_ids()
+            cached = _cached_ids(cache)
             near = f" The cache holds: {', '.join(cached[:8])}." if cached else " The cache holds no model."
+            get = f"hf download {repo}" + (f" --revision {rev}" if rev else "")
             raise HubModelError(
-                f"{why}: {ref} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
-                f"HF_HUB_OFFLINE=1 forbids a download.{near} Download it where there is a network "
-                f"(`hf download {repo}`" + (f" --revision {rev}" if rev else "") + "), unset HF_HUB_OFFLINE, "
-                "or give a local model directory") from None
+                f"{why}: {ref} is not in the local Hugging Face cache ({cache}) and HF_HUB_OFFLINE=1 forbids a "
+                f"download.{near} Download it where there is a network (`{get}`), unset HF_HUB_OFFLINE, or give a "
+                "local model directory") from None
         try:
-            path, how = snapshot_download(repo, revision=rev), "download"  # tqdm progress bars on stderr
+            # a download shows huggingface_hub's progress bars on stderr
+            path, how = snapshot_download(repo, revision=rev, cache_dir=cache), "download"
         except GatedRepoError:
             raise HubModelError(f"{why}: {repo} is gated on the hub; accept its terms on huggingface.co and log "
                                 f"in (`hf auth login` or HF_TOKEN)") from None
