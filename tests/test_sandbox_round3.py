@@ -3,14 +3,16 @@ and answers that made the verifier's own evaluation expensive. Each wrong progra
 its attack works; each class also has a correct program that must still pass.
 """
 import json
+import os
 import time
 
 import pytest
 
 from loop.records import Message, Problem, Reference, Sample
-from verifiers import code_cases
+from tests.kernel_caps import NS
+from verifiers import code_cases, sandbox
 from verifiers.base import VERIFIERS
-from verifiers.sandbox import wire
+from verifiers.sandbox import runner, wire
 
 
 def problem(tests: str, entry_point: str | None = None, prompt_code: str | None = None) -> Problem:
@@ -188,3 +190,25 @@ def test_the_evaluator_budget_on_its_own():
     failure = plan.check([code_cases.Outcome("value", list(range(300000)))] * len(plan.calls))
     assert failure is not None and failure.exception == "EvalLimit", failure
     assert time.thread_time() - t < code_cases.CHECK_CPU_S + 3
+
+
+# ------------------------------------------------------------ 7. isolation gaps
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the seccomp filter is written for x86_64")
+def test_socket_families_the_network_namespace_does_not_isolate_are_refused():
+    prog = ("import socket\nfor fam, kind in ((40, 1), (38, 5), (1, 1), (2, 1)):\n    try:\n"
+            "        socket.socket(fam, kind).close()\n        print(fam, 'ok')\n    except OSError as e:\n"
+            "        print(fam, 'refused', e.errno)\n")
+    r = sandbox.run(prog)
+    assert r.status == "ok", r
+    assert r.stdout.split("\n")[:4] == ["40 refused 97", "38 refused 97", "1 ok", "2 ok"], r.stdout
+
+
+@pytest.mark.skipif(not NS, reason="no mount namespace here: the program sees the host's filesystem")
+def test_only_the_runtimes_libraries_of_usr_are_visible():
+    prog = ("import os, ssl, sqlite3, lzma, ctypes\n"
+            "print(os.path.exists('/usr/bin'), os.path.exists('/usr/share'), os.path.exists('/bin/sh'))\n")
+    r = sandbox.run(prog)
+    assert r.status == "ok", r
+    if runner.runtime_lib_dirs():  # [] where the interpreter lives under /usr: all of it is needed
+        assert r.stdout.strip() == "False False False", r.stdout

@@ -114,7 +114,11 @@ def _minimal_root(cfg, files, owner, layers):
             os.mkdir(f"{new}/{name}")
             _bind_ro(host, f"{new}/{name}", host)
     os.mkdir(f"{new}/usr")
-    _bind_ro("/usr", f"{new}/usr", "/usr")
+    lib_dirs = cfg.get("lib_dirs") or ["/usr"]  # only the directories of the runtime's shared libraries
+    layers["usr"] = lib_dirs
+    for d in lib_dirs:
+        os.makedirs(f"{new}{d}", mode=0o755, exist_ok=True)
+        _bind_ro(d, f"{new}{d}", d)
     prefix = cfg["prefix"]
     if prefix != "/usr" and not prefix.startswith("/usr/"):
         os.makedirs(f"{new}{prefix}", mode=0o755)
@@ -203,23 +207,42 @@ DENIED_X86_64 = {
 CLONE_NS_FLAGS = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 
 
+# Socket families a network namespace isolates (and AF_UNIX, which the mount view confines); any
+# other (AF_VSOCK shares its port space with the host, AF_ALG, AF_PACKET, ...) fails with EAFNOSUPPORT.
+SOCKET_FAMILIES = {"AF_UNIX": 1, "AF_INET": 2, "AF_INET6": 10, "AF_NETLINK": 16}
+SYS_SOCKET, SYS_SOCKETPAIR, SYS_CLONE, SYS_CLONE3 = 41, 53, 56, 435
+
+
 def _seccomp_filter():
     """(BPF program, note): the calls above fail with EPERM, clone() into new namespaces
-    too, clone3 with ENOSYS (its flags cannot be inspected; libc falls back to clone), and
-    any call through another ABI (i386, x32) is refused. (None, why) off x86_64."""
+    too, socket()/socketpair() of a family not in SOCKET_FAMILIES with EAFNOSUPPORT, clone3
+    with ENOSYS (its flags cannot be inspected; libc falls back to clone), and any call
+    through another ABI (i386, x32) is refused. (None, why) off x86_64."""
     if os.uname().machine != "x86_64":
         return None, "none: the filter is written for x86_64"
     ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     allow, errno = 0x7FFF0000, 0x00050000
     prog = [(ld, 0, 0, 4), (jeq, 1, 0, 0xC000003E), (ret, 0, 0, errno | 1), (ld, 0, 0, 0),
-            (jge, 0, 1, 0x40000000), (ret, 0, 0, errno | 1), (jeq, 0, 1, 435), (ret, 0, 0, errno | 38)]
-    prog += [(jeq, None, 0, nr) for nr in sorted(DENIED_X86_64.values())]  # None: jump to the final deny
-    prog += [(jeq, 0, 2, 56), (ld, 0, 0, 16)]  # clone: look at its flags (first argument, low word)
-    prog += [(jset, None, 0, CLONE_NS_FLAGS), (ret, 0, 0, allow), (ret, 0, 0, errno | 1)]
-    deny = len(prog) - 1
-    prog = [(c, deny - i - 1 if jt is None else jt, jf, k) for i, (c, jt, jf, k) in enumerate(prog)]
+            (jge, 0, 1, 0x40000000), (ret, 0, 0, errno | 1), (jeq, 0, 1, SYS_CLONE3), (ret, 0, 0, errno | 38)]
+    prog += [(jeq, "deny", 0, nr) for nr in sorted(DENIED_X86_64.values())]
+    prog += [(jeq, "family", 0, SYS_SOCKET), (jeq, "family", 0, SYS_SOCKETPAIR)]
+    prog += [(jeq, 0, "allow", SYS_CLONE), (ld, 0, 0, 16), (jset, "deny", "allow", CLONE_NS_FLAGS)]
+    labels = {"family": len(prog)}
+    prog += [(ld, 0, 0, 16)]  # the first argument (low word): the family
+    prog += [(jeq, "allow", 0, f) for f in sorted(SOCKET_FAMILIES.values())]
+    prog += [(ret, 0, 0, errno | 97)]  # EAFNOSUPPORT
+    labels["allow"] = len(prog)
+    prog += [(ret, 0, 0, allow)]
+    labels["deny"] = len(prog)
+    prog += [(ret, 0, 0, errno | 1)]
+
+    def jump(i, to):
+        return labels[to] - i - 1 if isinstance(to, str) else to
+
+    prog = [(c, jump(i, jt), jump(i, jf), k) for i, (c, jt, jf, k) in enumerate(prog)]
     return b"".join(struct.pack("HBBI", *insn) for insn in prog), \
-        f"{len(DENIED_X86_64)} calls denied (ptrace, mount, unshare, bpf, ...), no new namespaces"
+        f"{len(DENIED_X86_64)} calls denied (ptrace, mount, unshare, bpf, ...), no new namespaces, " \
+        f"sockets only of {'/'.join(SOCKET_FAMILIES)}"
 
 
 def _apply_seccomp(raw):

@@ -145,6 +145,34 @@ def _own_runtime() -> tuple[str, str, list[str]]:
     return exe, prefix, [f"{prefix}/lib/{ver}/site-packages", f"{prefix}/lib/{ver}/dist-packages"]
 
 
+@cache
+def runtime_lib_dirs() -> list[str]:
+    """The directories under /usr that hold the shared libraries of our interpreter and its
+    extension modules (ldd's view), the minimal root shows these instead of all of /usr. [] (all of
+    /usr) where the interpreter lives under /usr itself or ldd cannot tell."""
+    exe, prefix, _ = _own_runtime()
+    if prefix == "/usr" or prefix.startswith("/usr/"):
+        return []
+    dynload = Path(prefix, "lib", f"python{sys.version_info.major}.{sys.version_info.minor}", "lib-dynload")
+    try:
+        out = subprocess.run(["ldd", exe, *map(str, sorted(dynload.glob("*.so")))], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    dirs = set()
+    for line in out.splitlines():
+        path = line.split("=>")[-1].strip().split(" (")[0].strip()
+        if path.startswith("/"):
+            for p in (path, os.path.realpath(path)):
+                d = os.path.realpath(os.path.dirname(p))
+                if d.startswith("/usr/"):
+                    dirs.add(d)
+                elif not d.startswith(prefix + "/"):
+                    return []  # a library outside /usr and the prefix: keep the old, wider view
+    kept = sorted(d for d in dirs if not any(d.startswith(o + "/") for o in dirs))
+    return kept if any(Path(d, "libc.so.6").exists() for d in kept) else []
+
+
 # ------------------------------------------------------------------ leftovers of dead verifiers
 
 _swept: set[str] = set()
@@ -302,7 +330,7 @@ def _run_in(workdir: str, files: dict[str, str], stdin: bytes | int, limits: San
     cfg = {
         "dir": workdir, "files": sorted(files), "main": "main.py", "uid": uid, "parent": os.getpid(),
         "python": own_python if minimal_root else host_python, "host_python": host_python,
-        "prefix": prefix, "mask": mask, "minimal_root": minimal_root,
+        "prefix": prefix, "mask": mask, "minimal_root": minimal_root, "lib_dirs": runtime_lib_dirs(),
         "status_fd": status_w, "network": limits.network, "disk_mb": limits.disk_mb,
         "fds": {str(k): v for k, v in fds.items()},
         "cgroup_procs": cgroup.procs_files if cgroup else [], "cgroup_note": cgroup_note,
