@@ -329,3 +329,56 @@ def test_answerless_config_mistakes_are_named():
                                              "learned_verifier.enabled=false"])
     cfg = load_config("configs/default.yaml", ["learned_verifier.answerless=[arithmetic/sub]"])
     assert cfg.learned_verifier.answerless == ["arithmetic/sub"]
+
+
+# ---- export: the verifier adapter and a TRL reward function that scores with it --------------------
+
+def _peft_adapter(d) -> None:
+    """A real PEFT LoRA of the tiny base, its B matrices nudged so it differs from the base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(TINY_MODEL), dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    model.save_pretrained(str(d))
+
+
+def test_export_carries_the_verifier_and_its_reward_function_scores(tmp_path):
+    import shutil
+
+    from loop.export.bundle import BundleError
+    from loop.export.verifier import verifier_reward, write_verifier
+    from loop.run.state import RunDir
+
+    run_dir = tmp_path / "run"
+    (run_dir / "round-001" / "verifier").mkdir(parents=True)
+    _peft_adapter(run_dir / "round-001" / "verifier")
+    (run_dir / "round-001" / "verifier.json").write_text(json.dumps({"adapter": "round-001/verifier"}))
+    run = RunDir.__new__(RunDir)
+    run.path = run_dir
+    cfg = load_config("configs/default.yaml")
+    bundle = tmp_path / "export"
+    bundle.mkdir()
+    info = write_verifier(run, cfg, bundle, TINY_MODEL)
+    assert info["round"] == 1 and (bundle / "verifier" / "adapter_model.safetensors").is_file()
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "config.json"):
+        shutil.copyfile(TINY_MODEL / f, bundle / f)
+    (bundle / "bundle.json").write_text(json.dumps({"base_model": {"path": str(TINY_MODEL)}, "learned_verifier": info}))
+    reward = verifier_reward(bundle, batch_size=2)
+    prompts = [[{"role": "user", "content": "Compute 12+30."}]] * 3
+    completions = [[{"role": "assistant", "content": f"<think>\n12+30\n</think>\nAnswer: {a}"}] for a in (42, 41, 7)]
+    scores = reward(prompts, completions)
+    assert len(scores) == 3 and all(0.0 < s < 1.0 for s in scores) and len(set(scores)) == 3
+    assert reward(prompts[:1], completions[:1])[0] == pytest.approx(scores[0], abs=1e-5)  # batching changes nothing
+
+    (bundle / "verifier" / "adapter_model.safetensors").unlink()
+    with pytest.raises(BundleError, match="missing adapter_model.safetensors"):
+        verifier_reward(bundle)
+    (run_dir / "round-001" / "verifier" / "adapter_model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ValueError, match="damaged"):
+        write_verifier(run, cfg, tmp_path / "again", TINY_MODEL)

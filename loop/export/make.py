@@ -32,6 +32,8 @@ from loop.export.openrlhf import OPENRLHF_FILE, OPENRLHF_SOURCE
 from loop.export.pool import heldout_problems, pool_rows, problem_row, train_problems
 from loop.export.pool import pass_rates as measure_pass_rates
 from loop.export.readme import GRPO_SCRIPT, render_readme
+from loop.export.verifier import README as VERIFIER_README
+from loop.export.verifier import write_verifier
 from loop.export.verl import REWARD_FILE, REWARD_SOURCE, write_parquet
 from loop.run import base_record
 from loop.run.base_record import weights_digest
@@ -171,6 +173,10 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
                 f"(more completions per problem) or --pass-rates measure")
         base, base_dir = _base_model(cfg, out, final, base_now and base_now["weights_sha256"])
         files = _write_adapter(choice, base_dir, base["path"], out)
+        try:  # the learned verifier's adapter and its reward function (loop/export/verifier.py)
+            learned = write_verifier(run, cfg, out, base_dir)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
         write_jsonl(out / "train.jsonl", pool)
         write_jsonl(out / "val.jsonl", val)
         write_parquet(out / "train.parquet", pool)
@@ -202,6 +208,7 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
             "verl": {"train": "train.parquet", "val": "val.parquet", "reward": {"path": REWARD_FILE,
                                                                                  "name": "compute_score"}},
             "trl": {"script": "train_grpo.py"},
+            "learned_verifier": learned,
             "openrlhf": {"prompts": "train.jsonl", "input_key": "prompt", "label_key": "problem_id",
                          "reward": OPENRLHF_FILE},
             "files": files,
@@ -209,7 +216,8 @@ def export_run(run: RunDir, round_: int | None = None, allow_no_gain: bool = Fal
         }
         example = (pool or val)[0]["prompt"]
         atomic_write_text(out / "README.md", render_readme({**bundle, "example_prompt": example,
-                                                            "base_dtype": _saved_dtype(base_dir)}))
+                                                            "base_dtype": _saved_dtype(base_dir)})
+                          + (VERIFIER_README.format(**learned) if learned else ""))
         write_json(out / "bundle.json", bundle)  # last: its presence means the bundle is whole
         for p in out.rglob("*"):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
