@@ -121,6 +121,10 @@ class VerifierCfg(Section):
     max_error_share: float = Field(
         0.05, ge=0, le=1, description="a required verifier returning `error` on more than this share of a stage's "
                                       "samples fails the stage (instead of recording accuracy 0)")
+    timeout_s: float = Field(
+        300, gt=0, description="seconds one batch (cluster.verify_batch samples) may take; a batch still running "
+                               "then gets `error` verdicts naming this setting, and the verifier's remaining batches "
+                               "of the stage are not run (a hanging plug-in cannot hang the run)")
 
 
 class PolicyRef(Section):

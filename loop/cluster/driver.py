@@ -294,9 +294,10 @@ class Cluster:
                 jobs.append((v.name, batch))
                 refs.append(_verify_task.remote(verify_options(self.cfg), v.name, v.options,
                                                 [problems[s.problem_id] for s in batch], batch, self.cfg.plugins,
-                                                self._stage()))
+                                                self._stage(), v.timeout_s))
         out: dict[str, list[Verdict]] = {s.id: [] for s in samples}
         batches = dict(zip(refs, jobs))
+        timed_out: dict[str, str] = {}
         with progress(total=len(refs), desc="verify", unit="batch") as bar:
             pending = list(refs)
             while pending:
@@ -305,9 +306,21 @@ class Cluster:
                 try:
                     node, got = self.ray.get(done[0])
                     self._placed("verify", node, len(batch))
+                except self.ray.exceptions.TaskCancelledError:
+                    got = _error_verdicts(name, batch, f"not run: an earlier batch timed out ({timed_out[name]})")
                 except self.ray.exceptions.RayError as e:  # died `verify_retries` + 1 times (OOM, worker crash)
                     got = _error_verdicts(name, batch, f"its Ray task failed: {type(e).__name__}: "
                                                        f"{str(e).splitlines()[0] if str(e) else ''}")
+                if isinstance(got, _TimedOut) and name not in timed_out:
+                    # One batch hung: the others of this verifier would too. Cancel them (a stage of
+                    # n batches must not take n timeouts); their samples get `error` as well.
+                    timed_out[name] = got.reason
+                    log.error("verifier %s: %s", name, got.reason)
+                    for ref in pending:
+                        if batches[ref][0] == name:
+                            self.ray.cancel(ref, force=True)
+                if isinstance(got, _TimedOut):
+                    got = _error_verdicts(name, batch, got.reason)
                 for verdict in checked_verdicts(name, batch, got):
                     out[verdict.sample_id].append(verdict)
                 bar.update(1)
@@ -317,7 +330,12 @@ class Cluster:
             if hasattr(verifier, "bind_scorer"):  # the learned verifier scores with its adapter on the sampler
                 verifier.bind_scorer(self.verifier_scorer(), self.verifier_adapter and self.verifier_adapter[0],
                                      self.verifier_why)
-            got = safe_verify(verifier, [problems[s.problem_id] for s in samples], list(samples))
+            got = within(v.timeout_s, v.name, len(samples),
+                         lambda verifier=verifier: safe_verify(verifier, [problems[s.problem_id] for s in samples],
+                                                               list(samples)))
+            if isinstance(got, _TimedOut):
+                log.error("verifier %s: %s", v.name, got.reason)
+                got = _error_verdicts(v.name, samples, got.reason)
             for verdict in checked_verdicts(v.name, list(samples), got):
                 out[verdict.sample_id].append(verdict)
         check_required_errors(self.cfg, samples, out)
@@ -443,30 +461,67 @@ def check_required_errors(cfg: Config, samples: Sequence[Sample], out: dict[str,
                 "(finished stages are kept)")
 
 
+class _TimedOut:
+    """What a verifier batch that ran past its verifiers[].timeout_s returns instead of verdicts."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def within(timeout_s: float | None, name: str, n: int, fn: Any) -> Any:
+    """fn() on a daemon thread, waited for at most timeout_s: its result, or a _TimedOut naming
+    the plug-in and the setting. A plug-in stuck in Python (a sleep, a loop, a lost socket)
+    cannot be killed from here; it is left behind on its thread (and dies with the worker)."""
+    if timeout_s is None:
+        return fn()
+    import threading
+
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            box.append(fn())
+        except BaseException as e:  # noqa: BLE001 - carried back to the caller's thread
+            box.append(e)
+
+    t = threading.Thread(target=target, name=f"verify-{name}", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if not box:
+        return _TimedOut(f"did not return within {timeout_s:g} s on a batch of {n} samples (verifiers[].timeout_s "
+                         f"of {name!r}); fix the plug-in, or raise timeout_s under `- name: {name}` if it is only slow")
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
+
+
 def _remote_verify(name: str, options: dict, problems: list[Problem], samples: list[Sample],
-                   plugins: list[str] = ()) -> list[Verdict]:
+                   plugins: list[str] = (), timeout_s: float | None = None) -> list[Verdict] | _TimedOut:
     import generators  # noqa: F401  (plug-in modules register on import in the worker)
     import verifiers  # noqa: F401
     from loop.plugins import load_plugins
     from verifiers.base import VERIFIERS, safe_verify
 
-    try:
-        load_plugins(plugins)  # entry points and the config's `plugins:`, as in the driver
-        verifier = VERIFIERS.build(name, options)
-    except Exception as e:  # noqa: BLE001
-        return [Verdict(sample_id=s.id, verifier=name, outcome="error", reason=f"could not build verifier: {e}")
-                for s in samples]
-    return checked_verdicts(name, samples, safe_verify(verifier, problems, samples))
+    def run() -> list[Verdict]:
+        try:
+            load_plugins(plugins)  # entry points and the config's `plugins:`, as in the driver
+            verifier = VERIFIERS.build(name, options)
+        except Exception as e:  # noqa: BLE001
+            return [Verdict(sample_id=s.id, verifier=name, outcome="error", reason=f"could not build verifier: {e}")
+                    for s in samples]
+        return checked_verdicts(name, samples, safe_verify(verifier, problems, samples))
+
+    return within(timeout_s, name, len(samples), run)
 
 
 def _verify_on_node(name: str, options: dict, problems: list[Problem], samples: list[Sample],
-                    plugins: list[str], stage: str) -> tuple[str, list[Verdict]]:
-    """The Ray task: (the node it ran on, its verdicts)."""
+                    plugins: list[str], stage: str, timeout_s: float | None = None) -> tuple[str, Any]:
+    """The Ray task: (the node it ran on, its verdicts or a _TimedOut)."""
     import ray
 
     from loop.run.faults import pause_point
 
-    verdicts = _remote_verify(name, options, problems, samples, plugins)
+    verdicts = _remote_verify(name, options, problems, samples, plugins, timeout_s)
     pause_point("verify", stage)  # fault injection for tests (loop/run/faults.py); inert by default
     return ray.get_runtime_context().get_node_id(), verdicts
 
