@@ -21,6 +21,28 @@ DEFAULT_CONFIG = "configs/default.yaml"
 log = logging.getLogger("loop")
 
 
+def _samples(text: str) -> int:
+    """`export --samples N`: checked here, before vLLM starts to measure with it."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r:.40} is not a whole number") from None
+    if not 1 <= n <= 16384:
+        raise argparse.ArgumentTypeError(f"{n} completions per problem: give 1 to 16384 (vLLM's limit); 0 would "
+                                         "measure nothing")
+    return n
+
+
+def _round(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r:.40} is not a round number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n}: rounds count from 0 (round-000 is round 0)")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="launch.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=hlp, description=hlp)
         p.add_argument("run", help="run directory, run id, or 'latest'")
         p.add_argument("--state-dir", default="state", help="root of run directories (runs live in <state-dir>/runs)")
-    p.add_argument("--round", type=int, metavar="N", help="export round N's adapter instead of the best one")
+    p.add_argument("--round", type=_round, metavar="N", help="export round N's adapter instead of the best one")
     p.add_argument("--allow-no-gain", action="store_true",
                    help="export even when no adapter beats the base model on held-out (a loud warning instead "
                         "of a refusal)")
@@ -63,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="how the RL prompt pool's pass rates are measured: 'measure' samples every train problem "
                         "with the adapter (vLLM), 'samples' reuses the rounds' own samples made by that adapter, "
                         "'auto' (default) reuses them when they exist, else measures")
-    p.add_argument("--samples", type=int, metavar="N",
-                   help="completions per problem when measuring (default sampling.n)")
+    p.add_argument("--samples", type=_samples, metavar="N",
+                   help="completions per problem when measuring, 1 to 16384 (default sampling.n)")
     p = sub.add_parser("eval", help="held-out accuracy of a model (and adapter) per category",
                        description="Evaluate the config's model, optionally with a LoRA adapter, on the config's "
                                    "held-out set, per category.")

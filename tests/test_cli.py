@@ -82,3 +82,15 @@ def test_export_without_adapter(tmp_path: Path):
     err = one_line_error(cli("export", str(run.path)))
     assert "no trained adapter" in err and len(err.strip().splitlines()) == 1
     assert not (run.path / "export" / "bundle.json").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--samples", "0", "--pass-rates", "measure"], "argument --samples: 0 completions per problem: give 1 to 16384"),
+    (["--samples", "-3"], "argument --samples: -3 completions"),
+    (["--samples", "many"], "argument --samples: 'many' is not a whole number"),
+    (["--round", "-1"], "argument --round: -1: rounds count from 0"),
+])
+def test_export_arguments_are_checked_before_anything_starts(tmp_path, args, says):
+    """`export --samples 0 --pass-rates measure` used to start vLLM and wait; refused at parse time."""
+    p = cli("export", str(tmp_path), *args)
+    assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
