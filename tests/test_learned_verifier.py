@@ -382,3 +382,29 @@ def test_export_carries_the_verifier_and_its_reward_function_scores(tmp_path):
     (run_dir / "round-001" / "verifier" / "adapter_model.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(ValueError, match="damaged"):
         write_verifier(run, cfg, tmp_path / "again", TINY_MODEL)
+
+
+# ---- resume: a finished verifier stage whose adapter is gone or damaged is named, never retrained ----
+
+def test_resume_refuses_a_missing_or_damaged_verifier_adapter(tmp_path):
+    from loop.controller import Controller
+    from loop.run.state import RunDir, RunStateError
+
+    run = RunDir.__new__(RunDir)
+    run.path = tmp_path
+    ctl = Controller.__new__(Controller)
+    ctl.cfg, ctl.run = load_config("configs/default.yaml"), run
+    with pytest.raises(RunStateError, match="verifier.json is missing or damaged"):
+        ctl.load_verifier(0)
+    rd = tmp_path / "round-000"
+    (rd / "verifier").mkdir(parents=True)
+    (rd / "verifier.json").write_text(json.dumps({"adapter": "round-000/verifier", "init": None}))
+    with pytest.raises(RunStateError, match="missing adapter_config.json, adapter_model.safetensors.*restore"):
+        ctl.load_verifier(0)
+    _peft_adapter(rd / "verifier")
+    assert ctl.load_verifier(0)["adapter"] == "round-000/verifier"
+    (rd / "verifier" / "adapter_config.json").write_text("{not json")
+    with pytest.raises(RunStateError, match="damaged"):
+        ctl.load_verifier(0)
+    (rd / "verifier.json").write_text(json.dumps({"adapter": None, "skipped": "no failing samples"}))
+    assert ctl.load_verifier(0)["adapter"] is None  # a round that trained none: nothing to check
