@@ -212,3 +212,34 @@ def test_only_the_runtimes_libraries_of_usr_are_visible():
     assert r.status == "ok", r
     if runner.runtime_lib_dirs():  # [] where the interpreter lives under /usr: all of it is needed
         assert r.stdout.strip() == "False False False", r.stdout
+
+
+# ------------------------------------------------------------ red team of the fixes above
+
+@pytest.mark.parametrize("use", [
+    "exec(compile(candidate(2), '<unknown>', 'exec')) is None",      # the filename ast.parse uses
+    "__import__('pickle').loads(bytes.fromhex(candidate(2))) == 4",   # a pickle calls what it names
+    "__import__('marshal').loads(bytes.fromhex(candidate(2))) == 4",
+])
+def test_other_ways_to_run_the_answer_in_the_tests_process(use):
+    # int(4) through a pickle's GLOBAL + REDUCE: what `os.system` would take the same way
+    payload = b"cbuiltins\nint\n(I4\ntR.".hex() if "pickle" in use else "e904000000" if "marshal" in use else "x = 1"
+    v = judge(f"def h(x):\n    return {payload!r}\n", f"def check(candidate):\n    assert {use}\n", "h")
+    assert v.outcome == "fail" and v.evidence["status"] == "tamper", v
+
+
+def test_an_argument_changed_through_map_is_undecidable():
+    tests = "xs = [3, 1, 2]\nassert list(map(g, [xs])) == [sorted(xs)]\n"
+    v = judge("def g(xs):\n    xs.clear()\n    return []\n", tests)
+    assert v.outcome == "fail", v
+    assert judge("def g(xs):\n    return sorted(xs)\n", tests).outcome == "pass"
+
+
+@pytest.mark.parametrize("expr", ["all(r[::-1][0] >= x for x in r)", "all(len(r[x:]) >= 0 for x in r)",
+                                  "[str(r) for x in r]"])
+def test_slices_and_str_inside_a_comprehension_are_charged(expr):
+    plan = code_cases.translate(f"r = f(1)\nassert {expr}\n", None)
+    t = time.thread_time()
+    failure = plan.check([code_cases.Outcome("value", list(range(1_000_000)))] * len(plan.calls))
+    assert failure is not None and failure.exception == "EvalLimit", failure
+    assert time.thread_time() - t < code_cases.CHECK_CPU_S + 3

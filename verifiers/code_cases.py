@@ -211,7 +211,7 @@ class Budget:
 
     def tick(self) -> None:
         self.steps += 1
-        if not self.steps & 255 and time.thread_time() > self.deadline:
+        if not self.steps & 15 and time.thread_time() > self.deadline:
             raise EvalLimit(f"the check used more than {CHECK_CPU_S:g} s of the verifier's CPU")
 
     def charge(self, *values) -> None:
@@ -323,7 +323,11 @@ class Evaluator:
         return self.eval(n.body, env) if self.eval(n.test, env) else self.eval(n.orelse, env)
 
     def _Subscript(self, n, env):
-        return self.eval(n.value, env)[self.eval(n.slice, env)]
+        out = self.eval(n.value, env)[self.eval(n.slice, env)]
+        if isinstance(n.slice, ast.Slice) and hasattr(out, "__len__"):
+            self.budget.units += len(out)  # a slice copies
+            self.budget.charge()
+        return out
 
     def _Slice(self, n, env):
         return slice(*(self.eval(x, env) if x is not None else None for x in (n.lower, n.upper, n.step)))
