@@ -197,7 +197,10 @@ class Controller:
                  info["examples"], info["per_class"], info["per_class"], info["replayed"],
                  ", warm-started from " + prev if prev else "")
         m = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "verifier", r),
-                               overrides={"mode": "continue", "epochs": lv.epochs, "learning_rate": lv.learning_rate})
+                               overrides={"mode": "continue", "epochs": lv.epochs, "learning_rate": lv.learning_rate,
+                                          # its prompt holds the whole chain: never cut off its Yes/No
+                                          "max_seq_len": max(self.cfg.training.max_seq_len,
+                                                             self.cfg.model.max_model_len)})
         return {"adapter": self.run.rel(out), "init": prev, "data": info, **m}
 
     def load_verifier(self, r: int) -> dict:
