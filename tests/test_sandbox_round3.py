@@ -243,3 +243,11 @@ def test_slices_and_str_inside_a_comprehension_are_charged(expr):
     failure = plan.check([code_cases.Outcome("value", list(range(1_000_000)))] * len(plan.calls))
     assert failure is not None and failure.exception == "EvalLimit", failure
     assert time.thread_time() - t < code_cases.CHECK_CPU_S + 3
+
+
+def test_tests_may_define_namedtuples_and_dataclasses_while_they_run():
+    """Both generate their methods with exec: the stdlib's own code generation is not the program's."""
+    tests = ("import collections, dataclasses\nP = collections.namedtuple('P', 'x y')\n"
+             "@dataclasses.dataclass\nclass Q:\n    a: int\n"
+             "def check(candidate):\n    assert candidate(2) == P(2, 2).x + Q(0).a\n")
+    assert judge("def h(x):\n    return x\n", tests, "h").outcome == "pass"
