@@ -408,3 +408,22 @@ def test_resume_refuses_a_missing_or_damaged_verifier_adapter(tmp_path):
         ctl.load_verifier(0)
     (rd / "verifier.json").write_text(json.dumps({"adapter": None, "skipped": "no failing samples"}))
     assert ctl.load_verifier(0)["adapter"] is None  # a round that trained none: nothing to check
+
+
+def test_the_report_shows_agreement_selection_and_calibration():
+    from loop.report.learned import learned_lines
+
+    def table(header, rows):
+        return [" | ".join(header)] + [" | ".join(str(c) for c in r) for r in rows]
+
+    m = {"verifier_health": {"learned": {"compared": 40, "auc": 0.8, "accuracy": 0.7}},
+         "learned_verifier": {"train": {"data": {"examples": 100, "replayed": 20}, "first_loss": 3.0, "last_loss": 0.5},
+                              "heldout": {"compared": 10, "auc": 0.9, "accuracy": 0.8},
+                              "selection": {"n": 8, "greedy": 0.4, "majority": 0.45, "verifier_best_of_n": 0.5,
+                                            "verifier_weighted_vote": 0.47, "pass_at_n": 0.7,
+                                            "agreement": {"auc": 0.85, "calibration": [
+                                                {"bin": [0.8, 1.0], "n": 5, "mean_score": 0.9, "pass_rate": 0.8}]}}}}
+    text = "\n".join(learned_lines([(0, {}), (1, m)], table))
+    assert "## Learned verifier" in text and "1 | 100 | 20 | 3.000 -> 0.500 | 40 | 0.8 | 0.7 | 10 | 0.9 | 0.8" in text
+    assert "1 | 0.4 | 0.45 | 0.5 | 0.47 | 0.7 | 0.85" in text and "0.8-1.0 | 5 | 0.9 | 0.8" in text
+    assert learned_lines([(0, {})], table) == []
