@@ -251,3 +251,10 @@ def test_tests_may_define_namedtuples_and_dataclasses_while_they_run():
              "@dataclasses.dataclass\nclass Q:\n    a: int\n"
              "def check(candidate):\n    assert candidate(2) == P(2, 2).x + Q(0).a\n")
     assert judge("def h(x):\n    return x\n", tests, "h").outcome == "pass"
+
+
+def test_what_a_check_builds_is_charged_too():
+    """list(range) is one unit to read but a million items to build: a comprehension of them held GBs."""
+    plan = code_cases.translate("r = f(1)\nassert len([list(r) for x in r]) > 0\n", None)
+    failure = plan.check([code_cases.Outcome("value", range(1_000_000))] * len(plan.calls))
+    assert failure is not None and failure.exception == "EvalLimit", failure

@@ -35,7 +35,7 @@ MAX_HASHED = 10_000   # items of a set or dict built here (as verifiers.sandbox.
 # the verifier charges to the program (fail, tamper). One operation runs to its end, and none
 # may visit more than MAX_UNITS elements, so a check costs at most about CHECK_CPU_S + 1 s.
 CHECK_CPU_S = 2.0
-MAX_UNITS = 20_000_000
+MAX_UNITS = 5_000_000  # also bounds what a check allocates: every new list, str, dict ... is charged by size
 MAX_INT_BITS = 1 << 22  # a product, quotient or gcd of ints past this many bits is refused
 
 
@@ -220,6 +220,17 @@ class Budget:
         if self.units > MAX_UNITS:
             raise EvalLimit(f"the check would visit more than {MAX_UNITS:,} elements")
 
+    def made(self, out):
+        """Charge a value the check just built by its size (memory); returns it."""
+        t = type(out)
+        if t is list or t is tuple or t is dict or t is set or t is frozenset:
+            self.units += len(out)
+        elif t is str or t is bytes:
+            self.units += len(out) // 8
+        if self.units > MAX_UNITS:
+            raise EvalLimit(f"the check would build or visit more than {MAX_UNITS:,} elements")
+        return out
+
     def weight(self, v) -> int:
         """Elements str(), ==, `in` or sorted() visit in `v`, shared items each time (to MAX_UNITS)."""
         if type(v) in SCALAR:
@@ -292,7 +303,7 @@ class Evaluator:
     def _BinOp(self, n, env):
         left, right = self.eval(n.left, env), self.eval(n.right, env)
         self.budget.charge(left, right)
-        return BINOPS[type(n.op)](left, right)
+        return self.budget.made(BINOPS[type(n.op)](left, right))
 
     def _UnaryOp(self, n, env):
         return UNARY[type(n.op)](self.eval(n.operand, env))
@@ -364,7 +375,7 @@ class Evaluator:
         args = [self.eval(a, env) for a in n.args]
         kwargs = {k.arg: self.eval(k.value, env) for k in n.keywords}
         self.budget.charge(getattr(f, "__self__", None), *args, *kwargs.values())
-        return f(*args, **kwargs)
+        return self.budget.made(f(*args, **kwargs))
 
     def _comp(self, gens, env, emit):
         if not gens:
@@ -375,6 +386,7 @@ class Evaluator:
             raise NotTranslatable("async comprehension")
         for item in self.eval(g.iter, env):
             self.budget.tick()
+            self.budget.units += 1 + len(env)  # the item and its scope (a dict of env's size)
             inner = dict(env)
             self._bind(g.target, item, inner)
             if all(self.eval(c, inner) for c in g.ifs):
