@@ -33,7 +33,7 @@ MAX_HASHED = 10_000   # items of a set or dict built here (as verifiers.sandbox.
 # elements its operations may visit in all (str(), ==, `in`, sorted(), method calls over the
 # program's answers, each charged by the size of what it reads). Past either: EvalLimit, which
 # the verifier charges to the program (fail, tamper). One operation runs to its end, and none
-# may visit more than MAX_UNITS elements, so a check costs at most about CHECK_CPU_S + 1 s.
+# may read more than MAX_UNITS elements: a check costs at most CHECK_CPU_S plus that one operation.
 CHECK_CPU_S = 2.0
 MAX_UNITS = 5_000_000  # also bounds what a check allocates: every new list, str, dict ... is charged by size
 MAX_INT_BITS = 1 << 22  # a product, quotient or gcd of ints past this many bits is refused
