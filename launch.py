@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="only loop.rounds and cluster.* may change, e.g. --set loop.rounds=5 to extend a finished run, "
                         "--set cluster.address=null to continue on a local Ray")
     p.add_argument("--stop-after", metavar="STAGE", help=stop_help)
+    p.add_argument("--redo", metavar="STAGE", help="compute this finished stage and every stage after it again "
+                   "(the way out when a stage's file is damaged; `report` names the stage)")
     for name, hlp in (("report", "write <run>/report/: summary.md and PNG plots"),
                       ("export", "package the adapter with the best held-out accuracy as an RL-ready bundle in "
                                  "<run>/export/ (TRL, verl, vLLM)")):
@@ -110,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     from loop.export.choice import ExportError
     from loop.plugins import PluginError
     from loop.registry import RegistryError
+    from loop.run.integrity import damage
     from loop.run.state import (
+        DamagedFile,
         RunStateError,
         StageFailed,
         exit_code,
@@ -135,25 +139,34 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "resume":
             from loop.runner import resume
 
-            resume(args.run, args.state_dir, args.overrides, args.stop_after)
+            resume(args.run, args.state_dir, args.overrides, args.stop_after, args.redo)
         elif args.cmd == "report":
             from loop.report.summary import write_report
             from loop.run.state import find_run
 
-            out = write_report(find_run(args.state_dir, args.run).path)
+            run = find_run(args.state_dir, args.run)
+            out = write_report(run.path)
             print(f"report written to {out}")
+            if bad := damage(run):
+                print(f"error: run {run.path.name} is damaged; the report shows what could be read (its Notes say "
+                      "what was left out):\n  - " + "\n  - ".join(bad), file=sys.stderr)
+                return 1
         elif args.cmd == "export":
             from loop.export import export_run
             from loop.run.state import find_run
 
-            out = export_run(find_run(args.state_dir, args.run), round_=args.round, allow_no_gain=args.allow_no_gain,
+            run = find_run(args.state_dir, args.run)
+            if bad := damage(run):
+                raise RunStateError(f"run {run.path.name} is damaged, so nothing is exported (a bundle from it could "
+                                    "not be trusted):\n  - " + "\n  - ".join(bad))
+            out = export_run(run, round_=args.round, allow_no_gain=args.allow_no_gain,
                              pass_rates=args.pass_rates, samples=args.samples)
             print(f"RL bundle written to {out}")
         elif args.cmd == "eval":
             from loop.runner import evaluate_only
 
             evaluate_only(load_config(args.config, args.overrides), args.adapter)
-    except (ConfigError, FileNotFoundError, ExportError, PluginError, RunStateError, RegistryError) as e:
+    except (ConfigError, FileNotFoundError, ExportError, PluginError, RunStateError, RegistryError, DamagedFile) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except StageFailed as e:

@@ -300,40 +300,25 @@ def check_state_dir(root: Path, problems: list[str]) -> None:
                         "directory for run.state_dir")
 
 
-# stage key -> the file its outputs live in (relative to the run directory)
-def _stage_file(key: str) -> str | None:
-    if key == "setup/heldout":
-        return "eval/problems.jsonl"
-    if key == "baseline":
-        return "baseline/metrics.json"
-    head, _, stage = key.partition("/")
-    if not head.startswith("round-") or not head[6:].isdigit():
-        return None
-    rd = f"round-{int(head[6:]):03d}"
-    name = {"problems": "problems.jsonl", "sample": "samples.jsonl", "verify": "verdicts.jsonl",
-            "analyze": "errors.jsonl", "accept": "accepted.jsonl", "train": "train.json",
-            "evaluate": "heldout/metrics.json", "plan": "plan.json"}.get(stage)
-    return f"{rd}/{name}" if name else None
-
-
 def check_run_files(run: RunDir, problems: list[str]) -> None:
-    """Before a resume: every stage the manifest calls done still has its output file
-    (and each trained round its adapter), so no stage fails half-way on a missing file."""
+    """Before a resume: every stage the manifest calls done still has its output file, whole
+    (and each trained round its adapter), so no stage fails half-way on a missing or torn file."""
+    from loop.run.integrity import file_problem, redo_hint, stage_file
+
     for key in run.manifest.get("done", []):
-        rel = _stage_file(key)
-        if rel and not (run.path / rel).exists():
-            problems.append(f"{run.path / rel}: missing, although the manifest says stage {key} is done; restore "
-                            f"the file, or start a new run (the finished work of this run is kept as it is)")
-        elif rel and rel.endswith("train.json"):
-            try:
-                stored = json.loads((run.path / rel).read_text(encoding="utf-8")).get("adapter")
-            except (OSError, ValueError, AttributeError):
-                problems.append(f"{run.path / rel}: damaged (not a JSON object); restore it or start a new run")
-                continue
+        rel = stage_file(key)
+        if rel is None:
+            continue
+        why = file_problem(run.path / rel)
+        if why:
+            problems.append(f"{run.path / rel}: {why}, although the manifest says stage {key} is done; "
+                            f"{redo_hint(run, key)}")
+        elif rel.endswith("train.json"):
+            stored = json.loads((run.path / rel).read_text(encoding="utf-8")).get("adapter")
             path = run.resolve(stored) if stored else None
             if path is not None and not (path / "adapter_config.json").exists():
-                problems.append(f"{path}: the adapter of stage {key} is missing or incomplete; restore it from a copy "
-                                "or start a new run")
+                problems.append(f"{path}: the adapter of stage {key} is missing or incomplete; "
+                                f"{redo_hint(run, key)}")
 
 
 def check_devices(cfg: Config, problems: list[str]) -> None:

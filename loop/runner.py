@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from loop.config import Config, ConfigError, dump_config, load_config
-from loop.run import base_record
+from loop.run import base_record, integrity
 from loop.run.logs import attach_run_log
 from loop.run.state import (
     RunDir,
@@ -120,12 +120,14 @@ def start(cfg: Config, stop_after: str | None = None) -> RunDir:
     attach_run_log(run.path)
     run.stop_after = stop_after
     atomic_write_text(run.path / "config.yaml", dump_config(cfg))
+    integrity.record_config(run, cfg.model_dump(mode="json"))
     base_record.record(run, cfg)
     log.info("run directory: %s (log: %s)", run.path, run.path / "run.log")
     return _execute(cfg, run)
 
 
-def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str | None = None) -> RunDir:
+def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str | None = None,
+           redo: str | None = None) -> RunDir:
     from loop.preflight import preflight
 
     run = find_run(Path(state_dir), run_ref)
@@ -134,6 +136,16 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
         attach_run_log(run.path)
         run.stop_after = stop_after
         saved = run.config_raw()
+        edits = integrity.hand_edits(run, saved)
+        if edits:
+            raise RunStateError(
+                f"{run.path / 'config.yaml'} was edited after the run was made (its digest is not the one in "
+                "manifest.json); the finished stages were made with the old values. Changed:\n  "
+                + "\n  ".join(edits) + "\nPut the old values back (manifest.json keeps them under `config`); "
+                "resume may change only loop.rounds and cluster.*, and those through --set, e.g. --set "
+                "loop.rounds=5; for other changes start a new run")
+        if edits == []:
+            integrity.record_config(run, saved)  # the same values, laid out differently
         try:
             old = load_config(None, raw=copy.deepcopy(saved))
         except ConfigError as e:
@@ -148,6 +160,8 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
                         "--state-dir DIR instead of --set run.state_dir)")
             raise ConfigError("refusing to resume with a changed config (the finished rounds were made with the "
                               "old one); start a new run instead. Changed:\n  " + "\n  ".join(changed) + hint)
+        if redo is not None:
+            redo_from(run, redo)
         if run.manifest.get("status") == "completed" and cfg.loop.rounds <= run.manifest["rounds_completed"]:
             log.info("run %s is already complete (%d rounds); extend it with --set loop.rounds=N",
                      run.path.name, run.manifest["rounds_completed"])
@@ -162,6 +176,7 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
             run.set_status("interrupted", error="the process running it disappeared (killed?)")
         if cfg.loop.rounds != old.loop.rounds:
             atomic_write_text(run.path / "config.yaml", dump_config(cfg))
+            integrity.record_config(run, cfg.model_dump(mode="json"))
         run.manifest["attempts"] = run.manifest.get("attempts", 1) + 1
         run.manifest.pop("error", None)  # the last attempt's; this one records its own
         run.set_status("running")
@@ -170,6 +185,24 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
         raise
     log.info("resuming %s at %s", run.path.name, run.manifest.get("cursor"))
     return _execute(cfg, run)
+
+
+def redo_from(run: RunDir, key: str) -> None:
+    """Forget `key` and every stage finished after it (the manifest's `done` is in execution
+    order), so resume computes them again: the way out of a damaged stage file."""
+    done = run.manifest.get("done", [])
+    if key not in done:
+        raise RunStateError(f"--redo {key}: not a finished stage of {run.path.name}; finished stages: "
+                            f"{', '.join(done) or 'none'}")
+    keep = done[:done.index(key)]
+    log.warning("--redo %s: %d finished stage(s) will be computed again (%s)", key, len(done) - len(keep),
+                ", ".join(done[len(keep):]))
+    run.manifest["done"] = keep
+    run.manifest["cursor"] = keep[-1] if keep else None
+    plans = [int(k.split("/")[0][6:]) for k in keep if k.startswith("round-") and k.endswith("/plan")]
+    run.manifest["rounds_completed"] = max(plans) + 1 if plans else 0
+    run.manifest.setdefault("redone", []).append({"from": key, "attempt": run.manifest.get("attempts", 1) + 1})
+    run.save()
 
 
 def evaluate_only(cfg: Config, adapter: str | None) -> dict:

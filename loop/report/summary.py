@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,24 @@ def _load(path: Path, notes: list[str]) -> dict[str, Any] | None:
         notes.append(f"{path.parent.name}/{path.name} is not a JSON object; skipped")
         return None
     return data
+
+
+def _put_in_place(new: Path, final: Path) -> None:
+    """Replace the directory `final` by `new`: the old one is renamed away first, then removed."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".report.old.{os.getpid()}.tmp")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+    os.rename(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in final.parent.glob(".report.*.tmp"):  # left by a report that was killed (not one running now)
+        try:
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _write(path: Path, text: str) -> None:
@@ -223,18 +245,25 @@ def write_report(run_dir: str | Path) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist; pass a directory under state/runs/")
     run = read_run(run_dir)
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
-    rounds = run["rounds"]
-    made = {
-        "held-out accuracy": plots.heldout(run["baseline"], rounds, out / "heldout.png"),
-        "error classes": plots.errors(rounds, out / "errors.png"),
-        "acceptance rate": plots.acceptance(rounds, out / "acceptance.png"),
-        "tokens and seconds": plots.cost(rounds, out / "cost.png"),
-        "budget": plots.budget(rounds, out / "budget.png"),
-    }
-    path = out / "summary.md"
-    _write(path, _summary(run_dir, run, made))
+    final = run_dir / "report"
+    # Whole or not at all: made in a temporary directory beside it, then put in place by renames
+    # (a kill midway leaves the old report, or none, never a mix).
+    out = Path(tempfile.mkdtemp(dir=run_dir, prefix=".report.", suffix=".tmp"))
+    try:
+        rounds = run["rounds"]
+        made = {
+            "held-out accuracy": plots.heldout(run["baseline"], rounds, out / "heldout.png"),
+            "error classes": plots.errors(rounds, out / "errors.png"),
+            "acceptance rate": plots.acceptance(rounds, out / "acceptance.png"),
+            "tokens and seconds": plots.cost(rounds, out / "cost.png"),
+            "budget": plots.budget(rounds, out / "budget.png"),
+        }
+        _write(out / "summary.md", _summary(run_dir, run, made))
+        _put_in_place(out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    path = final / "summary.md"
     for m in run["missing"]:
         log.warning("%s is missing although the manifest says that round finished; the report leaves it out "
                     "(see its Notes)", m)

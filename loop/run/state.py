@@ -51,7 +51,13 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise DamagedFile(path, f"not UTF-8 text (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise DamagedFile(path, "empty" if not e.doc.strip() else f"not valid JSON ({e.msg} at line {e.lineno}, "
+                          f"column {e.colno})") from None
 
 
 def write_jsonl(path: Path, records: Iterable[BaseModel | dict]) -> None:
@@ -61,15 +67,29 @@ def write_jsonl(path: Path, records: Iterable[BaseModel | dict]) -> None:
 
 def read_jsonl(path: Path, model: type[M]) -> list[M]:
     out = []
-    with path.open(encoding="utf-8") as f:
+    with path.open("rb") as f:
         for i, line in enumerate(f, 1):
             if line.strip():
                 try:
                     out.append(model.model_validate_json(line))
                 except ValueError as e:
-                    raise ValueError(f"{path}:{i}: corrupt record ({e}); the run directory was edited or "
-                                     "damaged") from None
+                    torn = not line.endswith(b"\n")
+                    first = str(e).splitlines()[1 if len(str(e).splitlines()) > 1 else 0][:120]
+                    raise DamagedFile(path, f"line {i} is {'torn (cut off mid-record)' if torn else 'corrupt'} "
+                                            f"({first})") from None
     return out
+
+
+class DamagedFile(ValueError):
+    """A file of a run does not read (torn, corrupt, empty); str() names it and the way out.
+    A ValueError, so code that tolerated bad values before still does."""
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what = Path(path), what
+        super().__init__(f"{path} is damaged: {what} (a crash, a full disk or a hand edit). Restore it from a copy; "
+                         "if it belongs to a finished stage of a run, `python launch.py resume RUN --redo STAGE` "
+                         "computes that stage and the ones after it again (`python launch.py report RUN` names "
+                         "the stage)")
 
 
 class StopAfter(Exception):
