@@ -73,6 +73,9 @@ STDLIB = os.path.dirname(os.__file__) + "/"
 # Standard-library code generators whose source is built from checked identifiers (namedtuple's
 # __new__, a dataclass's __init__): tests may define these while they run.
 CODEGEN = (STDLIB + "collections/__init__.py", STDLIB + "dataclasses.py")
+# Ways to run code without compiling it here (logging.config's "()" factories reach os.system).
+SPAWN = {"os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen", "ctypes.dlopen",
+         "ctypes.dlsym", "ctypes.call_function"}
 running = [False]
 constants = set()
 
@@ -97,6 +100,8 @@ def _audit(event, args):
             return
         _stop(f"the tests executed code made at run time ({str(filename)[:60]}): eval/exec of a value the "
               "program may have made")
+    elif event in SPAWN:
+        _stop(f"the tests started a program or loaded native code ({event}) at run time")
     elif event == "pickle.find_class" or event == "marshal.loads" and not \
             sys._getframe(1).f_code.co_filename.startswith("<frozen importlib"):
         _stop(f"the tests unpickled or unmarshalled data ({event}) at run time")
