@@ -143,7 +143,9 @@ def paired(curves: dict[str, dict], targeted: str, uniform: str, config: str, we
     per = {}
     for s in seeds:
         t, u = curves[f"{targeted}-s{s}"], curves[f"{uniform}-s{s}"]
-        per[str(s)] = {"baseline_weakest": t["by_category"][0][k], "targeted_weakest": t["by_category"][-1][k],
+        n = min(len(t["accuracy"]), len(u["accuracy"]))  # partial runs (--partial) compare at the rounds both have
+        t, u = ({**c, **{f: c[f][:n] for f in ("accuracy", "by_category", "by_category_difficulty")}} for c in (t, u))
+        per[str(s)] = {"rounds_compared": n - 1,"baseline_weakest": t["by_category"][0][k], "targeted_weakest": t["by_category"][-1][k],
                        "uniform_weakest": u["by_category"][-1][k], "targeted_overall": t["accuracy"][-1],
                        "uniform_overall": u["accuracy"][-1],
                        "difference_weakest": t["by_category"][-1][k] - u["by_category"][-1][k],
@@ -163,6 +165,7 @@ def paired(curves: dict[str, dict], targeted: str, uniform: str, config: str, we
         "uniform_weakest": statistics.mean(p["uniform_weakest"] for p in per.values()),
         "difference_mean": d["mean"], "difference_std": d["std"], "difference_se": d["se"],
         "difference_mean_over_rounds": statistics.mean(p["difference_weakest_mean_over_rounds"] for p in per.values()),
+        "rounds_compared": sorted({p["rounds_compared"] for p in per.values()}),
         "targeted_overall": statistics.mean(p["targeted_overall"] for p in per.values()),
         "uniform_overall": statistics.mean(p["uniform_overall"] for p in per.values()),
         "difference_overall_mean": o["mean"], "difference_overall_std": o["std"], "difference_overall_se": o["se"],
