@@ -10,6 +10,10 @@ The tests' expected values and every comparison stay on this side:
 - test-process path: other tests run in a second sandbox (verifiers/sandbox/harness_tests.py)
   whose only contact with the program is the same request/answer channel.
 
+Functions the prompt defines (HumanEval's `poly`) run from the prompt on the tests' side; the
+check in this process has a CPU and size budget (code_cases.CHECK_CPU_S, MAX_UNITS) charged to
+the program; one sample's failure of any kind stays that sample's verdict (issue 20).
+
 Nothing the program can read holds an expected value or a "passed" secret; a program that
 rewrites its harness can only make its own answers wrong. What the harness saw of the
 program reaching for it (heap walks, harness frames, tracing, native code, a forged
