@@ -142,7 +142,8 @@ def test_exports_the_best_heldout_adapter_with_relative_paths(tmp_path):
     readme = (out / "README.md").read_text()
     for needle in ('python "$BUNDLE/train_grpo.py"', '"$BUNDLE/train.parquet"', "reward.reward_manager.name=naive",
                    "reward.custom_reward_function.name=compute_score", '"$BUNDLE/reward_openrlhf.py"',
-                   "LoRARequest", "--enable-lora --lora-modules bundle=", "| **overall** | 25.0% | 60.0% |",
+                   "LoRARequest", "--enable-lora --lora-modules bundle=", "kv_cache_memory_bytes=",
+                   'if __name__ == "__main__":', "| **overall** | 25.0% | 60.0% |",
                    "round 1's adapter"):
         assert needle in readme, needle
     # no path of this machine: the README works wherever the bundle is copied

