@@ -182,3 +182,50 @@ def sweep_recorded_segments(directory: Path) -> list[str]:
         removed += unlink_segments(names - live)
         path.unlink(missing_ok=True)
     return removed
+
+
+# ---- workers die with their driver ----------------------------------------------------------
+DRIVER_ENV = "LOOP_DRIVER"  # "<pid>:<start time>" of the driver, set for workers on its machine
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def driver_stamp() -> str:
+    """This process as a driver its workers can watch (the start time guards against pid reuse)."""
+    return f"{os.getpid()}:{_start_time(os.getpid()) or ''}"
+
+
+def die_with_driver(poll_s: float = 0.5) -> bool:
+    """In a worker on the driver's machine (the sampler and trainer actors): a daemon thread that,
+    once the driver is gone (killed -9, so no shutdown ran), kills this process's descendants (the
+    vLLM engine core and its helpers, which leave the process group and outlived a group kill) and
+    then this process. Returns whether a watch was started (not on a remote node, nor off Linux)."""
+    import signal
+    import threading
+    import time
+
+    pid_s, _, start = os.environ.get(DRIVER_ENV, "").partition(":")
+    if not pid_s.isdigit() or not Path("/proc").is_dir():
+        return False
+    pid = int(pid_s)
+
+    def gone() -> bool:
+        now = _start_time(pid)
+        return now is None or (bool(start) and now != start)
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(poll_s)
+        me = os.getpid()
+        kill(sorted(process_tree(me) - {me}))
+        os.kill(me, signal.SIGKILL)
+
+    if gone():
+        watch()
+    threading.Thread(target=watch, name="die-with-driver", daemon=True).start()
+    return True

@@ -34,6 +34,10 @@ def _env_vars(threads: int, local: bool = True) -> dict[str, str]:
            "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **forwarded_env()}
     if path:
         env["PYTHONPATH"] = path
+    if local:  # workers on this machine watch the driver and die with it (cleanup.die_with_driver)
+        from loop.cluster.cleanup import DRIVER_ENV, driver_stamp
+
+        env[DRIVER_ENV] = driver_stamp()
     return env
 
 

@@ -34,6 +34,9 @@ class SamplerWorker:
     def __init__(self, model_path: str, max_model_len: int, dtype: str, seed: int, max_lora_rank: int,
                  kv_cache_gib: int, gpu_memory_utilization: float, enforce_eager: bool, sleep_mode: bool,
                  lora_mode: str = "auto"):
+        from loop.cluster.cleanup import die_with_driver
+
+        die_with_driver()  # a driver killed -9 takes this actor and its engine processes with it
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         # No usage-stats thread: it posts to a server (no network on GPU boxes) from the engine
         # core while the model loads; the one 4B start that did not stall had it off (issue 10).

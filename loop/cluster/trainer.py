@@ -191,6 +191,9 @@ class TrainerActor(TrainerWorker):
     directory, and a trainer killed mid-way leaves nothing half-written there."""
 
     def __init__(self, model_path: str, quant: dict, lora: dict, training: dict):
+        from loop.cluster.cleanup import die_with_driver
+
+        die_with_driver()  # a driver killed -9 takes this actor with it
         if model_path.startswith("builtin:"):
             from loop.config import ModelCfg
 
