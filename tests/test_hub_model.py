@@ -162,3 +162,35 @@ def test_a_run_on_a_hub_id_runs_resumes_and_exports_offline(tmp_path):
         if p.suffix in (".json", ".md", ".yaml"):
             assert str(cache) not in p.read_text(), p
     assert str(cache) not in json.dumps(read_json(run / "manifest.json"))
+
+
+@pytest.mark.parametrize("error, says", [
+    ("RepositoryNotFoundError", r"not on the hub, or is private: check the spelling.*hf auth login"),
+    ("GatedRepoError", r"is gated on the hub; accept its terms"),
+    ("RevisionNotFoundError", r"has no revision 'v9'"),
+    ("ConnectError", r"could not download .*check the network"),
+])
+def test_online_failures_say_what_to_do(hf_cache, monkeypatch, error, says):
+    """The messages for what the hub answers (no network here: huggingface_hub's download raises
+    the hub's own exception types, made as it makes them, in place of the HTTP call)."""
+    import httpx
+    from huggingface_hub import constants, errors
+
+    import loop.models.hub as hub_mod
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    request = httpx.Request("GET", "https://huggingface.co/api/models/tiny-org/typo")
+    response = httpx.Response(404, request=request)
+
+    def download(repo, revision=None, cache_dir=None, local_files_only=False):
+        if local_files_only:
+            raise errors.LocalEntryNotFoundError("not cached")
+        if error == "ConnectError":
+            raise httpx.ConnectError("no route", request=request)
+        raise getattr(errors, error)("the hub said no", response=response)
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    with pytest.raises(HubModelError, match=says):
+        hub_mod.resolve_model("tiny-org/typo@v9")

@@ -61,6 +61,7 @@ def resolve_model(ref: str, why: str = "model.path") -> HubModel:
 
 @lru_cache(maxsize=16)
 def _resolve(ref: str, why: str, offline: bool, cache: str) -> HubModel:
+    import httpx
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -96,7 +97,8 @@ def _resolve(ref: str, why: str, offline: bool, cache: str) -> HubModel:
                                 f"or log in with an account that can read it (`hf auth login` or HF_TOKEN)") from None
         except RevisionNotFoundError:
             raise HubModelError(f"{why}: {repo} has no revision {rev!r}; give a branch, tag or commit it has") from None
-        except (HfHubHTTPError, OSError, ValueError) as e:
+        except (HfHubHTTPError, LocalEntryNotFoundError, httpx.HTTPError, OSError, ValueError) as e:
+            # LocalEntryNotFoundError here: huggingface_hub could not reach the hub and has no snapshot
             raise HubModelError(f"{why}: could not download {ref} ({type(e).__name__}: {str(e)[:200]}); check the "
                                 f"network, or download it elsewhere into the cache and set HF_HUB_OFFLINE=1") from None
     return HubModel(id=repo, revision=Path(path).name, path=str(path), how=how)
