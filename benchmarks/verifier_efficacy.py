@@ -1,6 +1,6 @@
 """Does the learned verifier work? AUC, best-of-n selection and acceptance without gold answers, on the default.
 
-    nice -n 5 python benchmarks/verifier_efficacy.py [--seeds 0 1 2] [--rounds 3] [--reuse]
+    nice -n 5 python benchmarks/verifier_efficacy.py [--seeds 0 1 2] [--rounds 3] [--reuse | --collect]
                                                      [--only main answerless] [--answerless-seeds 0]
 
 Runs, all through `launch.py run` on configs/default.yaml (the embedded tiny model, CPU), one at a time:
@@ -49,11 +49,14 @@ def plan(seeds: list[int], answerless_seeds: list[int], only: set[str]) -> dict[
     return runs
 
 
-def existing(label: str) -> Path | None:
+def existing(label: str, partial: bool = False) -> Path | None:
+    """The newest completed run of `label` (with partial: the newest with at least one finished round)."""
     for d in sorted((ROOT / "state" / "runs").glob(f"verifier-{label}-*"), reverse=True):
         m = d / "manifest.json"
-        if m.exists() and json.loads(m.read_text()).get("status") == "completed":
-            return d
+        if m.exists():
+            man = json.loads(m.read_text())
+            if man.get("status") == "completed" or (partial and man.get("rounds_completed", 0) > 0):
+                return d
     return None
 
 
@@ -78,7 +81,7 @@ def summary(run: Path) -> dict:
     held = _json(rounds[-1] / "heldout" / "metrics.json")
     sel = held.get("selection") or {}
     wall = run / "wall_s.txt"
-    return {"run": run.name, "rounds": len(rounds),
+    return {"run": run.name, "rounds": len(rounds), "status": _json(run / "manifest.json").get("status"),
             "heldout": [base["accuracy"]] + [_json(d / "heldout" / "metrics.json")["accuracy"] for d in rounds],
             "blind_heldout": [base["by_category"].get(BLIND)] + [
                 _json(d / "heldout" / "metrics.json")["by_category"].get(BLIND) for d in rounds],
@@ -111,13 +114,18 @@ def main() -> None:
     ap.add_argument("--answerless-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("--collect", action="store_true", help="launch nothing: summarise the newest runs of each label, "
+                                                           "unfinished ones from their last finished round")
     ap.add_argument("--only", nargs="+", default=["main", "answerless"], choices=["main", "answerless"])
     args = ap.parse_args()
     aseeds = args.answerless_seeds if args.answerless_seeds is not None else args.seeds
     runs = plan(args.seeds, aseeds, set(args.only))
     got: dict[str, dict] = {}
     for label, overrides in runs.items():
-        run = existing(label) if args.reuse else None
+        run = existing(label, partial=args.collect) if args.reuse or args.collect else None
+        if run is None and args.collect:
+            print(f"== {label}: no run with a finished round; left out", flush=True)
+            continue
         if run is None:
             print(f"== {label}: launch.py run {' '.join(overrides)}", flush=True)
             run = execute(label, overrides, args.rounds)
@@ -148,7 +156,8 @@ def write(got: dict[str, dict], args) -> None:
                   "std": {names[a]: _stats(v)["std"] for a, v in arms.items()},
                   "per_seed": {names[a]: v for a, v in arms.items()},
                   "seeds": sorted({int(k.rsplit("-s", 1)[1]) for k in got if k.startswith("answerless-")})}
-    out = {"seeds": seeds, "rounds": args.rounds,
+    out = {"seeds": seeds, "rounds_configured": args.rounds,
+           "rounds_measured": {k: v["rounds"] for k, v in got.items()},
            "auc": {**_stats(list(aucs.values())), "per_seed": aucs},
            "selection": selection, "selection_differences": diffs, "answerless": answerless,
            "command": "nice -n 5 python benchmarks/verifier_efficacy.py " + " ".join(sys.argv[1:]),
