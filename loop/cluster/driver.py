@@ -59,25 +59,15 @@ class Cluster:
         self.shm_record = Path(cfg.run.state_dir) / ".engine-shm"  # this driver's engines' /dev/shm names
         threads = os.cpu_count() or 2
         if not ray.is_initialized():
-            if c.address:
-                ray.init(address=c.address, runtime_env={"working_dir": str(ROOT), "excludes": ship_excludes(),
-                                                         "env_vars": _env_vars(threads, local=False)},
-                         log_to_driver=True)
-            else:
-                # The sampler and trainer run in turn, never together, so their CPU
-                # reservations are logical: reserve them on top of the real cores.
-                # address="local": never join a cluster someone else started on this machine.
-                cpus = c.num_cpus or (threads + int(c.sampler.num_cpus * c.sampler.num_actors) + 1)
-                swept = sweep_orphaned_ray_agents()
-                if swept:
-                    log.info("removed %d Ray agent process(es) left behind by a killed run (pids %s)",
-                             len(swept), ", ".join(map(str, swept)))
-                segments = sweep_recorded_segments(self.shm_record)
-                if segments:
-                    log.info("removed %d /dev/shm segment(s) left behind by a killed run's vLLM engine",
-                             len(segments))
-                ray.init(address="local", num_cpus=cpus, resources=local_resources(cfg), include_dashboard=False,
-                         log_to_driver=True, runtime_env={"env_vars": _env_vars(threads)})
+            from loop.run.state import deferred_signals
+
+            try:  # a signal inside ray.init is held until it returns (else lost, or a SIGSEGV at exit)
+                with deferred_signals():
+                    self._start_ray(ray, threads)
+            except BaseException:
+                with deferred_signals(reraise=False):
+                    ray.shutdown()
+                raise
         self.ray = ray
         unfit = check_fits(cfg, ray.cluster_resources())
         if unfit:
@@ -98,6 +88,28 @@ class Cluster:
         self.verifier_adapter: tuple[str, str] | None = None
         self.verifier_why = "learned_verifier.enabled is false: the loop trains no verifier adapter"
         self.min_chunk_seqs = 0
+
+    def _start_ray(self, ray: Any, threads: int) -> None:
+        c, cfg = self.cfg.cluster, self.cfg
+        if c.address:
+            ray.init(address=c.address, runtime_env={"working_dir": str(ROOT), "excludes": ship_excludes(),
+                                                     "env_vars": _env_vars(threads, local=False)},
+                     log_to_driver=True)
+        else:
+            # The sampler and trainer run in turn, never together, so their CPU
+            # reservations are logical: reserve them on top of the real cores.
+            # address="local": never join a cluster someone else started on this machine.
+            cpus = c.num_cpus or (threads + int(c.sampler.num_cpus * c.sampler.num_actors) + 1)
+            swept = sweep_orphaned_ray_agents()
+            if swept:
+                log.info("removed %d Ray agent process(es) left behind by a killed run (pids %s)",
+                         len(swept), ", ".join(map(str, swept)))
+            segments = sweep_recorded_segments(self.shm_record)
+            if segments:
+                log.info("removed %d /dev/shm segment(s) left behind by a killed run's vLLM engine",
+                         len(segments))
+            ray.init(address="local", num_cpus=cpus, resources=local_resources(cfg), include_dashboard=False,
+                     log_to_driver=True, runtime_env={"env_vars": _env_vars(threads)})
 
     # ---- sampler -------------------------------------------------------------------
     def _model_ref(self) -> str:
