@@ -111,7 +111,7 @@ def scored(rows: Iterable[Row], name: str = LEARNED) -> list[tuple[float, bool, 
     return out
 
 
-def agreement(rows: Sequence[Row], name: str = LEARNED, bins: int = 5) -> dict:
+def agreement(rows: Sequence[Row], name: str = LEARNED, bins: int = 10) -> dict:
     """The learned verifier against the programmatic truth: AUC, accuracy at its own threshold
     (its pass/fail), and a calibration table (mean P(Yes) vs pass rate per score bin)."""
     got = scored(rows, name)

@@ -410,8 +410,8 @@ def test_resume_refuses_a_missing_or_damaged_verifier_adapter(tmp_path):
     assert ctl.load_verifier(0)["adapter"] is None  # a round that trained none: nothing to check
 
 
-def test_the_report_shows_agreement_selection_and_calibration():
-    from loop.report.learned import learned_lines
+def test_the_report_shows_agreement_selection_and_calibration(tmp_path):
+    from loop.report.learned import calibration_plot, learned_lines
 
     def table(header, rows):
         return [" | ".join(header)] + [" | ".join(str(c) for c in r) for r in rows]
@@ -427,3 +427,5 @@ def test_the_report_shows_agreement_selection_and_calibration():
     assert "## Learned verifier" in text and "1 | 100 | 20 | 3.000 -> 0.500 | 40 | 0.8 | 0.7 | 10 | 0.9 | 0.8" in text
     assert "1 | 0.4 | 0.45 | 0.5 | 0.47 | 0.7 | 0.85" in text and "0.8-1.0 | 5 | 0.9 | 0.8" in text
     assert learned_lines([(0, {})], table) == []
+    png = calibration_plot([(0, {}), (1, m)], tmp_path / "calibration.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and calibration_plot([(0, {})], tmp_path / "none.png") is None

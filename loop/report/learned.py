@@ -52,3 +52,29 @@ def learned_lines(rounds: list[tuple[int, dict[str, Any]]], table: Callable[[lis
 def _loss(tr: dict) -> str:
     a, b = tr.get("first_loss"), tr.get("last_loss")
     return f"{a:.3f} -> {b:.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "-"
+
+
+def calibration_plot(rounds: list[tuple[int, dict[str, Any]]], path: Any) -> Any:
+    """Reliability diagram of the newest round's held-out selection chains: mean P(Yes) against the
+    programmatic pass rate per score bin (the diagonal is perfect calibration). None: nothing to draw."""
+    from loop.report import plots
+
+    cal = None
+    for i, m in rounds:
+        s = (m.get("learned_verifier") or {}).get("selection") or {}
+        if (s.get("agreement") or {}).get("calibration"):
+            cal = (i, s["agreement"])
+    if cal is None:
+        return None
+    i, a = cal
+    xs = [b["mean_score"] for b in a["calibration"]]
+    ys = [b["pass_rate"] for b in a["calibration"]]
+    fig, ax = plots.plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    ax.plot(xs, ys, marker="o")
+    for x, y, b in zip(xs, ys, a["calibration"]):
+        ax.annotate(str(b["n"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    auc = a.get("auc")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean P(Yes) in the bin", ylabel="programmatic pass rate",
+           title=f"learned verifier, round {i}" + (f" (AUC {auc:.2f})" if auc is not None else ""))
+    return plots._save(fig, path)

@@ -18,7 +18,7 @@ from typing import Any
 
 from loop.analysis import error_table
 from loop.records import ERROR_CLASSES, RoundAnalysis
-from loop.report.learned import learned_lines
+from loop.report.learned import calibration_plot, learned_lines
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,7 @@ def write_report(run_dir: str | Path) -> Path:
             "acceptance rate": plots.acceptance(rounds, out / "acceptance.png"),
             "tokens and seconds": plots.cost(rounds, out / "cost.png"),
             "budget": plots.budget(rounds, out / "budget.png"),
+            "learned verifier calibration": calibration_plot(rounds, out / "calibration.png"),
         }
         _write(out / "summary.md", _summary(run_dir, run, made))
         _put_in_place(out, final)
