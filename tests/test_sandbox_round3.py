@@ -259,3 +259,11 @@ def test_what_a_check_builds_is_charged_too():
     plan = code_cases.translate("r = f(1)\nassert len([list(r) for x in r]) > 0\n", None)
     failure = plan.check([code_cases.Outcome("value", range(1_000_000))] * len(plan.calls))
     assert failure is not None and failure.exception == "EvalLimit", failure
+
+
+def test_round_to_a_huge_number_of_digits_is_refused():
+    """round(5, -10**8) makes the verifier compute 10**(10**8); the digits come from the program."""
+    plan = code_cases.translate("assert round(5, f(1)) == 0\n", None)
+    failure = plan.check([code_cases.Outcome("value", -10 ** 8)])
+    assert failure is not None and failure.exception == "EvalLimit", failure
+    assert code_cases.translate("assert round(f(1), 2) == 1.5\n", None).check([code_cases.Outcome("value", 1.5)]) is None

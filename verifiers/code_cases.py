@@ -180,6 +180,15 @@ FUNCS = {name: getattr(builtins, name) for name in (
     "type", "zip", "complex")}
 FUNCS["range"] = _guard_range
 FUNCS["divmod"] = _guard_div(divmod)
+
+
+def _guard_round(x, *nd):
+    if nd and isinstance(nd[0], int) and abs(nd[0]) > 10_000:  # round(5, -10**8) computes 10**(10**8)
+        raise EvalLimit("round() to too many digits")
+    return round(x, *nd)
+
+
+FUNCS["round"] = _guard_round
 FUNCS.update(set=_hashed(set), frozenset=_hashed(frozenset), dict=_hashed(dict))
 MATH = {name: getattr(math, name) for name in (
     "isclose", "fabs", "sqrt", "floor", "ceil", "pi", "e", "inf", "nan", "isnan", "isinf", "log", "log2", "log10",
