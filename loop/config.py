@@ -346,6 +346,10 @@ def check_structure(cfg: Config) -> None:
         problems.append("verifiers: no verifier has required: true, so every sample would be `abstain` and accuracy "
                         "could only be 0; make at least one answer-checking verifier required")
     lv = cfg.learned_verifier
+    if any(v.name == "learned" and v.required for v in cfg.verifiers):
+        problems.append("verifiers: `learned` cannot be required: a model's word would then decide what passes (and "
+                        "what it is trained on next); list it with required: false, and use "
+                        "learned_verifier.answerless for categories that have no gold answers")
     if lv.selection_n and not (lv.enabled and "learned" in names):
         problems.append("learned_verifier.selection_n: best-of-n selection ranks chains by the learned verifier, so it "
                         "needs learned_verifier.enabled: true and `- name: learned` (required: false) under verifiers; "

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from loop.records import Problem, Row, Verdict, verdict_of
-from verifiers.extract import extract_answer
+from verifiers.extract import extract_answer, normalize
 from verifiers.learned import NO, YES, verification_messages
 
 LEARNED = "learned"
@@ -148,7 +148,7 @@ def selection(greedy: Sequence[Row], sampled: Sequence[Row], name: str = LEARNED
         chains = sorted(by.get(g.problem.id, []), key=lambda r: r.sample.index)
         if not chains:
             continue
-        answers = [extract_answer(r.sample.text).answer for r in chains]
+        answers = [_vote_key(extract_answer(r.sample.text).answer) for r in chains]
         votes = Counter(a for a in answers if a is not None)
         if votes:
             top = votes.most_common(1)[0][0]
@@ -174,6 +174,11 @@ def selection(greedy: Sequence[Row], sampled: Sequence[Row], name: str = LEARNED
     keys = ("greedy", "majority", "verifier_best_of_n", "verifier_weighted_vote", "pass_at_n")
     return {"n": n, "problems": total, "unscored_chains": unscored,
             **{k: (res[k] / total if total else None) for k in keys}}
+
+
+def _vote_key(answer: str | None) -> str | None:
+    """Answers that the programmatic check would call equal vote together ("1,234" and "1234.")."""
+    return None if answer is None else normalize(answer, casefold=True) or None
 
 
 # ---- categories without gold answers ---------------------------------------------------------------

@@ -124,6 +124,10 @@ def test_selection_greedy_majority_and_best_of_n():
     assert sel["n"] == 3 and sel["greedy"] == 0.5 and sel["majority"] == 0.0
     assert sel["verifier_best_of_n"] == 1.0 and sel["pass_at_n"] == 1.0
     assert sel["verifier_weighted_vote"] == 1.0  # p1: 9 weighs 0.5 vs 17's 0.8; p2: 2 weighs 0.7 vs 3's 0.3
+    spelled = selection(greedy[:1], [row(p1, "Answer: 1,009", "fail", 0, learned=0.1),
+                                     row(p1, "Answer: 1009.", "fail", 1, learned=0.1),
+                                     row(p1, "Answer: 17", "pass", 2, learned=0.2)])
+    assert spelled["majority"] == 0.0  # "1,009" and "1009." are one answer, two votes
     outvoted = selection(greedy[:1], [row(p1, "Answer: 9", "fail", i, learned=0.45) for i in range(2)]
                          + [row(p1, "Answer: 17", "pass", 2, learned=0.8)])
     assert outvoted["verifier_best_of_n"] == 1.0 and outvoted["verifier_weighted_vote"] == 0.0
@@ -166,6 +170,9 @@ def test_selection_without_the_learned_verifier_is_refused():
         load_config("configs/default.yaml", ["learned_verifier.enabled=false", "learned_verifier.selection_n=8"])
     cfg = load_config("configs/default.yaml")
     assert cfg.learned_verifier.enabled and any(v.name == "learned" and not v.required for v in cfg.verifiers)
+    i = next(i for i, v in enumerate(cfg.verifiers) if v.name == "learned")
+    with pytest.raises(ConfigError, match="`learned` cannot be required"):
+        load_config("configs/default.yaml", [f"verifiers.{i}.required=true"])
 
 
 # ---- the adapter on disk -------------------------------------------------------------------------
