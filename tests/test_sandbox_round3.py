@@ -267,3 +267,11 @@ def test_round_to_a_huge_number_of_digits_is_refused():
     failure = plan.check([code_cases.Outcome("value", -10 ** 8)])
     assert failure is not None and failure.exception == "EvalLimit", failure
     assert code_cases.translate("assert round(f(1), 2) == 1.5\n", None).check([code_cases.Outcome("value", 1.5)]) is None
+
+
+@pytest.mark.parametrize("expr", ["sum(type(f(1))(f(2))) >= 0", "len(type(f(3))(f(2))) >= 0"])
+def test_a_class_reached_through_type_is_guarded_like_its_name(expr):
+    plan = code_cases.translate(f"assert {expr}\n", None)
+    vals = {"f(1)": range(0), "f(2)": 10 ** 12, "f(3)": b""}
+    failure = plan.check([code_cases.Outcome("value", vals[c.text]) for c in plan.calls])
+    assert failure is not None and failure.exception == "EvalLimit", failure

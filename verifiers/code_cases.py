@@ -189,6 +189,17 @@ def _guard_round(x, *nd):
 
 
 FUNCS["round"] = _guard_round
+
+
+def _guard_bytes(*a, **k):
+    if a and isinstance(a[0], int) and a[0] > MAX_SIZE:
+        raise EvalLimit("bytes() too large")
+    return bytes(*a, **k)
+
+
+# A class reached as a value (`type(f(1))(n)`) is called through the same guards as its name.
+CONSTRUCTORS = {range: _guard_range, set: FUNCS["set"], frozenset: FUNCS["frozenset"], dict: FUNCS["dict"],
+                bytes: _guard_bytes}
 FUNCS.update(set=_hashed(set), frozenset=_hashed(frozenset), dict=_hashed(dict))
 MATH = {name: getattr(math, name) for name in (
     "isclose", "fabs", "sqrt", "floor", "ceil", "pi", "e", "inf", "nan", "isnan", "isinf", "log", "log2", "log10",
@@ -381,6 +392,8 @@ class Evaluator:
                 str(a)
             return None
         f = self.eval(n.func, env)
+        if isinstance(f, type):
+            f = CONSTRUCTORS.get(f, f)
         args = [self.eval(a, env) for a in n.args]
         kwargs = {k.arg: self.eval(k.value, env) for k in n.keywords}
         self.budget.charge(getattr(f, "__self__", None), *args, *kwargs.values())
