@@ -275,3 +275,13 @@ def test_a_class_reached_through_type_is_guarded_like_its_name(expr):
     vals = {"f(1)": range(0), "f(2)": 10 ** 12, "f(3)": b""}
     failure = plan.check([code_cases.Outcome("value", vals[c.text]) for c in plan.calls])
     assert failure is not None and failure.exception == "EvalLimit", failure
+
+
+def test_a_stub_in_the_prompt_is_the_programs_to_write():
+    """A second function the prompt only declares (docstring body) is answered by the program."""
+    prompt = "def twice(x):\n    \"\"\"Return 2 * x.\"\"\"\n\n\ndef f(x):\n    \"\"\"Return twice(x) + 1.\"\"\"\n"
+    tests = "def check(candidate):\n    assert twice(3) == 6\n    assert candidate(3) == 7\n"
+    good = "def twice(x):\n    return 2 * x\n\ndef f(x):\n    return twice(x) + 1\n"
+    assert judge(good, tests, "f", prompt_code=prompt).outcome == "pass"
+    from verifiers.code import prompt_helpers
+    assert prompt_helpers(f"```python\n{PROMPT}```", "f")[1] == {"scale"}

@@ -84,12 +84,20 @@ def prompt_helpers(prompt_text: str, entry_point: str | None) -> tuple[str, froz
         except (SyntaxError, ValueError):
             continue
         for st in tree.body:
-            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and st.name != entry_point:
+            if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if st.name == entry_point or _stub(st):
+                    continue  # the program's to write
                 names.add(st.name)
             elif not isinstance(st, (ast.Import, ast.ImportFrom)):
                 continue
             kept.append(ast.get_source_segment(body, st) or "")
     return ("\n\n".join(kept) + "\n" if names else ""), frozenset(names)
+
+
+def _stub(node: ast.AST) -> bool:
+    """A function whose body is only a docstring, `pass` or `...`: the prompt asks for it."""
+    return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and all(
+        isinstance(s, ast.Pass) or isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) for s in node.body)
 
 
 def helpers_of(problem: Problem) -> tuple[str, frozenset[str]]:
