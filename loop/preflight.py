@@ -53,7 +53,7 @@ def preflight(cfg: Config, *, stop_after: str | None = None, adapter: str | None
     if adapter is not None:
         check_adapter(Path(adapter), "--adapter", cfg, problems)
     if stop_after is not None:
-        check_stop_after(stop_after, cfg.loop.rounds, problems)
+        check_stop_after(stop_after, cfg.loop.rounds, problems, cfg.learned_verifier.enabled)
     if new_run and run is None:
         check_state_dir(Path(cfg.run.state_dir), problems)
     if run is not None:
@@ -267,12 +267,14 @@ def check_disk(cfg: Config, where: Path, problems: list[str], run: RunDir | None
 
 
 # ---- the run ----------------------------------------------------------------------------
-def stage_names(rounds: int) -> list[str]:
-    return ["setup/heldout", "baseline"] + [f"round-{r}/{s}" for r in range(rounds) for s in STAGES]
+def stage_names(rounds: int, verifier: bool = False) -> list[str]:
+    """verifier: the learned verifier's stage exists (learned_verifier.enabled)."""
+    return ["setup/heldout", "baseline"] + [f"round-{r}/{s}" for r in range(rounds) for s in STAGES
+                                            if verifier or s != "verifier"]
 
 
-def check_stop_after(stage: str, rounds: int, problems: list[str]) -> None:
-    names = stage_names(rounds)
+def check_stop_after(stage: str, rounds: int, problems: list[str], verifier: bool = False) -> None:
+    names = stage_names(rounds, verifier)
     if stage in names:
         return
     import difflib
@@ -280,7 +282,8 @@ def check_stop_after(stage: str, rounds: int, problems: list[str]) -> None:
     close = difflib.get_close_matches(stage, names, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     problems.append(f"--stop-after: {stage!r} is not a stage of this run{hint}; stages: setup/heldout, baseline, "
-                    f"round-N/{{{','.join(STAGES)}}} with N from 0 to {rounds - 1}")
+                    f"round-N/{{{','.join(s for s in STAGES if verifier or s != 'verifier')}}} with N from 0 to "
+                    f"{rounds - 1}")
 
 
 def check_state_dir(root: Path, problems: list[str]) -> None:

@@ -436,3 +436,14 @@ def test_the_report_shows_agreement_selection_and_calibration(tmp_path):
     assert learned_lines([(0, {})], table) == []
     png = calibration_plot([(0, {}), (1, m)], tmp_path / "calibration.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and calibration_plot([(0, {})], tmp_path / "none.png") is None
+
+
+def test_stop_after_knows_the_verifier_stage_only_when_it_exists():
+    from loop.preflight import check_stop_after, stage_names
+
+    assert "round-0/verifier" in stage_names(1, verifier=True) and "round-0/verifier" not in stage_names(1)
+    problems: list[str] = []
+    check_stop_after("round-0/verifier", 1, problems, verifier=True)
+    assert problems == []
+    check_stop_after("round-0/verifier", 1, problems)
+    assert "is not a stage" in problems[0] and "verifier," not in problems[0]

@@ -23,7 +23,8 @@ from pydantic import BaseModel
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
-STAGES = ("problems", "sample", "verify", "analyze", "accept", "train", "evaluate", "plan")
+# A round's stages in order; `verifier` (the learned verifier's training) only with learned_verifier.enabled.
+STAGES = ("problems", "sample", "verify", "analyze", "accept", "verifier", "train", "evaluate", "plan")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
