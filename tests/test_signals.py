@@ -44,6 +44,7 @@ def test_a_raise_swallowed_by_a_finalizer_is_raised_again_at_the_next_checkpoint
     """)
     out, err = p.communicate(timeout=60)
     assert "went on" in out and "raised Interrupted SIGTERM" in out, (out, err)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
 
 
 def test_deferred_signals_hold_a_signal_until_the_block_ends():

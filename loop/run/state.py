@@ -160,8 +160,20 @@ def _handler(signum, _frame):
     raise Interrupted(signum)
 
 
+def _unraisable(info) -> None:
+    """An Interrupted swallowed where it landed (a `__del__`, a callback) is kept in `_unseen` and
+    raised again at the next checkpoint: no "Exception ignored" traceback for it."""
+    if isinstance(info.exc_value, Interrupted):
+        return
+    _default_unraisable(info)
+
+
+_default_unraisable = sys.unraisablehook
+
+
 def install_signal_handlers() -> None:
     """Ctrl-C, SIGTERM and SIGHUP raise Interrupted (deferred inside `deferred_signals()`)."""
+    sys.unraisablehook = _unraisable
     for sig in TERMINATING:
         try:
             signal.signal(sig, _handler)
