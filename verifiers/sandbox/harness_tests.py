@@ -67,12 +67,12 @@ class ArgumentChanged(_Fatal):
 # The verdict is written by this process, so nothing the program answered may execute in it: a test
 # doing eval(candidate(2)) would run the program's string with the verdict channel at hand. After the
 # tests are compiled, code may only run from tests.py, helpers.py and the standard library; a compile
-# of anything but the tests' own string constants (or an AST-only parse, as ast.literal_eval does)
-# ends the run as tamper before the code exists.
+# of anything but the tests' own string constants (or ast.parse's, which makes an AST only, as
+# ast.literal_eval does) ends the run as tamper before the code exists.
 STDLIB = os.path.dirname(os.__file__) + "/"
 # Standard-library code generators whose source is built from checked identifiers (namedtuple's
 # __new__, a dataclass's __init__): tests may define these while they run.
-CODEGEN = (STDLIB + "collections/__init__.py", STDLIB + "dataclasses.py")
+CODEGEN = (STDLIB + "collections/__init__.py", STDLIB + "dataclasses.py", STDLIB + "ast.py")
 # Ways to run code without compiling it here (logging.config's "()" factories reach os.system).
 SPAWN = {"os.system", "os.exec", "os.posix_spawn", "os.spawn", "subprocess.Popen", "ctypes.dlopen",
          "ctypes.dlsym", "ctypes.call_function"}
@@ -85,10 +85,10 @@ def _audit(event, args):
         return
     if event == "compile":
         source, filename = args[0], args[1]
-        if type(filename) is str and (filename == "<unknown>" or filename.startswith(STDLIB)):
-            return
+        if type(filename) is str and filename.startswith(STDLIB):
+            return  # an import compiling a stdlib module's source
         if sys._getframe(1).f_code.co_filename in CODEGEN:
-            return
+            return  # namedtuple, dataclass, or ast.parse (an AST only: ast.literal_eval)
         if type(source) in (str, bytes) and (source in constants or
                                              type(source) is bytes and source.decode("utf-8", "replace") in constants):
             return
