@@ -286,3 +286,11 @@ def test_a_stub_in_the_prompt_is_the_programs_to_write():
     assert judge(good, tests, "f", prompt_code=prompt).outcome == "pass"
     from verifiers.code import prompt_helpers
     assert prompt_helpers(f"```python\n{PROMPT}```", "f")[1] == {"scale"}
+
+
+@pytest.mark.skipif(not NS, reason="no pid namespace here: /proc is the host's")
+def test_proc_shows_only_the_runs_processes():
+    r = sandbox.run("import os\nprint(sorted(os.listdir('/proc')), os.path.exists('/proc/cmdline'))\n")
+    assert r.status == "ok", r
+    if r.isolation.get("proc") == "subset=pid":  # older kernels refuse the option: the whole private /proc
+        assert r.stdout.strip() == "['1', '2', 'self', 'thread-self'] False", r.stdout

@@ -145,7 +145,14 @@ def _minimal_root(cfg, files, owner, layers):
         os.chown(f"{new}/work/{name}".rstrip("/"), owner, owner)
     os.mkdir(f"{new}/proc")
     if "pid" in layers["namespaces"]:
-        _mount("proc", f"{new}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
+        # subset=pid: only the run's processes, no host-wide files (cmdline, kallsyms, sys, mounts of
+        # the host's devices); older kernels refuse the option and get the whole (private) /proc.
+        flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+        if libc.mount(b"proc", f"{new}/proc".encode(), b"proc", flags, b"subset=pid") == 0:
+            layers["proc"] = "subset=pid"
+        else:
+            _mount("proc", f"{new}/proc", "proc", flags, None, "mount /proc")
+            layers["proc"] = "full"
     os.mkdir(f"{new}/.old")
     os.chdir(new)
     _check(libc.syscall(SYS_PIVOT_ROOT, b".", b".old"), "pivot_root")
