@@ -181,7 +181,7 @@ def call(fn, args, kwargs):
         raise ProgramError(f"the program stopped before answering {fn}()")
     if rec.get("id") != rid:
         raise ProtocolError(f"expected the answer to call {rid}, got {str(rec)[:80]}")
-    if "args" in rec:  # the program changed its arguments: so do the tests' objects (see changed())
+    if "args" in rec:  # the program changed its arguments: the tests' objects follow, or it fails
         try:
             new_args, new_kwargs = wire.decode(rec["args"])
         except (wire.WireError, ValueError, TypeError) as e:
@@ -192,7 +192,7 @@ def call(fn, args, kwargs):
         before = [*zip(args, sent[0]), *((kwargs[k], tree) for k, (_, tree) in zip(kwargs, sent[1]["d"]))]
         after = [*new_args, *(new_kwargs[k] for k in kwargs)]
         changed = [(old, new) for (old, tree), new in zip(before, after) if wire.encode(new) != tree]
-        site = call_site()
+        site = call_site() if changed else None
         if changed and (site is None or not site[0] and not site[1]):
             raise ArgumentChanged(f"{fn}() changed an argument the tests hold, and the test uses its result "
                                   "(whether the test reads the changed argument is undecidable)")
