@@ -294,3 +294,18 @@ def test_proc_shows_only_the_runs_processes():
     assert r.status == "ok", r
     if r.isolation.get("proc") == "subset=pid":  # older kernels refuse the option: the whole private /proc
         assert r.stdout.strip() == "['1', '2', 'self', 'thread-self'] False", r.stdout
+
+
+def test_a_deep_copy_argument_may_be_changed():
+    """HumanEval/32 passes copy.deepcopy(coeffs): a program that consumes its list is still right."""
+    from generators.humaneval import load_problems
+
+    p = next(p for p in load_problems(None) if p.metadata["task_id"] == "HumanEval/32")
+    consumes = ("import math\ndef poly(xs, x):\n    return sum(c * math.pow(x, i) for i, c in enumerate(xs))\n"
+                "def find_zero(xs):\n    ys = list(xs)\n    xs.clear()\n    lo, hi = -1.0, 1.0\n"
+                "    while poly(ys, lo) * poly(ys, hi) > 0:\n        lo, hi = lo * 2, hi * 2\n"
+                "    for _ in range(200):\n        mid = (lo + hi) / 2\n"
+                "        if poly(ys, lo) * poly(ys, mid) <= 0:\n            hi = mid\n        else:\n            lo = mid\n"
+                "    return lo\n")
+    v = VERIFIERS.build("code_tests", {"timeout_s": 20}).verify([p], [sample(consumes)])[0]
+    assert v.outcome == "pass", v

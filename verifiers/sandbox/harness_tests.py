@@ -250,8 +250,12 @@ SITES = {}  # (line, end line, column, end column) of a call of the program -> (
 
 
 def _literal(node):
+    """Nothing the tests hold can be reached through this argument: a literal, or a deep copy."""
     if isinstance(node, ast.Constant):
         return True
+    if isinstance(node, ast.Call) and (isinstance(node.func, ast.Attribute) and node.func.attr == "deepcopy"
+                                       or isinstance(node.func, ast.Name) and node.func.id == "deepcopy"):
+        return True  # HumanEval/32: candidate(copy.deepcopy(coeffs))
     if isinstance(node, ast.UnaryOp):
         return _literal(node.operand)
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
