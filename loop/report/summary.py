@@ -249,6 +249,9 @@ def write_report(run_dir: str | Path) -> Path:
     # Whole or not at all: made in a temporary directory beside it, then put in place by renames
     # (a kill midway leaves the old report, or none, never a mix).
     out = Path(tempfile.mkdtemp(dir=run_dir, prefix=".report.", suffix=".tmp"))
+    mask = os.umask(0)
+    os.umask(mask)
+    out.chmod(0o777 & ~mask)  # mkdtemp's 0700 would make the report private to its writer
     try:
         rounds = run["rounds"]
         made = {
