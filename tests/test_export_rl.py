@@ -84,7 +84,7 @@ def test_verl_parquet_layout_and_compute_score(tmp_path):
 # ---- integration: one real run, exported once --------------------------------------------
 
 def launch(*args: str) -> subprocess.CompletedProcess:
-    p = subprocess.run([PY, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    p = subprocess.run([PY, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert p.returncode == 0, f"launch.py {' '.join(args)} exited {p.returncode}:\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}"
     return p
 
