@@ -100,7 +100,8 @@ def test_signal_while_the_cli_imports_is_an_interrupt_not_a_traceback(tmp_path, 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("sig,after,rc", [(signal.SIGINT, "run directory", 130),
-                                          (signal.SIGTERM, "run directory", 143)])
+                                          (signal.SIGTERM, "run directory", 143),
+                                          (signal.SIGTERM, "baseline (in progress)", 143)])  # vLLM starting
 def test_signal_during_ray_start_ends_the_run_interrupted(tmp_path, sig, after, rc):
     """The signal lands while Ray starts (the run directory exists, ray.init takes seconds): it is
     never lost (the run used to go on and complete), and never a SIGSEGV exit (a KeyboardInterrupt
@@ -114,9 +115,14 @@ def test_signal_during_ray_start_ends_the_run_interrupted(tmp_path, sig, after, 
     lines = []
     for line in p.stderr:
         lines.append(line)
-        if after in line:
+        if "run directory" in line:
             break
-    time.sleep(1.0)
+    if after != "run directory":  # a stage: wait until the manifest says it runs (its engine starts then)
+        manifest = Path(line.split("run directory: ", 1)[1].split(" (log:")[0]) / "manifest.json"
+        deadline = time.time() + 240
+        while time.time() < deadline and json.loads(manifest.read_text()).get("cursor") != after:
+            time.sleep(0.2)
+    time.sleep(1.0 if after == "run directory" else 2.0)
     p.send_signal(sig)
     _, rest = p.communicate(timeout=300)
     err = "".join(lines) + rest
@@ -126,3 +132,5 @@ def test_signal_during_ray_start_ends_the_run_interrupted(tmp_path, sig, after, 
     m = json.loads((run / "manifest.json").read_text())
     assert m["status"] == "interrupted" and sig.name in m["error"], m
     assert not any(s.startswith("round-0") for s in m["done"]), m  # it stopped; it did not go on
+    if after != "run directory":
+        assert m["cursor"] == after, m  # interrupted there, while the baseline's vLLM engine started
