@@ -200,8 +200,12 @@ def driver_stamp() -> str:
     return f"{os.getpid()}:{_start_time(os.getpid()) or ''}"
 
 
+_watching = False
+
+
 def die_with_driver(poll_s: float = 0.5) -> bool:
-    """In a worker on the driver's machine (the sampler and trainer actors): a daemon thread that,
+    """In a worker on the driver's machine (every Ray worker, through runtime_env's
+    worker_process_setup_hook; the sampler and trainer actors call it too): a daemon thread that,
     once the driver is gone (killed -9, so no shutdown ran), kills this process's descendants (the
     vLLM engine core and its helpers, which leave the process group and outlived a group kill) and
     then this process. Returns whether a watch was started (not on a remote node, nor off Linux)."""
@@ -209,9 +213,13 @@ def die_with_driver(poll_s: float = 0.5) -> bool:
     import threading
     import time
 
+    global _watching
     pid_s, _, start = os.environ.get(DRIVER_ENV, "").partition(":")
     if not pid_s.isdigit() or not Path("/proc").is_dir():
         return False
+    if _watching:  # already (Ray's worker setup hook, then the actor's own call)
+        return True
+    _watching = True
     pid = int(pid_s)
 
     def gone() -> bool:

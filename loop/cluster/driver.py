@@ -108,8 +108,11 @@ class Cluster:
             if segments:
                 log.info("removed %d /dev/shm segment(s) left behind by a killed run's vLLM engine",
                          len(segments))
+            # Every worker process watches this driver and dies with it (a kill -9 runs no shutdown).
+            runtime_env = {"env_vars": _env_vars(threads),
+                           "worker_process_setup_hook": "loop.cluster.cleanup.die_with_driver"}
             ray.init(address="local", num_cpus=cpus, resources=local_resources(cfg), include_dashboard=False,
-                     log_to_driver=True, runtime_env={"env_vars": _env_vars(threads)})
+                     log_to_driver=True, runtime_env=runtime_env)
 
     # ---- sampler -------------------------------------------------------------------
     def _model_ref(self) -> str:
