@@ -210,14 +210,18 @@ class Controller:
             m = read_json(path)
         except (OSError, ValueError) as e:
             raise RunStateError(f"{path} is missing or damaged ({type(e).__name__}); the run's learned verifier "
-                                "cannot continue from it: restore the round directory from a copy of the run") from None
+                                "cannot continue from it: restore it from a copy of the run, or compute it and every "
+                                f"stage after it again: python launch.py resume {self.run.path} "
+                                f"--redo round-{r}/verifier") from None
         if m.get("adapter") and m.get("adapter") != m.get("init"):
             try:
                 verifier_data.check_adapter(self.run.resolve(m["adapter"]), Path(self.cfg.model.resolved_path()))
             except verifier_data.VerifierDataError as e:
                 raise RunStateError(f"round {r}'s learned verifier: {e}. Later rounds were scored by it and "
-                                    "warm-started from it, so it cannot be silently retrained: restore "
-                                    f"{self.run.round_dir(r) / 'verifier'} from a copy of the run") from None
+                                    "warm-started from it, so it is not silently retrained: restore "
+                                    f"{self.run.round_dir(r) / 'verifier'} from a copy of the run, or compute it "
+                                    f"and every stage after it again: python launch.py resume {self.run.path} "
+                                    f"--redo round-{r}/verifier") from None
         return m
 
     def accept_answerless(self, r: int, rows: list[Row]) -> list[Sample]:
