@@ -76,6 +76,15 @@ class ModelCfg(Section):
             return resolve_model(self.path).path
         return self.path
 
+    def hub(self) -> dict[str, str] | None:
+        """{"id", "revision"} (the resolved commit) when the path is a hub id, else None."""
+        from loop.models.hub import is_hub_id, resolve_model
+
+        if not is_hub_id(self.path):
+            return None
+        h = resolve_model(self.path)
+        return {"id": h.id, "revision": h.revision}
+
 
 class QuantCfg(Section):
     load_in_4bit: bool = True

@@ -43,11 +43,9 @@ def fingerprint(cfg) -> dict[str, Any]:
     src = Path(cfg.model.resolved_path()).expanduser()
     if not src.is_dir():
         return {"configured": given, "weights_sha256": None}
-    from loop.models.hub import is_hub_id, resolve_model
-
     # A hub model is recorded as its id and commit, never as its path in one machine's cache.
-    where = ({"hub": {"id": (h := resolve_model(given)).id, "revision": h.revision}} if is_hub_id(given)
-             else {"resolved": str(src.resolve())})
+    hub = cfg.model.hub()
+    where = {"hub": hub} if hub else {"resolved": str(src.resolve())}
     return {"configured": given, **where, "files": [f.name for f in weight_files(src)],
             "weights_sha256": weights_digest(src)}
 
