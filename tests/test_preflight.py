@@ -69,9 +69,14 @@ def test_model_path_problems(tmp_path, setup, expect):
     assert out and out[0].startswith("model.path:") and expect in out[0], out
 
 
-def test_hub_id_is_explained():
+def test_hub_id_is_explained(tmp_path, monkeypatch):
+    """A hub id not in the cache, offline: what to do (tests/test_hub_model.py has the rest)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     out = problems_of(check_model, cfg("model.path=Qwen/Qwen3-4B"))
-    assert "Hugging Face hub id" in out[0] and "nothing is downloaded" in out[0]
+    assert "not in the local Hugging Face cache" in out[0] and "hf download Qwen/Qwen3-4B" in out[0], out
 
 
 def test_max_model_len_above_the_models_limit():
