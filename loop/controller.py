@@ -18,6 +18,7 @@ from loop.config import Config
 from loop.records import ErrorRecord, Plan, Problem, RoundAnalysis, Row, Sample, Verdict
 from loop.run.state import RunDir, RunStateError, read_json, read_jsonl, write_json, write_jsonl
 from policies.base import POLICIES
+from verifiers.learned import NO, YES
 
 log = logging.getLogger("loop")
 
@@ -198,6 +199,7 @@ class Controller:
                  ", warm-started from " + prev if prev else "")
         m = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "verifier", r),
                                overrides={"mode": "continue", "epochs": lv.epochs, "learning_rate": lv.learning_rate,
+                                          "loss_on_words": [YES, NO],  # the decision token alone
                                           # its prompt holds the whole chain: never cut off its Yes/No
                                           "max_seq_len": max(self.cfg.training.max_seq_len,
                                                              self.cfg.model.max_model_len)})

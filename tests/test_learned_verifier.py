@@ -227,8 +227,9 @@ def test_a_trained_verifier_adapter_scores_yes_and_no_in_vllm(tmp_path):
     out = tmp_path / "verifier"
     tr = TrainingCfg(epochs=2, batch_size=8, learning_rate=5e-3, max_seq_len=256).model_dump()
     m = TrainerWorker(str(TINY_MODEL), QuantCfg().model_dump(), LoraCfg().model_dump(), tr).train(
-        examples, str(out), None, seed=0, overrides={"epochs": 3, "mode": "continue"})
+        examples, str(out), None, seed=0, overrides={"epochs": 3, "mode": "continue", "loss_on_words": [YES, NO]})
     assert m["steps"] == 30 and (out / "adapter_model.safetensors").exists()  # the override's 3 epochs, not 2
+    assert m["loss_tokens"] == len(examples)  # the loss falls on the Yes/No token alone
     check_adapter(out, TINY_MODEL)
     w = SamplerWorker(str(TINY_MODEL), max_model_len=512, dtype="float32", seed=0, max_lora_rank=16, kv_cache_gib=1,
                       gpu_memory_utilization=0.5, enforce_eager=True, sleep_mode=False, lora_mode="merged")

@@ -129,6 +129,12 @@ class TrainerWorker:
 
         trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
                              callbacks=trainer_callbacks())
+        if tr.get("loss_on_words"):
+            # The learned verifier: the loss on its Yes/No token alone. Averaged with the template's
+            # role and end-of-turn tokens, the decision got a fraction of the gradient and the adapter
+            # learned only the class prior (benchmarks/results/verifier_objective.json).
+            ids = sorted({tok.encode(w, add_special_tokens=False)[0] for w in tr["loss_on_words"]})
+            trainer.train_dataset = trainer.train_dataset.map(_decision_token, fn_kwargs={"ids": ids})
         tokens = _real_tokens(trainer.train_dataset)
         padding = _padding_share(trainer)
         from loop.kernels import packed_attention
@@ -158,6 +164,18 @@ class TrainerWorker:
         }
         del trainer
         return metrics
+
+
+def _decision_token(ex: dict, ids: list[int]) -> dict:
+    """Only the completion's first token among `ids` (the first token of Yes / No) keeps its loss; the
+    completion also holds the template's role header and end of turn. TRL folds the completion mask
+    into `labels` (-100: no loss); older versions keep a `completion_mask` column."""
+    if "labels" in ex:
+        at = next((i for i, v in enumerate(ex["labels"]) if v in ids), -1)
+        return {"labels": [v if i == at else -100 for i, v in enumerate(ex["labels"])]}
+    mask, tokens = ex["completion_mask"], ex["input_ids"]
+    at = next((i for i, (m, t) in enumerate(zip(mask, tokens)) if m and t in ids), -1)
+    return {"completion_mask": [int(i == at) for i in range(len(mask))]}
 
 
 def _padding_share(trainer) -> float | None:
