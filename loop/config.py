@@ -92,7 +92,8 @@ class QuantCfg(Section):
     double_quant: bool = True
     compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     prepare_for_kbit: bool = Field(
-        False, description="peft prepare_model_for_kbit_training; casts norms/embeddings to fp32 (slower, see ENVIRONMENT.md)")
+        False,
+        description="peft prepare_model_for_kbit_training; casts norms/embeddings to fp32 (slower, see ENVIRONMENT.md)")
 
 
 class LoraCfg(Section):
@@ -154,7 +155,8 @@ class HeldoutCfg(Section):
 
 class TrainingCfg(Section):
     mode: Literal["restart", "continue"] = Field(
-        "restart", description="restart: each round trains a fresh adapter on the base (ReST-EM); continue: keeps training the last adapter")
+        "restart", description="restart: each round trains a fresh adapter on the base (ReST-EM); "
+                               "continue: keeps training the last adapter")
     epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(16, ge=1)
@@ -162,17 +164,19 @@ class TrainingCfg(Section):
     max_seq_len: int = Field(512, ge=16)
     gradient_checkpointing: bool = True
     packing: bool = Field(False, description="padding-free packing into rows of max_seq_len (best-fit decreasing), "
-                                             "per-sequence causal attention (loop/kernels/packed_attention.py); a micro-batch "
-                                             "is then batch_size * max_seq_len tokens")
+                                             "per-sequence causal attention (loop/kernels/packed_attention.py); "
+                                             "a micro-batch is then batch_size * max_seq_len tokens")
     group_by_length: bool = Field(False, description="batches of chains of similar length (transformers' "
                                                      "LengthGroupedSampler): less padding when lengths spread widely")
     replay_rounds: int = Field(1, ge=0, description="also train on accepted chains of this many previous rounds")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     fused_lora: bool = Field(True, description="each LoRA linear adds its product to the base output in one addmm "
-                                               "(loop/kernels/fused_lora.py; PEFT's own forward for DoRA, several adapters, ...)")
+                                               "(loop/kernels/fused_lora.py; PEFT's own forward for DoRA, "
+                                               "several adapters, ...)")
     fused_kernels: Literal["auto", "liger", "off"] = Field(
-        "auto", description="Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (loop/kernels/fused_kernels.py): auto = on a "
-                            "CUDA device with liger-kernel installed (the gpu extra); liger = required; off = never")
+        "auto", description="Liger's Triton kernels for RMSNorm, SwiGLU and RoPE (loop/kernels/fused_kernels.py): "
+                            "auto = on a CUDA device with liger-kernel installed (the gpu extra); liger = required; "
+                            "off = never")
 
 
 class LearnedVerifierCfg(Section):
@@ -200,7 +204,8 @@ class LearnedVerifierCfg(Section):
 
 class LoopCfg(Section):
     rounds: int = Field(3, ge=1)
-    total_budget: int | None = Field(None, ge=1, description="problems per round over all categories; default: sum of category budgets")
+    total_budget: int | None = Field(
+        None, ge=1, description="problems per round over all categories; default: sum of category budgets")
 
 
 class SamplerCfg(Section):
@@ -535,7 +540,8 @@ def format_validation_error(e: ValidationError, source: str) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             allowed = _section_keys(tuple(err["loc"][:-1]))
-            msg = "unknown key (check the spelling" + (f"; allowed keys here: {', '.join(allowed)})" if allowed else ")")
+            allowed_s = f"; allowed keys here: {', '.join(allowed)})" if allowed else ")"
+            msg = "unknown key (check the spelling" + allowed_s
         elif err["type"] == "value_error" and err["loc"]:
             msg = msg.removeprefix("Value error, ")
         elif err["type"] == "value_error" and not err["loc"]:
@@ -551,7 +557,8 @@ def format_validation_error(e: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None, overrides: typing.Sequence[str] = (), raw: dict[str, Any] | None = None) -> Config:
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = (),
+                raw: dict[str, Any] | None = None) -> Config:
     """Load YAML, apply overrides, validate. Raises ConfigError with a readable message."""
     source = str(path) if path else "inline"
     if raw is None:

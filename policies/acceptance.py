@@ -43,7 +43,8 @@ class Verified(AcceptancePolicy):
                         "null = only exact duplicates (after whitespace normalization); e.g. 0.9")
         max_per_problem: int = Field(4, ge=1, description="most chains accepted per problem")
         include_hinted: bool = Field(
-            True, description="accept STaR rationalized (hinted) chains too; those that leak the hint are always dropped")
+            True,
+            description="accept STaR rationalized (hinted) chains too; those that leak the hint are always dropped")
         format_verifier: str = Field(FORMAT_VERIFIER, description="name of the format verifier")
         process_verifier: str = Field(PROCESS_VERIFIER, description="name of the process (step) verifier")
         gold_replay: Literal["off", "unsolved", "all"] = Field(

@@ -13,7 +13,8 @@ class Patience(StoppingPolicy):
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
         patience: int = Field(2, ge=1, description="rounds without improvement before stopping")
-        min_delta: float = Field(0.01, ge=0, description="smallest gain over the best so far that counts as improvement")
+        min_delta: float = Field(
+            0.01, ge=0, description="smallest gain over the best so far that counts as improvement")
 
     def should_stop(self, heldout_history: list[float]) -> tuple[bool, str]:
         if len(heldout_history) < 2:

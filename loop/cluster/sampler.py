@@ -62,7 +62,8 @@ class SamplerWorker:
         if lora_mode not in ("auto", "lora", "merged"):
             raise ValueError(f"lora_mode must be auto, lora or merged, not {lora_mode!r}")
         self.merged = lora_mode == "merged" or (lora_mode == "auto" and not self.cuda)
-        kwargs: dict[str, Any] = dict(model=model_path, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager)
+        kwargs: dict[str, Any] = dict(model=model_path, max_model_len=max_model_len, seed=seed,
+                                      enforce_eager=enforce_eager)
         if not self.merged:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=2)
         if self.cuda and dtype == "auto":
@@ -74,7 +75,8 @@ class SamplerWorker:
             kwargs["enable_sleep_mode"] = sleep_mode
         self.llm = LLM(**kwargs)
         self.model_path = model_path
-        self._count_tokens = None  # messages -> prompt tokens (loop.cluster.prompt_tokens.token_counter), made on first use
+        # messages -> prompt tokens (loop.cluster.prompt_tokens.token_counter), made on first use
+        self._count_tokens = None
         self.adapters: dict[str, Any] = {}  # name -> LoRARequest (lora mode) or adapter directory (merged mode)
         self._adapter_root: str | None = None
         self._merged_dirs: dict[str, str] = {}  # adapter name -> merged checkpoint (the newest few are kept)

@@ -64,7 +64,8 @@ class TrainerWorker:
         if q["load_in_4bit"] and q["prepare_for_kbit"]:
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=self.training["gradient_checkpointing"])
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=self.training["gradient_checkpointing"])
         elif self.training["gradient_checkpointing"]:
             # Without prepare_model_for_kbit_training (which upcasts norms/embeddings to fp32
             # and ran ~2.5x slower on the H200, ENVIRONMENT.md) we only need input grads.
@@ -115,7 +116,8 @@ class TrainerWorker:
         fused = fused_lora.install(model) if tr["fused_lora"] else 0
         ds = Dataset.from_list(examples)
         args = SFTConfig(
-            output_dir=os.path.join(out_dir, "_trainer"), num_train_epochs=tr["epochs"], learning_rate=tr["learning_rate"],
+            output_dir=os.path.join(out_dir, "_trainer"), num_train_epochs=tr["epochs"],
+            learning_rate=tr["learning_rate"],
             per_device_train_batch_size=tr["batch_size"], gradient_accumulation_steps=tr["grad_accum"],
             max_length=tr["max_seq_len"], gradient_checkpointing=tr["gradient_checkpointing"],
             gradient_checkpointing_kwargs={"use_reentrant": False}, packing=tr["packing"], packing_strategy="bfd",
@@ -158,7 +160,8 @@ class TrainerWorker:
             "packing": tr["packing"], "group_by_length": bool(tr.get("group_by_length")), "padding_share": padding,
             "tokens_per_micro_batch": tr["batch_size"] * tr["max_seq_len"] if tr["packing"] else None,
             # which kernel served the packed rows' attention (varlen on a CUDA GPU in bf16/fp16)
-            "packed_attention": (max(served, key=served.get) if any(served.values()) else None) if tr["packing"] else None,
+            "packed_attention": ((max(served, key=served.get) if any(served.values()) else None)
+                                 if tr["packing"] else None),
             # LoRA layers given the one-addmm forward, and the calls each path served while training
             "fused_lora_layers": fused, "lora_calls": {k: fused_lora.CALLS[k] - lora_calls[k] for k in lora_calls},
         }
