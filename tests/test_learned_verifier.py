@@ -212,7 +212,7 @@ def test_check_adapter_refuses_missing_damaged_and_foreign_adapters(tmp_path):
 @pytest.mark.integration
 @pytest.mark.xfail(strict=False, reason=(
     "issue 21 is open: on the tiny model the trained verifier often learns only the class prior (every score "
-    "0.498 +- 0.001, AUC far from 0.9) even on this separable task; it passed 3 of 5 runs on 2026-12-06"))
+    "0.498 +- 0.001, AUC far from 0.9) even on this separable task; it passed 3 of 6 runs on 2026-12-06"))
 def test_a_trained_verifier_adapter_scores_yes_and_no_in_vllm(tmp_path):
     """Yes/No examples separable by the chain's final line; the trained adapter, served by the
     sampler (merged into the weights, as on the CPU), ranks held-back chains of each kind apart."""
