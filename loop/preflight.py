@@ -306,13 +306,9 @@ def check_state_dir(root: Path, problems: list[str]) -> None:
 def check_run_files(run: RunDir, problems: list[str]) -> None:
     """Before a resume: every stage the manifest calls done still has its output file, whole
     (and each trained round its adapter), so no stage fails half-way on a missing or torn file."""
-    from loop.run.integrity import file_problem, redo_hint, stage_file
+    from loop.run.integrity import done_stage_files, redo_hint
 
-    for key in run.manifest.get("done", []):
-        rel = stage_file(key)
-        if rel is None:
-            continue
-        why = file_problem(run.path / rel)
+    for key, rel, why in done_stage_files(run):
         if why:
             problems.append(f"{run.path / rel}: {why}, although the manifest says stage {key} is done; "
                             f"{redo_hint(run, key)}")

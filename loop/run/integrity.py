@@ -102,16 +102,19 @@ def hand_edits(run: RunDir, raw: dict) -> list[str] | None:
     return changed  # [] for a change of layout or comments only: the same values
 
 
-def damage(run: RunDir) -> list[str]:
-    """Every damaged or missing file of the run's finished stages, with the way out."""
-    out = []
+def done_stage_files(run: RunDir):
+    """(stage key, its output file relative to the run, what is wrong with it or None) for every
+    stage the manifest calls done that writes a file."""
     for key in run.manifest.get("done", []):
         rel = stage_file(key)
-        if rel is None:
-            continue
-        why = file_problem(run.path / rel)
-        if why:
-            out.append(f"{run.path / rel} ({key}): {why}; {redo_hint(run, key)}")
+        if rel is not None:
+            yield key, rel, file_problem(run.path / rel)
+
+
+def damage(run: RunDir) -> list[str]:
+    """Every damaged or missing file of the run's finished stages, with the way out."""
+    out = [f"{run.path / rel} ({key}): {why}; {redo_hint(run, key)}"
+           for key, rel, why in done_stage_files(run) if why]
     for d in sorted(run.path.glob("round-[0-9][0-9][0-9]")):
         metrics = d / "metrics.json"
         if metrics.exists() and (why := file_problem(metrics)):
