@@ -50,6 +50,30 @@ class RunCfg(Section):
                                          "directory is state_dir/runs/<name>-<time>")
     seed: int = 0
     state_dir: str = "state"
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = Field(
+        [], description="experiment trackers, each through its own library (requirements/trackers.txt): the "
+                        "trainer's steps (TRL's report_to for tensorboard, the round's train_log.jsonl for the "
+                        "others) and the loop's per-round scalars (heldout/accuracy, train/loss, ...), one tracker "
+                        "run per loop run, continued by `resume`; tensorboard writes under <run>/tensorboard/, "
+                        "wandb and mlflow honour their usual environment variables (WANDB_MODE=offline, "
+                        "MLFLOW_TRACKING_URI, ...). A tracker that cannot start is a preflight error, or a warning "
+                        "with `launch.py run --allow-no-tracker`")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_name(cls, v: Any) -> Any:
+        # TRL's report_to takes one name as well as a list; "none" means no tracker there too.
+        if isinstance(v, str):
+            return [] if v == "none" else [v]
+        return [] if v is None else v
+
+    @field_validator("report_to")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        twice = sorted({t for t in v if v.count(t) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once; name each tracker once")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -208,10 +232,19 @@ class LoopCfg(Section):
         None, ge=1, description="problems per round over all categories; default: sum of category budgets")
 
 
+def _whole_above_one(v: float) -> float:
+    """Ray refuses a GPU count above 1 that is not whole (2 is two GPUs; 1.5 is neither)."""
+    if v > 1 and v != int(v):
+        raise ValueError(f"{v:g} GPUs: above 1 a GPU count must be whole (Ray gives a share of one GPU or whole "
+                         "GPUs); use 1, 2, ... or a fraction up to 1")
+    return v
+
+
 class SamplerCfg(Section):
     num_actors: int = Field(1, ge=1)
     num_cpus: float = Field(1, gt=0)
-    num_gpus: float = Field(0, ge=0)
+    num_gpus: float = Field(0, ge=0, description="GPUs of each replica: 1 = a GPU of its own, 0.5 = half of one "
+                                                 "(shared with the trainer under gpu_sharing: sleep); above 1 whole")
     kv_cache_gib: int = Field(1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
     gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
     max_lora_rank: int = Field(16, ge=1)
@@ -231,20 +264,45 @@ class SamplerCfg(Section):
                                 "a dead replica (killed, replaced within max_replacements); a cold Qwen3-4B start "
                                 "took 118-157 s on an H200")
 
+    @field_validator("num_gpus")
+    @classmethod
+    def _whole_gpus(cls, v: float) -> float:
+        return _whole_above_one(v)
+
+
+class PlacementCfg(Section):
+    strategy: Literal["none", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "none", description="none: Ray places each worker on its own; otherwise one Ray placement group reserves every "
+                            "worker's CPUs/GPUs at once (a bundle per sampler replica, the trainer in a fractional "
+                            "sampler's bundle when both fit one GPU, else its own), before any engine starts. PACK: as "
+                            "few nodes as fit (one node of 2 GPUs, or two nodes of one); SPREAD: over as many nodes as "
+                            "there are; STRICT_*: the same, or the run stops with what is short")
+    timeout_s: float = Field(
+        300, gt=0, description="seconds to wait for the placement group's resources (held by another job, or nodes "
+                               "still joining) before the run stops and says what it waits for")
+
 
 class ClusterCfg(Section):
     address: str | None = Field(None, description="Ray address to join; None starts a local Ray")
     num_cpus: int | None = Field(None, ge=1, description="local Ray CPUs; None = all")
     sampler: SamplerCfg = SamplerCfg()
-    trainer_num_gpus: float = Field(0, ge=0)
+    trainer_num_gpus: float = Field(0, ge=0, description="GPUs of the trainer actor (0.5: half of one, shared with a "
+                                                         "sampler replica; 1: a GPU of its own)")
     trainer_resources: dict[str, float] = Field({}, description="custom Ray resources the trainer needs (its node)")
     trainer_retries: int = Field(
         2, ge=0, description="times the train stage starts over in a new trainer actor after the actor died")
     verify_retries: int = Field(3, ge=0, description="Ray retries of a verification task whose worker process died")
     verify_spread: bool = Field(True, description="spread verification tasks over the nodes (Ray SPREAD)")
     gpu_sharing: Literal["none", "sleep", "release"] = Field(
-        "none", description="one GPU for both: 'sleep' puts vLLM to sleep while training, 'release' drops the engine")
+        "none", description="none: the sampler and trainer keep their GPUs (two GPUs: one each); one GPU for both: "
+                            "'sleep' puts vLLM to sleep while training, 'release' drops the engine")
     verify_batch: int = Field(64, ge=1, description="samples per Ray verification task")
+    placement: PlacementCfg = PlacementCfg()
+
+    @field_validator("trainer_num_gpus")
+    @classmethod
+    def _whole_gpus(cls, v: float) -> float:
+        return _whole_above_one(v)
 
 
 class Config(Section):

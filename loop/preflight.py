@@ -339,12 +339,38 @@ def check_devices(cfg: Config, problems: list[str]) -> None:
         problems.append(f"{', '.join(fields)}: a GPU is asked for but this machine has no NVIDIA driver/device; set "
                         "them to 0 / auto to run on the CPU, or run on a machine with a GPU")
         return
+    check_gpu_count(cfg, problems)
     if cfg.training.fused_kernels == "liger":
         from loop.kernels.fused_kernels import liger_installed
 
         if not liger_installed():
             problems.append("training.fused_kernels: 'liger' but the liger-kernel package is not installed (pip "
                             "install -e '.[gpu]' installs it); or set it to 'auto' (Liger where it can run) or 'off'")
+
+
+def visible_gpus(proc: Path = Path("/proc"), dev: Path = Path("/dev"), env: dict | None = None) -> int | None:
+    """GPUs a local Ray started here would offer (it honours CUDA_VISIBLE_DEVICES); None: unknown."""
+    env = os.environ if env is None else env
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return len([d for d in listed.split(",") if d.strip()])
+    if (proc / "driver" / "nvidia" / "gpus").is_dir():  # one directory per GPU (its PCI address)
+        return len(list((proc / "driver" / "nvidia" / "gpus").iterdir()))
+    return len(list(dev.glob("nvidia[0-9]*"))) or None
+
+
+def check_gpu_count(cfg: Config, problems: list[str], gpus: int | None = None) -> None:
+    """A local run's workers against this machine's GPUs: more asked for than there are would
+    leave Ray waiting for them forever (the driver checks the same against a cluster it joins)."""
+    from loop.cluster.placement import check_fits, local_resources
+
+    gpus = visible_gpus() if gpus is None else gpus
+    if gpus is None or cfg.cluster.address:
+        return
+    plenty = {"CPU": float("inf"), **{k: float("inf") for k in local_resources(cfg)}}
+    where = "CUDA_VISIBLE_DEVICES lists" if "CUDA_VISIBLE_DEVICES" in os.environ else "this machine has"
+    for p in check_fits(cfg, {**plenty, "GPU": float(gpus)}):
+        problems.append(f"{p} ({where} {gpus} GPU{'s' * (gpus != 1)})")
 
 
 def check_address(address: str, problems: list[str], timeout: float = ADDRESS_TIMEOUT_S) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loop.cluster.cleanup import forget_segments, record_segments, sweep_orphaned_ray_agents, sweep_recorded_segments
-from loop.cluster.placement import check_fits, local_resources, sampler_options, trainer_options, verify_options
+from loop.cluster.placement import Placement, check_fits, local_resources, verify_options
 from loop.cluster.sampler_pool import SamplerPool
 from loop.config import ROOT, Config, ConfigError
 from loop.records import Problem, Sample, Verdict
@@ -69,10 +69,13 @@ class Cluster:
                     ray.shutdown()
                 raise
         self.ray = ray
-        unfit = check_fits(cfg, ray.cluster_resources())
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        unfit = check_fits(cfg, ray.cluster_resources(), nodes)
         if unfit:
             raise ConfigError("the cluster cannot place this run's workers (Ray would wait for them forever):\n  "
                               + "\n  ".join(unfit))
+        # cluster.placement: the workers' placement group, reserved now (or Ray places each worker itself)
+        self.placement = Placement(ray, cfg)
         self.run: RunDir | None = None  # set by attach(): where placements and faults are recorded
         self.pool = SamplerPool(ray, self._make_sampler, c.sampler.num_actors, c.sampler.max_replacements,
                                 lambda kind, info: self._event("sampler", kind, info),
@@ -80,6 +83,7 @@ class Cluster:
         self._adapter_refs: dict[str, Any] = {}
         self._placed_stages: set[str] = set()
         self.samplers: list[Any] = []
+        self._asleep: list[Any] = []  # the replicas put to sleep for the train stage
         self.trainer: Any = None
         self.loaded: set[str] = set()
         self.engine_builds = 0  # vLLM engines started in this run (sleep/wake keeps it at one per sampler)
@@ -124,7 +128,8 @@ class Cluster:
         from loop.cluster.sampler import SamplerWorker
 
         c, m = self.cfg.cluster, self.cfg.model
-        Actor = self.ray.remote(**sampler_options(self.cfg))(SamplerWorker)
+        live = [r.index for r in self.pool.replicas]
+        Actor = self.ray.remote(**self.placement.sampler_options(i, live))(SamplerWorker)
         return Actor.remote(self._model_ref(), m.max_model_len, m.dtype, self.cfg.run.seed + i, c.sampler.max_lora_rank,
                             c.sampler.kv_cache_gib, c.sampler.gpu_memory_utilization, c.sampler.enforce_eager,
                             c.gpu_sharing == "sleep", c.sampler.lora_mode)
@@ -203,31 +208,41 @@ class Cluster:
 
     def sleep_samplers(self) -> None:
         mode = self.cfg.cluster.gpu_sharing
-        if mode == "sleep":
-            self.ray.get([s.sleep.remote() for s in self.samplers])
+        if mode == "sleep":  # the replicas that may be on the trainer's GPU (all, without a placement group)
+            self._asleep = [r.handle for r in self.pool.replicas if self.placement.shares_trainer_gpu(r.index)]
+            self.ray.get([s.sleep.remote() for s in self._asleep])
         elif mode == "release":
             self._stop_samplers()
 
     def wake_samplers(self) -> None:
-        if self.cfg.cluster.gpu_sharing == "sleep" and self.samplers:
-            self.ray.get([s.wake_up.remote() for s in self.samplers])
+        asleep, self._asleep = self._asleep, []
+        if self.cfg.cluster.gpu_sharing == "sleep" and asleep:
+            self.ray.get([s.wake_up.remote() for s in asleep])
 
     # ---- trainer -------------------------------------------------------------------
     def _make_trainer(self) -> Any:
         from loop.cluster.trainer import TrainerActor
 
-        Actor = self.ray.remote(**trainer_options(self.cfg))(TrainerActor)
+        Actor = self.ray.remote(**self.placement.trainer_options())(TrainerActor)
         return Actor.remote(self._model_ref(), self.cfg.quantization.model_dump(), self.cfg.lora.model_dump(),
                             self.cfg.training.model_dump())
 
     def train(self, examples: list[dict], out_dir: Path, init_adapter: str | None, seed: int,
-              overrides: dict | None = None) -> dict:
+              overrides: dict | None = None, log_path: Path | None = None) -> dict:
         """Train in the trainer actor; the adapter comes back as bytes and is written to out_dir
-        here. If the actor dies (process killed, node lost), a new one trains from the start,
-        up to `cluster.trainer_retries` times."""
+        here, its per-step rows to `log_path` (JSONL). If the actor dies (process killed, node lost),
+        a new one trains from the start, up to `cluster.trainer_retries` times. With `tensorboard` in
+        run.report_to, TRL writes the steps under <run>/tensorboard/<stage>/ (a stage run again starts
+        that directory afresh)."""
         from loop.cluster.shipping import pack_adapter, unpack
+        from loop.run.state import write_jsonl
 
         init = pack_adapter(init_adapter) if init_adapter else None
+        tb = None
+        if "tensorboard" in self.cfg.run.report_to and self.run is not None:
+            tb = (self.run.path / "tensorboard" / (self._stage() or "train")).resolve()
+            shutil.rmtree(tb, ignore_errors=True)
+            tb.mkdir(parents=True)
         retries = self.cfg.cluster.trainer_retries
         self.sleep_samplers()
         try:
@@ -238,7 +253,8 @@ class Cluster:
                 try:
                     info = self.ray.get(self.trainer.where.remote())
                     self._event("trainer", "started", {"attempt": attempt + 1, **info})
-                    metrics, files = self.ray.get(self.trainer.train_shipped.remote(examples, init, seed, overrides))
+                    metrics, files = self.ray.get(self.trainer.train_shipped.remote(
+                        examples, init, seed, overrides, str(tb) if tb else None))
                     self._placed("trainer", info["node_id"], len(examples))
                     break
                 except self.ray.exceptions.RayActorError as e:
@@ -260,6 +276,14 @@ class Cluster:
         finally:
             self.wake_samplers()
         unpack(files, out_dir)
+        rows = metrics.pop("log", [])
+        if log_path is not None:
+            write_jsonl(log_path, rows)
+        if tb is not None and metrics.get("tensorboard_files"):
+            unpack(metrics.pop("tensorboard_files"), tb)
+        if tb is not None and metrics.get("tensorboard") is False:
+            log.warning("the trainer's node has no tensorboard package: this stage's steps are not in %s (they are "
+                        "in %s)", tb, log_path or "the trainer's log")
         return metrics
 
     # ---- where the work ran --------------------------------------------------------------
@@ -394,6 +418,7 @@ class Cluster:
             if self.trainer is not None:
                 self.ray.kill(self.trainer)
             self.trainer = None
+            self.placement.remove()
         finally:
             if not self.cfg.cluster.address:
                 session = _session_dir(self.ray)
