@@ -89,6 +89,11 @@ def _shown(res: dict[str, float]) -> str:
     return ", ".join(f"{v:g} {k}" for k, v in res.items()) or "nothing"
 
 
+def _worker_resources(res: dict[str, float]) -> dict[str, float]:
+    """CPUs, GPUs and custom resources: what workers ask for (not Ray's memory or node:* entries)."""
+    return {k: v for k, v in res.items() if ":" not in k and k not in ("memory", "object_store_memory")}
+
+
 def _fits(ask: dict[str, float], offer: dict[str, float]) -> bool:
     return all(offer.get(k, 0) >= v - 1e-9 for k, v in ask.items())
 
@@ -144,8 +149,7 @@ def _node_problems(cfg: Config, p: Plan, nodes: list[dict[str, float]]) -> list[
                  ("the trainer", _ask(1, cfg.cluster.trainer_num_gpus, cfg.cluster.trainer_resources))]
     else:
         units = [(f"placement bundle {i} ({' + '.join(m)})", b) for i, (b, m) in enumerate(zip(p.bundles, p.members))]
-    offered = "; ".join(f"node {i}: {_shown({k: v for k, v in n.items() if k in ('CPU', 'GPU') or ':' not in k})}"
-                        for i, n in enumerate(nodes))
+    offered = "; ".join(f"node {i}: {_shown(_worker_resources(n))}" for i, n in enumerate(nodes))
     problems = [f"{who} needs {_shown(ask)} on one node and no node offers that ({offered}); a worker's GPUs are on "
                 "one node: lower its share or start a node with more (`ray start --num-gpus`)"
                 for who, ask in units if not any(_fits(ask, n) for n in nodes)]
@@ -199,7 +203,7 @@ class Placement:
         group = placement_group(self.plan.bundles, strategy=pc.strategy)
         if not group.wait(pc.timeout_s):
             remove_placement_group(group)
-            free = {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU") or ":" not in k}
+            free = _worker_resources(ray.available_resources())
             asked = "; ".join(f"{_shown(b)} for {' + '.join(m)}" for b, m in zip(self.plan.bundles, self.plan.members))
             raise ConfigError(
                 f"the placement group for this run's workers ({asked}, strategy {pc.strategy}) was not placed "
