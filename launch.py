@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_CONFIG = "configs/default.yaml"
+VERBOSE_HELP = ("the full stream: debug logging, and the workers' output (Ray actors, vLLM, TRL) on the console too; "
+                "without it that output goes only to <run>/run.log and <run>/logs/")
 log = logging.getLogger("loop")
 
 
@@ -46,13 +48,20 @@ def _round(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="launch.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def cfg_args(p):
         p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set loop.rounds=5 (repeatable; values are YAML)")
+
+    def watch_args(p):
+        # SUPPRESS: `launch.py -v run` (before the command) keeps working; the subcommand's default does not undo it
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+        p.add_argument("--allow-no-tracker", action="store_true",
+                       help="a tracker of run.report_to that is not installed or cannot connect is a warning and the "
+                            "run goes on without it (default: a preflight error)")
 
     stop_help = ("stop cleanly after this stage completes, e.g. round-0/verify or baseline (stages:"
                  " setup/heldout, baseline, round-N/{problems,sample,verify,analyze,accept,train,evaluate,plan})")
@@ -62,17 +71,20 @@ def _parser() -> argparse.ArgumentParser:
                               "`launch.py list` shows the plug-ins and their options).")
     cfg_args(p)
     p.add_argument("--stop-after", metavar="STAGE", help=stop_help)
+    watch_args(p)
     p = sub.add_parser("resume", help="continue a run from its last completed stage",
                        description="Continue an interrupted or failed run; finished stages are never redone. "
-                                   "Only loop.rounds (to extend a run) and cluster.* (where it runs) may change.")
+                                   "Only loop.rounds (to extend a run), cluster.* (where it runs) and run.report_to "
+                                   "(where it is watched) may change.")
     p.add_argument("run", help="run directory, run id under <state_dir>/runs, or 'latest'")
     p.add_argument("--state-dir", default="state", help="root of run directories (runs live in <state-dir>/runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="only loop.rounds and cluster.* may change, e.g. --set loop.rounds=5 to extend a finished run, "
-                        "--set cluster.address=null to continue on a local Ray")
+                   help="only loop.rounds, cluster.* and run.report_to may change, e.g. --set loop.rounds=5 to extend "
+                        "a finished run, --set cluster.address=null to continue on a local Ray")
     p.add_argument("--stop-after", metavar="STAGE", help=stop_help)
     p.add_argument("--redo", metavar="STAGE", help="compute this finished stage and every stage after it again "
                    "(the way out when a stage's file is damaged; `report` names the stage)")
+    watch_args(p)
     for name, hlp in (("report", "write <run>/report/: summary.md and PNG plots"),
                       ("export", "package the adapter with the best held-out accuracy as an RL-ready bundle in "
                                  "<run>/export/ (TRL, verl, vLLM)")):
@@ -135,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "run":
             from loop.runner import start
 
-            start(load_config(args.config, args.overrides), args.stop_after)
+            start(load_config(args.config, args.overrides), args.stop_after, args.allow_no_tracker)
         elif args.cmd == "resume":
             from loop.runner import resume
 
-            resume(args.run, args.state_dir, args.overrides, args.stop_after, args.redo)
+            resume(args.run, args.state_dir, args.overrides, args.stop_after, args.redo, args.allow_no_tracker)
         elif args.cmd == "report":
             from loop.report.summary import write_report
             from loop.run.state import find_run

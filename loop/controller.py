@@ -24,8 +24,9 @@ log = logging.getLogger("loop")
 
 
 class Controller:
-    def __init__(self, cfg: Config, run: RunDir, cluster: Cluster):
+    def __init__(self, cfg: Config, run: RunDir, cluster: Cluster, trackers=None):
         self.cfg, self.run, self.cluster = cfg, run, cluster
+        self.trackers = trackers  # run.report_to (loop/run/trackers.py): sent each finished round
         cluster.attach(run)  # placements and faults go into the run's manifest
         p = cfg.policies
         self.acceptance = POLICIES.build(p.acceptance.name, p.acceptance.options)
@@ -172,7 +173,8 @@ class Controller:
         # Paths stored in the run are relative to it; the workers get absolute ones.
         init = str(self.run.resolve(adapter)) if adapter and self.cfg.training.mode == "continue" else None
         log.info("round %d: training on %d chains (%s)", r, len(examples), self.cfg.training.mode)
-        metrics = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "train", r))
+        metrics = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "train", r),
+                                     log_path=self.run.round_dir(r) / "train_log.jsonl")
         return {"adapter": self.run.rel(out), **metrics}
 
     # ---- the learned verifier (verifiers/learned.py, loop/verifier_data.py) -------------------------------
@@ -202,7 +204,8 @@ class Controller:
                                           "loss_on_words": [YES, NO],  # the decision token alone
                                           # its prompt holds the whole chain: never cut off its Yes/No
                                           "max_seq_len": max(self.cfg.training.max_seq_len,
-                                                             self.cfg.model.max_model_len)})
+                                                             self.cfg.model.max_model_len)},
+                               log_path=rd / "verifier_train_log.jsonl")
         return {"adapter": self.run.rel(out), "init": prev, "data": info, **m}
 
     def load_verifier(self, r: int) -> dict:
@@ -324,6 +327,8 @@ class Controller:
         write_json(rd / "metrics.json", metrics)
         self.run.manifest["rounds_completed"] = max(self.run.manifest.get("rounds_completed", 0), r + 1)
         self.run.save()
+        if self.trackers is not None:
+            self.trackers.sync()
         print(f"\n== round {r} ==  held-out {heldout_m['accuracy']:.3f}  samples {len(samples)}  "
               f"accepted {len(accepted)}  tokens {metrics['tokens_sampled']}  "
               f"stages {', '.join(f'{k} {v:.0f}s' for k, v in metrics['stage_seconds'].items())}")

@@ -44,10 +44,13 @@ class PreflightError(ConfigError):
 
 
 def preflight(cfg: Config, *, stop_after: str | None = None, adapter: str | None = None,
-              run: RunDir | None = None, new_run: bool = True, check_prompts: bool = True) -> None:
+              run: RunDir | None = None, new_run: bool = True, check_prompts: bool = True,
+              allow_no_tracker: bool = False) -> None:
     """new_run: a run directory will be created under run.state_dir (not for `eval`);
-    run: the run being resumed (its finished stages' files are checked)."""
+    run: the run being resumed (its finished stages' files are checked); allow_no_tracker: a tracker
+    of run.report_to that cannot start is a warning, not a problem."""
     problems: list[str] = []
+    check_trackers(cfg, problems, allow_no_tracker)
     model_ok = check_model(cfg, problems)
     check_lora(cfg, problems)
     if adapter is not None:
@@ -73,6 +76,16 @@ def preflight(cfg: Config, *, stop_after: str | None = None, adapter: str | None
         check_disk(cfg, run.path if run is not None else Path(cfg.run.state_dir), problems, run)
     if problems:
         raise PreflightError(problems)
+
+
+def check_trackers(cfg: Config, problems: list[str], allow_missing: bool = False) -> None:
+    """Every tracker of run.report_to imports here and, when it logs to a server, has a way in."""
+    from loop.run.trackers import problem
+
+    for name in cfg.run.report_to:
+        why = problem(name)
+        if why is not None and not allow_missing:  # allowed: the run warns when it opens its trackers
+            problems.append(why + "; or pass --allow-no-tracker to run without it")
 
 
 # ---- model and adapters --------------------------------------------------------------

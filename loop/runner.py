@@ -22,9 +22,10 @@ from loop.run.state import (
 log = logging.getLogger("loop")
 
 # Keys a resume may change: extending a run by more rounds is the common case; `cluster.*`
-# says where the work runs, not what it computes (resume on another cluster, or locally).
+# says where the work runs, not what it computes (resume on another cluster, or locally), and
+# `run.report_to` where it is watched (a tracker added on resume is sent the finished rounds).
 RESUMABLE_CHANGES = {"loop.rounds"}
-RESUMABLE_PREFIXES = ("cluster.",)
+RESUMABLE_PREFIXES = ("cluster.", "run.report_to")
 
 
 def _flatten(d, prefix=""):
@@ -75,15 +76,19 @@ def start_cluster(cfg: Config):
     return cluster
 
 
-def _execute(cfg: Config, run: RunDir) -> RunDir:
+def _execute(cfg: Config, run: RunDir, allow_no_tracker: bool = False) -> RunDir:
     """Run the controller; whatever happens, the manifest says how it ended, the cluster is
-    shut down (engines before Ray) and the run's lock is released."""
+    shut down (engines before Ray), the trackers closed and the run's lock is released."""
     from loop.controller import Controller
+    from loop.run.trackers import Trackers
 
-    cluster = None
+    cluster = trackers = None
     try:
+        trackers = Trackers.open(run.path, cfg.run.report_to, cfg.model_dump(mode="json"),
+                                 allow_missing=allow_no_tracker)
+        trackers.sync()  # on resume: what finished while no tracker was listening
         cluster = start_cluster(cfg)
-        Controller(cfg, run, cluster).run_all()
+        Controller(cfg, run, cluster, trackers).run_all()
     except StopAfter as e:
         run.set_status("stopped")
         log.info("stopped after %s as asked; continue with: python launch.py resume %s", e, run.path)
@@ -105,16 +110,20 @@ def _execute(cfg: Config, run: RunDir) -> RunDir:
                 if cluster is not None:
                     cluster.shutdown()
             finally:
-                run.release()
+                try:
+                    if trackers is not None:
+                        trackers.close()
+                finally:
+                    run.release()
     log.info("run %s completed: %d rounds. Report: python launch.py report %s", run.path.name,
              run.manifest["rounds_completed"], run.path)
     return run
 
 
-def start(cfg: Config, stop_after: str | None = None) -> RunDir:
+def start(cfg: Config, stop_after: str | None = None, allow_no_tracker: bool = False) -> RunDir:
     from loop.preflight import preflight
 
-    preflight(cfg, stop_after=stop_after)
+    preflight(cfg, stop_after=stop_after, allow_no_tracker=allow_no_tracker)
     run = RunDir.create(Path(cfg.run.state_dir), cfg.run.name)
     run.acquire("run")
     attach_run_log(run.path)
@@ -123,11 +132,11 @@ def start(cfg: Config, stop_after: str | None = None) -> RunDir:
     integrity.record_config(run, cfg.model_dump(mode="json"))
     base_record.record(run, cfg)
     log.info("run directory: %s (log: %s)", run.path, run.path / "run.log")
-    return _execute(cfg, run)
+    return _execute(cfg, run, allow_no_tracker)
 
 
 def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str | None = None,
-           redo: str | None = None) -> RunDir:
+           redo: str | None = None, allow_no_tracker: bool = False) -> RunDir:
     from loop.preflight import preflight
 
     run = find_run(Path(state_dir), run_ref)
@@ -167,7 +176,7 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
                      run.path.name, run.manifest["rounds_completed"])
             run.release()
             return run
-        preflight(cfg, stop_after=stop_after, run=run)
+        preflight(cfg, stop_after=stop_after, run=run, allow_no_tracker=allow_no_tracker)
         base_record.check(run, cfg, "resuming it")
         if run.manifest.get("status") == "running":
             # We hold the lock, so the process that wrote `running` is gone (killed -9, power loss).
@@ -184,7 +193,7 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
         run.release()
         raise
     log.info("resuming %s at %s", run.path.name, run.manifest.get("cursor"))
-    return _execute(cfg, run)
+    return _execute(cfg, run, allow_no_tracker)
 
 
 def redo_from(run: RunDir, key: str) -> None:

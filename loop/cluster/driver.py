@@ -94,11 +94,15 @@ class Cluster:
         self.min_chunk_seqs = 0
 
     def _start_ray(self, ray: Any, threads: int) -> None:
+        from loop.run.logs import quiet_ray, route_worker_output
+
         c, cfg = self.cfg.cluster, self.cfg
+        quiet_ray()  # Ray's driver notices go to run.log (the console shows its errors)
         if c.address:
             ray.init(address=c.address, runtime_env={"working_dir": str(ROOT), "excludes": ship_excludes(),
                                                      "env_vars": _env_vars(threads, local=False)},
                      log_to_driver=True)
+            route_worker_output()
         else:
             # The sampler and trainer run in turn, never together, so their CPU
             # reservations are logical: reserve them on top of the real cores.
@@ -117,6 +121,7 @@ class Cluster:
                            "worker_process_setup_hook": "loop.cluster.cleanup.die_with_driver"}
             ray.init(address="local", num_cpus=cpus, resources=local_resources(cfg), include_dashboard=False,
                      log_to_driver=True, runtime_env=runtime_env)
+            route_worker_output()
 
     # ---- sampler -------------------------------------------------------------------
     def _model_ref(self) -> str:

@@ -17,6 +17,10 @@ Speed and memory levers (each measured on the H200 by benchmarks/gpu_h200.py):
 - `training.fused_lora`: each LoRA linear adds its product to the base output in one addmm
   (loop/kernels/fused_lora.py);
 - `training.fused_kernels`: Liger's RMSNorm/SwiGLU/RoPE kernels on CUDA (loop/kernels/fused_kernels.py).
+
+Every optimizer step is logged (loop/cluster/train_log.py: loss, learning rate, grad norm, tokens, GPU
+memory and utilisation); the rows come back in the metrics under "log". With a `tb_dir`, TRL's own
+TensorBoard callback (`report_to=["tensorboard"]`) writes the same steps as event files there.
 """
 from __future__ import annotations
 
@@ -24,8 +28,11 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from loop.cluster.train_log import StepLog
 from loop.kernels import fused_kernels, fused_lora
 
 log = logging.getLogger(__name__)
@@ -73,14 +80,15 @@ class TrainerWorker:
         return model
 
     def train(self, examples: list[dict], out_dir: str, init_adapter: str | None, seed: int,
-              overrides: dict | None = None) -> dict:
+              overrides: dict | None = None, tb_dir: str | None = None) -> dict:
         """examples: [{"prompt": [messages], "completion": [assistant message]}]. Returns metrics.
         `overrides` replace training settings for this call only (the learned verifier's adapter is
-        trained by the same actor with its own epochs and learning rate)."""
+        trained by the same actor with its own epochs and learning rate). `tb_dir`: TensorBoard event
+        files of the steps go there (TRL's report_to)."""
         if overrides:
             saved, self.training = self.training, {**self.training, **overrides}
             try:
-                return self.train(examples, out_dir, init_adapter, seed)
+                return self.train(examples, out_dir, init_adapter, seed, tb_dir=tb_dir)
             finally:
                 self.training = saved
         import torch
@@ -92,14 +100,15 @@ class TrainerWorker:
         tok = AutoTokenizer.from_pretrained(self.model_path)
         model = self._load_base()
         with fused_kernels.applied(model, self.training["fused_kernels"], self.cuda) as kernels:
-            metrics = self._train(model, tok, examples, out_dir, init_adapter, seed)
+            metrics = self._train(model, tok, examples, out_dir, init_adapter, seed, tb_dir)
         metrics.update(fused_kernels=kernels, seconds=time.time() - t0)
         del model
         if self.cuda:
             torch.cuda.empty_cache()
         return metrics
 
-    def _train(self, model, tok, examples: list[dict], out_dir: str, init_adapter: str | None, seed: int) -> dict:
+    def _train(self, model, tok, examples: list[dict], out_dir: str, init_adapter: str | None, seed: int,
+               tb_dir: str | None = None) -> dict:
         import torch
         from datasets import Dataset
         from peft import LoraConfig, PeftModel, get_peft_model
@@ -115,6 +124,7 @@ class TrainerWorker:
                 task_type="CAUSAL_LM"))
         fused = fused_lora.install(model) if tr["fused_lora"] else 0
         ds = Dataset.from_list(examples)
+        report_to = ["tensorboard"] if tb_dir and _tensorboard() else []
         args = SFTConfig(
             output_dir=os.path.join(out_dir, "_trainer"), num_train_epochs=tr["epochs"],
             learning_rate=tr["learning_rate"],
@@ -124,13 +134,15 @@ class TrainerWorker:
             padding_free=tr["packing"], completion_only_loss=True,
             train_sampling_strategy="group_by_length" if tr.get("group_by_length") else "random", use_cpu=not self.cuda,
             bf16=self.cuda and self.quant["compute_dtype"] == "bfloat16", fp16=False, seed=seed, data_seed=seed,
-            save_strategy="no", report_to=[], logging_steps=max(1, len(examples) // tr["batch_size"] // 4),
+            save_strategy="no", report_to=report_to, logging_steps=1,
             lr_scheduler_type="cosine", warmup_steps=0, dataloader_num_workers=0, disable_tqdm=False,
         )
         from loop.run.faults import trainer_callbacks  # test-only fault injection; [] by default
 
-        trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
-                             callbacks=trainer_callbacks())
+        steps = StepLog(self.cuda)
+        with _env("TENSORBOARD_LOGGING_DIR", tb_dir if report_to else None):  # read by TRL's TensorBoardCallback
+            trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                 callbacks=[*trainer_callbacks(), steps])
         if tr.get("loss_on_words"):
             # The learned verifier: the loss on its Yes/No token alone. Averaged with the template's
             # role and end-of-turn tokens, the decision got a fraction of the gradient and the adapter
@@ -164,9 +176,37 @@ class TrainerWorker:
                                  if tr["packing"] else None),
             # LoRA layers given the one-addmm forward, and the calls each path served while training
             "fused_lora_layers": fused, "lora_calls": {k: fused_lora.CALLS[k] - lora_calls[k] for k in lora_calls},
+            "tensorboard": bool(report_to) if tb_dir else None,
+            "log": steps.rows,  # per step; the driver writes it to the round's train_log.jsonl
         }
         del trainer
         return metrics
+
+
+def _tensorboard() -> bool:
+    """TRL's TensorBoard callback needs the tensorboard package in this (the trainer's) process."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        log.warning("tensorboard is not installed where the trainer runs: its steps are not written to "
+                    "TensorBoard (they are in the round's train_log.jsonl); pip install -r requirements/trackers.txt")
+        return False
+    return True
+
+
+@contextmanager
+def _env(name: str, value: str | None) -> Iterator[None]:
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if value is not None:
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def _decision_token(ex: dict, ids: list[int]) -> dict:
@@ -227,8 +267,10 @@ class TrainerActor(TrainerWorker):
         return node_info()
 
     def train_shipped(self, examples: list[dict], init_files: dict[str, bytes] | None, seed: int,
-                      overrides: dict | None = None) -> tuple[dict, dict]:
-        """(metrics, the adapter's files)."""
+                      overrides: dict | None = None, tb_dir: str | None = None) -> tuple[dict, dict]:
+        """(metrics, the adapter's files). TensorBoard event files go straight to `tb_dir` where this node
+        sees it (the driver's machine, or a shared filesystem); elsewhere they come back in the metrics
+        under "tensorboard_files" for the driver to write."""
         import tempfile
 
         from loop.cluster.shipping import pack_files, unpack
@@ -236,5 +278,8 @@ class TrainerActor(TrainerWorker):
         with tempfile.TemporaryDirectory(prefix="loop-trainer-") as tmp:
             init = str(unpack(init_files, os.path.join(tmp, "init"))) if init_files else None
             out = os.path.join(tmp, "adapter")
-            metrics = self.train(examples, out, init, seed, overrides)
+            here = tb_dir if tb_dir is None or os.path.isdir(tb_dir) else os.path.join(tmp, "tensorboard")
+            metrics = self.train(examples, out, init, seed, overrides, tb_dir=here)
+            if here and here != tb_dir and os.path.isdir(here):
+                metrics["tensorboard_files"] = pack_files(here)
             return metrics, pack_files(out)

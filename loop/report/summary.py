@@ -240,6 +240,7 @@ def _summary(run_dir: Path, run: dict[str, Any], plots: dict[str, Path | None]) 
 def write_report(run_dir: str | Path) -> Path:
     """Write run_dir/report/summary.md and the plots; returns the summary's path."""
     from loop.report import plots  # matplotlib is imported only when a report is made
+    from loop.report.training import training
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -261,6 +262,7 @@ def write_report(run_dir: str | Path) -> Path:
             "tokens and seconds": plots.cost(rounds, out / "cost.png"),
             "budget": plots.budget(rounds, out / "budget.png"),
             "learned verifier calibration": calibration_plot(rounds, out / "calibration.png"),
+            "training": training(run_dir, rounds, out / "training.png", run["notes"]),
         }
         _write(out / "summary.md", _summary(run_dir, run, made))
         _put_in_place(out, final)

@@ -1,35 +1,142 @@
-"""Logging setup: our logs at INFO, third-party chatter (vLLM, Ray, transformers) at WARNING.
+"""Logging setup: the console shows the loop (its stages' progress, round summaries, warnings, errors);
+the run's files hold everything.
 
-A run also logs to `<run>/run.log` (everything, DEBUG included), and an unexpected
-exception's full traceback goes there, so the user sees one line and a path, never a
-traceback on the terminal.
+- `<run>/run.log`: the loop's log with DEBUG, third-party INFO and up (Ray's driver notices), every line
+  the workers print (Ray actors, vLLM engines, TRL), and an unexpected exception's full traceback, so the
+  user sees one line and a path, never a traceback on the terminal;
+- `<run>/logs/<worker>-<pid>.log`: each worker's own output (route_worker_output takes it from Ray's
+  log stream, which would otherwise print it on the driver's console);
+- `-v` (verbose): the full stream on the console as well, DEBUG included.
 """
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
+import threading
 import time
 import traceback
 import warnings
 from pathlib import Path
+from typing import Any
 
 RUN_LOG = "run.log"
+WORKER_LOGS = "logs"  # <run>/logs/: one file per worker process
+WORKERS = "workers"  # the logger of the workers' lines (run.log only; Ray prints them itself under -v)
 _FMT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
 _run_log: Path | None = None
 _handler: logging.Handler | None = None
+_console: logging.Handler | None = None
+_verbose = False
+_files: dict[str, Any] = {}
+_files_lock = threading.Lock()
+
+
+class _ConsoleFilter(logging.Filter):
+    """Off the console (they stay in run.log): the workers' lines, and Ray's driver notices below ERROR
+    (token authentication, "Started a local Ray instance") unless verbose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == WORKERS:
+            return False
+        if not _verbose and record.name.split(".")[0] == "ray" and record.levelno < logging.ERROR:
+            return False
+        return True
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=_FMT, datefmt="%H:%M:%S")
-    for noisy in ("vllm", "ray", "transformers", "datasets", "httpx", "filelock", "urllib3", "torch"):
+    global _console, _verbose
+    _verbose = verbose
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("loop").setLevel(logging.DEBUG)  # run.log keeps the loop's DEBUG; the console shows INFO
+    if _console is not None:
+        root.removeHandler(_console)
+    _console = logging.StreamHandler()
+    _console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _console.setFormatter(logging.Formatter(_FMT, datefmt="%H:%M:%S"))
+    _console.addFilter(_ConsoleFilter())
+    root.addHandler(_console)
+    for noisy in ("vllm", "transformers", "datasets", "httpx", "filelock", "urllib3", "torch", "wandb", "mlflow",
+                  "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_ray()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def quiet_ray() -> None:
+    """Ray gives its "ray" logger a console handler of its own at import; its records go through ours
+    instead (run.log, and the console as _ConsoleFilter says). Called again after `import ray`."""
+    import sys
+
+    if "ray" not in sys.modules or _console is None:  # not set up by setup_logging: Ray's own ways stand
+        return
+    ray_log = logging.getLogger("ray")
+    for h in list(ray_log.handlers):
+        if type(h).__name__ == "PlainRayHandler":
+            ray_log.removeHandler(h)
+    ray_log.propagate = True
+    ray_log.setLevel(logging.INFO)
+
+
+def verbose() -> bool:
+    return _verbose
+
+
+def route_worker_output() -> bool:
+    """Take the workers' stdout/stderr, which Ray streams to the driver, off the console (unless verbose):
+    each line goes to run.log and to <run>/logs/<worker>-<pid>.log. Lines of the raylet (a worker killed
+    for memory, ...) also stay on the console as warnings. Call after ray.init; False where this Ray has
+    no such stream (the output then stays as Ray prints it), or when setup_logging was not called."""
+    if _console is None:
+        return False
+    try:
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
+    except ImportError:
+        return False
+    if not _verbose:
+        streams.remove_handler("ray_print_logs")  # Ray's printer of the workers' lines (ray.init(log_to_driver))
+    streams.remove_handler("loop_worker_logs")
+    streams.add_handler("loop_worker_logs", _worker_lines)
+    return True
+
+
+def _worker_lines(data: dict[str, Any]) -> None:
+    pid, lines = data.get("pid"), data.get("lines") or []
+    if pid in ("raylet", "autoscaler"):  # Ray's own notices about the node: the user needs these
+        for line in lines:
+            logging.getLogger("loop.ray").warning("%s: %s", pid, line)
+        return
+    name = data.get("actor_name") or data.get("task_name") or "worker"
+    where = "" if data.get("ip") in (None, data.get("localhost")) else f"{data['ip']}-"
+    out = logging.getLogger(WORKERS)
+    for line in lines:
+        out.info("(%s pid=%s) %s", name, pid, line)
+    if _run_log is None:
+        return
+    key = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{name}-{where}{pid}")
+    with _files_lock:
+        f = _files.get(key)
+        if f is None:
+            try:
+                (_run_log.parent / WORKER_LOGS).mkdir(exist_ok=True)
+                f = _files[key] = open(_run_log.parent / WORKER_LOGS / f"{key}.log", "a", encoding="utf-8")
+            except OSError:
+                return
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+
+
+def _close_worker_files() -> None:
+    with _files_lock:
+        for f in _files.values():
+            f.close()
+        _files.clear()
 
 
 def attach_run_log(run_dir: Path) -> Path:
@@ -39,6 +146,7 @@ def attach_run_log(run_dir: Path) -> Path:
     if _handler is not None:
         logging.getLogger().removeHandler(_handler)
         _handler.close()
+    _close_worker_files()
     _handler = logging.FileHandler(path, encoding="utf-8")
     _handler.setFormatter(logging.Formatter(_FMT, datefmt="%Y-%m-%d %H:%M:%S"))
     logging.getLogger().addHandler(_handler)
@@ -51,6 +159,7 @@ def detach_run_log() -> None:
     if _handler is not None:
         logging.getLogger().removeHandler(_handler)
         _handler.close()
+    _close_worker_files()
     _run_log, _handler = None, None
 
 

@@ -325,6 +325,10 @@ class RunLock:
             os.close(fd)
 
 
+# Called when a stage's compute returns (loop/run/progress.py shows the progress lines it held back).
+STAGE_END: list[Callable[[], None]] = []
+
+
 class RunDir:
     """The run directory and its manifest (status, rounds completed, stage cursor).
 
@@ -494,6 +498,8 @@ class RunDir:
         self.save()
         t0 = time.time()
         result = compute()
+        for hook in STAGE_END:
+            hook()
         save(result)
         self.manifest.setdefault("seconds", {})[key] = round(time.time() - t0, 3)
         # One entry per completed execution: a stage that ran twice would show up twice.
