@@ -773,6 +773,129 @@ def part_loop(a, cluster=None) -> dict:
 
 PARTS = {"build": part_build, "trainer": part_trainer, "sampler": part_sampler, "loop": part_loop}
 
+# ---- two GPUs (issue 27) -------------------------------------------------------------------
+
+# The loop part on each of these configs, with the same overrides (LOOP_OVERRIDES), on the same
+# machine, one process each. The one-GPU config (sampler and trainer share a GPU; vLLM sleeps
+# while the trainer runs) is the reference the two-GPU placements are measured against.
+TWO_GPU_CONFIGS = {"one_gpu": "configs/qwen3-4b-qlora.yaml", "two_gpu": "configs/qwen3-4b-2gpu.yaml",
+                   "replicas": "configs/qwen3-4b-2gpu-replicas.yaml"}
+TWO_GPU_GOALS = {"gpus": (">=", 2), "rounds_completed": (">=", 2), "engine_rebuilds_after_round0": ("<=", 0),
+                 "round_wall_vs_one_gpu": ("<=", 0.75)}
+
+
+def part_two_gpu_run(a) -> dict:
+    """The loop part on one config of TWO_GPU_CONFIGS (--two-gpu-run), and the GPUs its workers
+    had: every sampler replica and trainer start in the run's manifest (`workers`) carries its
+    node and the GPU ids Ray gave it (loop/cluster/placement.py node_info)."""
+    global CONFIG
+    from loop.config import load_config
+    from loop.run.state import read_json
+
+    CONFIG = ROOT / TWO_GPU_CONFIGS[a.two_gpu_run]
+    a.workdir = str(Path(a.workdir) / f"two_gpu-{a.two_gpu_run}")  # a state directory of its own
+    Path(a.workdir).mkdir(parents=True, exist_ok=True)
+    res = part_loop(a)
+    cfg = load_config(CONFIG, loop_overrides(a))
+    workers = read_json(Path(res["run"]) / "manifest.json").get("workers", [])
+    used = {role: sorted({f"{w.get('node_id', '?')[:8]}/gpu{g}" for w in workers if w.get("role") == role
+                          for g in w.get("gpu_ids", [])}) for role in ("sampler", "trainer")}
+    res.update(placement=cfg.cluster.placement.strategy, gpu_sharing=cfg.cluster.gpu_sharing,
+               sampler_replicas=cfg.cluster.sampler.num_actors, gpus_by_role=used,
+               gpus_used=len(set(used["sampler"]) | set(used["trainer"])),
+               trainer_shares_a_sampler_gpu=bool(set(used["sampler"]) & set(used["trainer"])))
+    if res.get("engine_builds") is not None:  # one build per replica before round 0
+        res["engine_rebuilds_after_round0"] = res["engine_builds"] - cfg.cluster.sampler.num_actors
+    return res
+
+
+def _in_session(cmd: list[str], timeout: float) -> int | str:
+    """Run cmd in a session of its own and kill what is left of the session afterwards (its Ray
+    and vLLM processes), as run_parts does for a part."""
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        rc: int | str = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    for pid in [proc.pid] + session_pids(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    return rc
+
+
+def part_two_gpu(a) -> dict:
+    """Each config of --two-gpu-configs through the loop part, one process each, one after the
+    other on this machine; then each two-GPU config's round wall time over the one-GPU config's
+    (the rounds both completed, summed). Each config gets 900 s (the default --part-timeout: the
+    driver keeps its own to itself), so the driver's --part-timeout must cover them all:
+        python benchmarks/gpu_h200.py --parts two_gpu --part-timeout 3000 --out benchmarks/results/h200x2.json"""
+    names = [n for n in a.two_gpu_configs.split(",") if n]
+    unknown = [n for n in names if n not in TWO_GPU_CONFIGS]
+    if unknown or "one_gpu" not in names or len(names) < 2:
+        raise SystemExit(f"--two-gpu-configs {a.two_gpu_configs!r}: give one_gpu and at least one of "
+                         f"{', '.join(n for n in TWO_GPU_CONFIGS if n != 'one_gpu')} (unknown: {unknown or 'none'})")
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        listed = ""
+    res: dict = {"gpus_visible": sum(line.startswith("GPU ") for line in listed.splitlines()),
+                 "configs": {}, "config_files": {n: TWO_GPU_CONFIGS[n] for n in names}}
+    argv = sys.argv[1:]
+    for name in names:
+        out = Path(a.part_dir or a.workdir) / f"part-two_gpu-{name}.json"
+        out.unlink(missing_ok=True)
+        cmd = [sys.executable, __file__, *argv, "--two-gpu-run", name]
+        cmd[cmd.index("--part") + 1], cmd[cmd.index("--part-out") + 1] = "two_gpu_run", str(out)
+        log.info("two_gpu: %s", " ".join(cmd))
+        t0 = time.time()
+        rc = _in_session(cmd, a.part_timeout)
+        got = json.loads(out.read_text()) if out.exists() else {}
+        got["_process"] = {"rc": rc, "seconds": round(time.time() - t0, 1)}
+        res["configs"][name] = got
+    res.update(two_gpu_ratios(res["configs"]))
+    return res
+
+
+def two_gpu_ratios(runs: dict) -> dict:
+    """Round wall time of each two-GPU config over the one-GPU config's, and the config with the lowest."""
+    ref = runs.get("one_gpu", {}).get("rounds") or []
+    vs: dict = {}
+    for name, run in runs.items():
+        rounds = run.get("rounds") or []
+        n = min(len(rounds), len(ref))
+        if name == "one_gpu" or not n:
+            continue
+        mine, theirs = sum(r["wall_seconds"] for r in rounds[:n]), sum(r["wall_seconds"] for r in ref[:n])
+        vs[name] = {"rounds_compared": n, "round_wall_seconds": mine, "one_gpu_round_wall_seconds": theirs,
+                    "round_wall_vs_one_gpu": mine / theirs,
+                    "per_round": [r["wall_seconds"] / o["wall_seconds"] for r, o in zip(rounds[:n], ref[:n])]}
+    best = min(vs, key=lambda k: vs[k]["round_wall_vs_one_gpu"]) if vs else None
+    return {"vs_one_gpu": vs, "best": best}
+
+
+def two_gpu_summary(results: dict) -> dict:
+    """The issue's numbers for the two-GPU config that measured best (else the first one run)."""
+    t = results.get("two_gpu")
+    if not t:
+        return {}
+    name = t.get("best") or next((n for n in t.get("configs", {}) if n != "one_gpu"), None)
+    run = t.get("configs", {}).get(name) or {}
+    values = {"gpus": run.get("gpus_used"), "rounds_completed": run.get("loop_rounds_completed"),
+              "engine_rebuilds_after_round0": run.get("engine_rebuilds_after_round0"),
+              "round_wall_vs_one_gpu": (t.get("vs_one_gpu", {}).get(name) or {}).get("round_wall_vs_one_gpu")}
+    out = {"two_gpu_config": {"value": TWO_GPU_CONFIGS.get(name or ""), "goal": None, "met": None}}
+    for k, v in values.items():
+        op, goal = TWO_GPU_GOALS[k]
+        out[k] = {"value": v, "goal": f"{op} {goal}",
+                  "met": None if v is None else v >= goal if op == ">=" else v <= goal}
+    return out
+
+
+PARTS.update(two_gpu=part_two_gpu, two_gpu_run=part_two_gpu_run)
+
 
 # ---- driver ------------------------------------------------------------------------------
 
@@ -790,6 +913,7 @@ def summary(results: dict) -> dict:
         if goal and v is not None:
             met = v >= goal[1] if goal[0] == ">=" else v <= goal[1]
         out[k] = {"value": v, "goal": f"{goal[0]} {goal[1]}" if goal else None, "met": met}
+    out.update(two_gpu_summary(results))  # --parts two_gpu (h200x2.json)
     return out
 
 
@@ -918,6 +1042,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--with-loop", action="store_true", help="sampler part: then run the loop part on its engine")
     ap.add_argument("--stall-dump", type=float, default=240, help="seconds of engine start before stacks are dumped")
     ap.add_argument("--dump-stacks", action="store_true", help="SIGUSR1 stalled engine cores (faulthandler must be registered)")
+    ap.add_argument("--two-gpu-configs", default="one_gpu,two_gpu,replicas",
+                    help="two_gpu part: these of TWO_GPU_CONFIGS, one_gpu (the reference) and at least one other")
+    ap.add_argument("--two-gpu-run", choices=["one_gpu", "two_gpu", "replicas"], help=argparse.SUPPRESS)
     ap.add_argument("--table", metavar="JSON", help="print the README table made from a results file, and exit")
     a = ap.parse_args(argv)
     if a.table:
