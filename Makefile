@@ -6,9 +6,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements/cpu.txt | cksum | cut -d' ' -f1)
 EXTRAS := $(VENV)/extras
 EXTRAS_STAMP := $(EXTRAS)/.installed-$(shell cat requirements/rl-extras.txt | cksum | cut -d' ' -f1)
+TRACKERS_STAMP := $(VENV)/.trackers-$(shell cat requirements/trackers.txt | cksum | cut -d' ' -f1)
 ARGS   ?=
 
-.PHONY: setup run test test-fast lint bench model clean-runs
+.PHONY: setup extras trackers run test test-fast lint bench model clean-runs
 
 setup: $(STAMP)
 
@@ -36,17 +37,27 @@ $(EXTRAS_STAMP): requirements/rl-extras.txt $(STAMP)
 	PYTHONPATH=$(EXTRAS) $(PY) -c "import verl.utils.dataset.rl_dataset, verl.trainer.ppo.reward, openrlhf.datasets, hydra"
 	@touch $@
 
+# Experiment trackers for run.report_to (TensorBoard, W&B; NVML for the trainer's GPU readings) into .venv
+# itself: they agree with the CPU stack's pins. MLflow and trackio are heavy: pip install them when wanted.
+trackers: $(TRACKERS_STAMP)
+
+$(TRACKERS_STAMP): requirements/trackers.txt $(STAMP)
+	$(PY) -m pip install -q -r requirements/trackers.txt
+	$(PY) -c "import tensorboard, wandb; from torch.utils.tensorboard import SummaryWriter"
+	@rm -f $(VENV)/.trackers-*
+	@touch $@
+
 run: setup
 	$(PY) launch.py run $(ARGS)
 
-test: setup extras
+test: setup extras trackers
 	$(PY) -m pytest tests $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy   # the plug-in contract modules ([tool.mypy] files in pyproject.toml)
 
-test-fast: setup
+test-fast: setup trackers
 	$(PY) -m pytest tests -m "not integration" $(ARGS)
 
 bench: setup
