@@ -1,5 +1,6 @@
 """Real rounds end to end (vLLM sampler actor, Ray verification tasks, bitsandbytes QLoRA via
-TRL, LLM judge through vLLM), and resume after a clean stop and after kill -9."""
+TRL, LLM judge through vLLM), and resume after a clean stop and after kill -9. The run is watched as a
+user would: TensorBoard and W&B (offline) through run.report_to, per-step train logs, a quiet console."""
 from __future__ import annotations
 
 import hashlib
@@ -36,7 +37,7 @@ def manifest(d: Path) -> dict:
 
 
 def files_of(d: Path) -> set[str]:
-    skip = ("_trainer", "report", "export")
+    skip = ("_trainer", "report", "export", "tensorboard", "logs")  # the last two: names with a time or a pid
     return {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file() and not any(s in p.parts for s in skip)
             and not p.name.startswith(".")}
 
@@ -56,9 +57,13 @@ def full_run(tmp_path_factory, request):
     cfg["run"]["state_dir"] = str(tmp / "state")
     cfg["verifiers"].append({"name": "llm_judge", "required": False, "options": {"max_tokens": 16, "batch_size": 64}})
     cfg["sampling"]["rationalize"] = True  # STaR: failed problems are resampled with the answer as a hint
+    cfg["run"]["report_to"] = ["tensorboard", "wandb"]
     base = ROOT / "loop" / "assets" / "tiny-qwen3" / "model.safetensors"
     before = sha(base)
-    launch("run", "-c", str(write_config(tmp / "cfg.yaml", cfg)))
+    (tmp / "wandb").mkdir()
+    p = launch("run", "-c", str(write_config(tmp / "cfg.yaml", cfg)),
+               env={**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp / "wandb"), "WANDB_SILENT": "true"})
+    (tmp / "console.txt").write_text(p.stdout + p.stderr)  # what the user saw (test_watched reads it)
     return run_dir(tmp / "state"), before
 
 
@@ -98,6 +103,55 @@ def test_two_real_rounds(full_run):
     assert sha(ROOT / "loop" / "assets" / "tiny-qwen3" / "model.safetensors") == base_sha_before
 
 
+def _scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    ea.Reload()
+    return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
+
+
+def test_watched(full_run):
+    """Per-step train logs, TensorBoard (TRL's steps, the loop's rounds) and W&B offline, all read back;
+    the console shows the loop and the workers' output is in the run's files."""
+    from tests.wandb_records import history, run_id
+
+    d, _ = full_run
+    tmp = d.parents[2]
+    steps = 0
+    for r in range(2):
+        rd = d / f"round-{r:03d}"
+        rows = [json.loads(x) for x in (rd / "train_log.jsonl").read_text().splitlines()]
+        train = json.loads((rd / "train.json").read_text())
+        assert "log" not in train and train["steps"] > 0
+        assert [x["step"] for x in rows] == list(range(1, train["steps"] + 1))  # every optimizer step
+        assert all(x["loss"] > 0 and x["learning_rate"] > 0 and x["grad_norm"] >= 0 for x in rows)
+        assert [x["tokens"] for x in rows] == sorted(x["tokens"] for x in rows) and rows[0]["tokens"] > 0
+        assert train["first_loss"] == rows[0]["loss"] and train["last_loss"] == rows[-1]["loss"]
+        tb = _scalars(d / "tensorboard" / f"round-{r}" / "train")  # TRL's TensorBoardCallback, in the trainer
+        assert [s for s, _ in tb["train/loss"]] == [x["step"] for x in rows]
+        assert [v for _, v in tb["train/loss"]] == pytest.approx([x["loss"] for x in rows], rel=1e-5)
+        steps += len(rows)
+    metrics = [json.loads((d / f"round-{r:03d}" / "metrics.json").read_text()) for r in range(2)]
+    loop = _scalars(d / "tensorboard" / "loop")
+    assert loop["heldout/accuracy"] == [(r, pytest.approx(m["heldout"]["accuracy"])) for r, m in enumerate(metrics)]
+    assert [s for s, _ in loop["heldout/accuracy/arithmetic/sub"]] == [0, 1] and "seconds/train" in loop
+    (wb,) = (tmp / "wandb" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert run_id(wb) == json.loads((d / "trackers.json").read_text())["wandb"]["id"]
+    rows = history(wb)
+    assert len([x for x in rows if "train/loss" in x]) == steps
+    assert [x["round"] for x in rows if "heldout/accuracy" in x] == [0, 1]
+    # the console: the loop, not the workers (their lines are in run.log and logs/<worker>-<pid>.log)
+    console = (tmp / "console.txt").read_text()
+    assert "== round 0 ==" in console and "== round 1 ==" in console and "pid=" not in console
+    assert len(console.splitlines()) < 80, console
+    logs = {p.name.split("-")[0]: p for p in (d / "logs").glob("*.log")}
+    assert {"SamplerWorker", "TrainerActor"} <= set(logs)
+    run_log = (d / "run.log").read_text()
+    for line in logs["SamplerWorker"].read_text().splitlines()[:20]:
+        assert line in run_log
+
+
 def test_judge_ran_through_vllm(full_run):
     d, _ = full_run
     verdicts = [json.loads(line) for line in (d / "round-000" / "verdicts.jsonl").read_text().splitlines()]
@@ -113,13 +167,15 @@ def test_report_and_export(full_run):
     d, _ = full_run
     launch("report", str(d))
     assert (d / "report" / "summary.md").exists() and (d / "report" / "heldout.png").stat().st_size > 0
+    assert (d / "report" / "training.png").stat().st_size > 0 and "training.png" in (d / "report" / "summary.md").read_text()
     launch("export", str(d), "--allow-no-gain")  # two tiny rounds need not beat the base
     assert (d / "export" / "adapter_model.safetensors").exists() and (d / "export" / "bundle.json").exists()
 
 
 def test_resume_after_stop_and_kill9(tmp_path, tiny_run_config, full_run):
     ref, _ = full_run
-    cfg_path = write_config(tmp_path / "cfg.yaml", tiny_run_config(tmp_path / "state"))
+    cfg_path = write_config(tmp_path / "cfg.yaml", tiny_run_config(tmp_path / "state", run={
+        "name": "t", "seed": 0, "state_dir": str(tmp_path / "state"), "report_to": ["tensorboard"]}))
     # 1) a clean stop at a stage boundary
     launch("run", "-c", str(cfg_path), "--stop-after", "round-0/verify")
     d = run_dir(tmp_path / "state")
@@ -158,3 +214,10 @@ def test_resume_after_stop_and_kill9(tmp_path, tiny_run_config, full_run):
     # Same structure as the uninterrupted run (which also ran a judge: compare stage keys and files).
     assert set(m["done"]) == set(manifest(ref)["done"])
     assert files_of(d) == files_of(ref)
+    # the trackers were resumed, not duplicated: each round once in TensorBoard, round 0's train stage (killed,
+    # then run again) holds the second run's steps alone
+    loop = _scalars(d / "tensorboard" / "loop")
+    assert [s for s, _ in loop["heldout/accuracy"]] == [0, 1] and len(loop["baseline/heldout/accuracy"]) == 1
+    rows = (d / "round-000" / "train_log.jsonl").read_text().splitlines()
+    assert [s for s, _ in _scalars(d / "tensorboard" / "round-0" / "train")["train/loss"]] == list(
+        range(1, len(rows) + 1))

@@ -60,7 +60,8 @@ class _LogBar:
 
     def _done(self, now: float, line: str) -> None:
         held = _held.get(self.desc)
-        if held is None and now - _shown.get(self.desc, 0.0) >= EVERY_S:
+        # shown: a call that showed lines of its own (its end closes them), or none shown for EVERY_S
+        if held is None and (self.last > self.t0 or now - _shown.get(self.desc, 0.0) >= EVERY_S):
             log.info("%s", line)
             _shown[self.desc] = now
             return

@@ -388,6 +388,8 @@ class Trackers:
         self._save()
 
     def _save(self) -> None:
+        if not self.state and not (self.run_dir / STATE).exists():  # a run without trackers gets no file
+            return
         atomic_write_text(self.run_dir / STATE, json.dumps(self.state, indent=1, sort_keys=True) + "\n")
 
 

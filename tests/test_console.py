@@ -1,0 +1,81 @@
+"""A quiet console: the workers' output goes to run.log and <run>/logs/ (the console only with -v), progress
+lines of many short calls are summed per stage, and nothing is lost (run.log keeps every line)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from loop.run import logs, progress
+
+
+@pytest.fixture
+def console(tmp_path, capsys):
+    """setup_logging as launch.py does (the console handler on this test's stderr), a run log attached."""
+    def start(verbose: bool = False):
+        logs.setup_logging(verbose)
+        logs.attach_run_log(tmp_path)
+        return tmp_path
+    yield start
+    logs.detach_run_log()
+    logging.getLogger().removeHandler(logs._console)
+    logs._console, logs._verbose = None, False
+
+
+def test_worker_lines_go_to_files_not_the_console(console, capsys):
+    run = console()
+    batch = {"pid": 4242, "ip": "10.0.0.1", "localhost": "10.0.0.1", "actor_name": "SamplerWorker", "is_err": True,
+             "lines": ["Triton is installed, but doesn't include CPU backend. Disabling Triton.", "WARNING x"]}
+    logs._worker_lines(batch)
+    logs._worker_lines({"pid": "raylet", "lines": ["Task killed: the node is low on memory"]})
+    logging.getLogger("loop").info("round 0: training on 12 chains")
+    logging.getLogger("ray").warning("Token authentication is enabled for this Ray cluster")
+    err = capsys.readouterr().err
+    assert "Triton" not in err and "pid=4242" not in err and "Token authentication" not in err
+    assert "training on 12 chains" in err and "raylet: Task killed" in err  # the loop, and Ray's node notices
+    logs.detach_run_log()  # closes the files
+    assert (run / "logs" / "SamplerWorker-4242.log").read_text().splitlines() == batch["lines"]
+    text = (run / "run.log").read_text()
+    for needle in ("(SamplerWorker pid=4242) Triton is installed", "(SamplerWorker pid=4242) WARNING x",
+                   "Token authentication", "training on 12 chains", "raylet: Task killed"):
+        assert needle in text
+
+
+def test_verbose_keeps_ray_notices_on_the_console(console, capsys):
+    console(verbose=True)
+    logging.getLogger("ray").warning("Token authentication is enabled for this Ray cluster")
+    logs._worker_lines({"pid": 7, "actor_name": "TrainerActor", "lines": ["step 1"]})
+    err = capsys.readouterr().err
+    # Ray's own printer shows the workers' lines under -v (route_worker_output leaves it in place); ours
+    # go to the files only, so they are not printed twice
+    assert "Token authentication" in err and "step 1" not in err
+
+
+def test_many_short_calls_are_one_line_per_stage(console, capsys, monkeypatch):
+    run = console()
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
+    for _ in range(50):  # the judge: one generate call per batch of 64 prompts
+        with progress.progress(64, "judge", "prompt") as bar:
+            clock[0] += 0.2
+            bar.update(64)
+    err = capsys.readouterr().err
+    assert err.count("judge:") == 1 and "judge: 64/64 prompts (0s)" in err  # the first call, then quiet
+    for hook in progress.STAGE_END:  # RunDir.stage calls them when the stage's compute returns
+        hook()
+    err = capsys.readouterr().err
+    assert "judge: 3136 prompts in 49 calls (10s)" in err
+    text = (run / "run.log").read_text()
+    assert text.count("judge: 64/64 prompts") == 50  # every call is in run.log (DEBUG)
+
+
+def test_a_long_call_shows_a_line_every_30s(console, capsys, monkeypatch):
+    console()
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
+    with progress.progress(100, "round 0 sample", "prompt") as bar:
+        for _ in range(100):
+            clock[0] += 1.0
+            bar.update(1)
+    lines = [x for x in capsys.readouterr().err.splitlines() if "round 0 sample" in x]
+    assert len(lines) == 4 and lines[-1].endswith("100/100 prompts (100s)")  # at 30, 60, 90 s and the end
