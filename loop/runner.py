@@ -174,6 +174,20 @@ def resume(run_ref: str, state_dir: str, overrides: list[str], stop_after: str |
         if run.manifest.get("status") == "completed" and cfg.loop.rounds <= run.manifest["rounds_completed"]:
             log.info("run %s is already complete (%d rounds); extend it with --set loop.rounds=N",
                      run.path.name, run.manifest["rounds_completed"])
+            if cfg.run.report_to:  # e.g. --set run.report_to=[wandb]: the finished rounds are sent to it
+                from loop.preflight import check_trackers
+                from loop.run.trackers import Trackers
+
+                problems: list[str] = []
+                check_trackers(cfg, problems, allow_no_tracker)
+                if problems:
+                    raise ConfigError("\n".join(problems))
+                trackers = Trackers.open(run.path, cfg.run.report_to, cfg.model_dump(mode="json"),
+                                         allow_missing=allow_no_tracker)
+                try:
+                    trackers.sync()
+                finally:
+                    trackers.close()
             run.release()
             return run
         preflight(cfg, stop_after=stop_after, run=run, allow_no_tracker=allow_no_tracker)

@@ -221,3 +221,11 @@ def test_resume_after_stop_and_kill9(tmp_path, tiny_run_config, full_run):
     rows = (d / "round-000" / "train_log.jsonl").read_text().splitlines()
     assert [s for s, _ in _scalars(d / "tensorboard" / "round-0" / "train")["train/loss"]] == list(
         range(1, len(rows) + 1))
+    # 5) a tracker added to the finished run: `resume` sends it every round, once
+    from tests.wandb_records import history
+
+    (tmp_path / "wandb").mkdir()
+    launch("resume", str(d), "--set", "run.report_to=[wandb]",
+           env={**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "wandb"), "WANDB_SILENT": "true"})
+    (wb,) = (tmp_path / "wandb" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert [x["round"] for x in history(wb) if "heldout/accuracy" in x] == [0, 1]

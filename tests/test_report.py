@@ -106,3 +106,19 @@ def test_report_reads_the_eval_stage_baseline(run_dir: Path):
           {"accuracy": 0.25, "by_category": {"arith/add": 0.3, "arith/mul": 0.2}, "adapter": None, "n": 64})
     text = write_report(run_dir).read_text()
     assert "| arith/add | 0.300 | 0.500 | 0.600 |" in text and "| **overall** | 0.250 |" in text
+
+
+def test_training_plot_from_the_step_logs(run_dir: Path):
+    """report/training.png from round-NNN/train_log.jsonl: drawn for the rounds that trained, a torn line
+    named in the notes; without any log there is no plot (runs made before the logs existed)."""
+    rows = [{"step": s, "epoch": s / 8, "loss": 2.0 / s, "learning_rate": 0.004 * (1 - s / 8), "grad_norm": 1.5,
+             "tokens": 300 * s, "cuda_allocated_gib": 1.2, "cuda_reserved_gib": 1.6, "gpu_util": 80.0,
+             "gpu_mem_used_gib": 20.5} for s in range(1, 9)]
+    log = run_dir / "round-001" / "train_log.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 9, "lo')
+    text = write_report(run_dir).read_text()
+    png = run_dir / "report" / "training.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20000
+    assert "](training.png)" in text and "round-001/train_log.jsonl: 1 line(s) could not be read" in text
+    log.unlink()
+    assert "training.png" not in write_report(run_dir).read_text()

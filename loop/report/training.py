@@ -83,14 +83,15 @@ def _speed(ax: Any, rounds: Rounds) -> bool:
     ax.set_xticks(list(xs), labels)
     ax.set_xlabel("round")
     ax.set_ylabel("tokens/s")
-    ax.legend(fontsize="small")
+    ax.set_ylim(0, 1.3 * max(sampler + trainer))  # room for the legend above the bars
+    ax.legend(fontsize="small", loc="upper center", ncol=2)
     ax.grid(alpha=0.3, axis="y")
     return True
 
 
 def _memory(ax: Any, steps: list[tuple[int, list[dict]]]) -> None:
     for key, label in (("cuda_allocated_gib", "torch allocated"), ("cuda_reserved_gib", "torch reserved"),
-                       ("gpu_mem_used_gib", "device used (NVML)")):
+                       ("gpu_mem_used_gib", "device used (NVML / nvidia-smi)")):
         xs, ys = [], []
         for _, x, y in _series(steps, key):
             xs += x
@@ -105,6 +106,7 @@ def _memory(ax: Any, steps: list[tuple[int, list[dict]]]) -> None:
         twin.set_ylim(0, 105)
     ax.set_xlabel("trainer step (over the run)")
     ax.set_ylabel("GiB")
+    ax.set_ylim(bottom=0)
     ax.set_title("GPU memory during the train stages", fontsize="medium")
     ax.legend(fontsize="small", loc="upper left")
     ax.grid(alpha=0.3)
@@ -115,8 +117,9 @@ def training(run_dir: Path, rounds: Rounds, path: Path, notes: list[str]) -> Pat
     if not steps:
         return None
     gpu = any("cuda_allocated_gib" in r or "gpu_mem_used_gib" in r for _, rows in steps for r in rows)
-    fig, axes = plt.subplots(3 if gpu else 2, 2, figsize=(12, 10.5 if gpu else 7.5))
-    ax = axes.flatten()
+    fig = plt.figure(figsize=(12, 10.5 if gpu else 7.5))
+    grid = fig.add_gridspec(3 if gpu else 2, 2)
+    ax = [fig.add_subplot(grid[i // 2, i % 2]) for i in range(4)]
     _per_step(ax[0], steps, "loss", "training loss")
     ax[0].set_title("loss per step", fontsize="medium")
     ax[0].legend(fontsize="small")
@@ -129,7 +132,6 @@ def training(run_dir: Path, rounds: Rounds, path: Path, notes: list[str]) -> Pat
     else:
         ax[3].axis("off")
     if gpu:
-        _memory(ax[4], steps)
-        ax[5].axis("off")
+        _memory(fig.add_subplot(grid[2, :]), steps)
     fig.suptitle(f"training: {sum(len(rows) for _, rows in steps)} logged steps over {len(steps)} round(s)")
     return _save(fig, path)
