@@ -79,3 +79,21 @@ def test_a_long_call_shows_a_line_every_30s(console, capsys, monkeypatch):
             bar.update(1)
     lines = [x for x in capsys.readouterr().err.splitlines() if "round 0 sample" in x]
     assert len(lines) == 4 and lines[-1].endswith("100/100 prompts (100s)")  # at 30, 60, 90 s and the end
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_route_worker_output_takes_rays_printer_off(console, verbose):
+    """Ray's stream of the workers' lines (ray.init(log_to_driver=True)) reaches our files; Ray's own printer
+    to the console stays only with -v. Without a run log (`eval`) Ray's printing is left alone."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
+
+    streams.add_handler("ray_print_logs", lambda data: None)
+    try:
+        assert logs.route_worker_output() is False  # no run log attached yet
+        console(verbose)
+        assert logs.route_worker_output() is True
+        names = [n for n, _ in streams.handlers]
+        assert "loop_worker_logs" in names and ("ray_print_logs" in names) is verbose
+    finally:
+        streams.remove_handler("ray_print_logs")
+        streams.remove_handler("loop_worker_logs")

@@ -92,8 +92,9 @@ def route_worker_output() -> bool:
     """Take the workers' stdout/stderr, which Ray streams to the driver, off the console (unless verbose):
     each line goes to run.log and to <run>/logs/<worker>-<pid>.log. Lines of the raylet (a worker killed
     for memory, ...) also stay on the console as warnings. Call after ray.init; False where this Ray has
-    no such stream (the output then stays as Ray prints it), or when setup_logging was not called."""
-    if _console is None:
+    no such stream (the output then stays as Ray prints it), when setup_logging was not called, or when no
+    run log is attached (`eval`: no run directory to keep it in)."""
+    if _console is None or _run_log is None:
         return False
     try:
         from ray._private.ray_logging import global_worker_stdstream_dispatcher as streams
