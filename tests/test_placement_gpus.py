@@ -319,6 +319,17 @@ def test_the_driver_places_hands_off_adapters_and_sleeps_only_the_trainers_gpu(r
         cluster.placement.remove()
 
 
+def test_the_driver_refuses_more_gpus_than_ray_has_before_starting_anything(rays):
+    from loop.cluster.driver import Cluster
+    from loop.config import ConfigError
+
+    ray = rays("two_gpus")
+    with pytest.raises(ConfigError, match=r"(?s)cannot place this run's workers.*cluster\.sampler \(2 replicas\) and "
+                                          r"the trainer together need 3 'GPU', the cluster offers 2"):
+        Cluster(_cfg(TWO_GPU, "cluster.sampler.num_actors=2"))
+    assert ray.available_resources().get("GPU") == 2  # no placement group was left holding any
+
+
 def test_a_gpu_each_on_two_nodes_of_one_gpu(rays):
     """The same configs on two nodes with one GPU each: PACK cannot fit one node, so the
     bundles go one a node."""
