@@ -131,7 +131,8 @@ def start(cfg: Config, stop_after: str | None = None, allow_no_tracker: bool = F
     atomic_write_text(run.path / "config.yaml", dump_config(cfg))
     integrity.record_config(run, cfg.model_dump(mode="json"))
     base_record.record(run, cfg)
-    log.info("run directory: %s (log: %s)", run.path, run.path / "run.log")
+    log.info("run directory: %s (log: %s; the workers' output: %s, or -v to see it here)", run.path,
+             run.path / "run.log", run.path / "logs")
     return _execute(cfg, run, allow_no_tracker)
 
 

@@ -12,6 +12,8 @@ from loop.run import logs, progress
 @pytest.fixture
 def console(tmp_path, capsys):
     """setup_logging as launch.py does (the console handler on this test's stderr), a run log attached."""
+    import ray  # noqa: F401 - imported first, as in a run: setup_logging takes Ray's console handler off
+
     def start(verbose: bool = False):
         logs.setup_logging(verbose)
         logs.attach_run_log(tmp_path)
@@ -19,6 +21,7 @@ def console(tmp_path, capsys):
     yield start
     logs.detach_run_log()
     logging.getLogger().removeHandler(logs._console)
+    logging.captureWarnings(False)
     logs._console, logs._verbose = None, False
 
 
@@ -28,16 +31,23 @@ def test_worker_lines_go_to_files_not_the_console(console, capsys):
              "lines": ["Triton is installed, but doesn't include CPU backend. Disabling Triton.", "WARNING x"]}
     logs._worker_lines(batch)
     logs._worker_lines({"pid": "raylet", "lines": ["Task killed: the node is low on memory"]})
+    logs._worker_lines({"pid": "autoscaler", "lines": ["======== Autoscaler status: 2026-12-06 07:56:47 ========",
+                                                       "Total Usage:"]})  # its periodic status: run.log only
     logging.getLogger("loop").info("round 0: training on 12 chains")
     logging.getLogger("ray").warning("Token authentication is enabled for this Ray cluster")
+    logging.getLogger("bitsandbytes.backends.cpu.ops").warning("Failed to load CPU gemm_4bit_forward")
+    logging.getLogger("loop").warning("round 0: no accepted chains; keeping the previous adapter")
     err = capsys.readouterr().err
+    assert "gemm_4bit_forward" not in err and "no accepted chains" in err
     assert "Triton" not in err and "pid=4242" not in err and "Token authentication" not in err
+    assert "Autoscaler status" not in err
     assert "training on 12 chains" in err and "raylet: Task killed" in err  # the loop, and Ray's node notices
     logs.detach_run_log()  # closes the files
     assert (run / "logs" / "SamplerWorker-4242.log").read_text().splitlines() == batch["lines"]
     text = (run / "run.log").read_text()
     for needle in ("(SamplerWorker pid=4242) Triton is installed", "(SamplerWorker pid=4242) WARNING x",
-                   "Token authentication", "training on 12 chains", "raylet: Task killed"):
+                   "Token authentication", "training on 12 chains", "raylet: Task killed", "Autoscaler status",
+                   "gemm_4bit_forward"):
         assert needle in text
 
 

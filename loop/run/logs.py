@@ -32,14 +32,18 @@ _files: dict[str, Any] = {}
 _files_lock = threading.Lock()
 
 
+OURS = ("loop", "launch", "__main__", "root")  # loggers whose warnings are the user's business
+
+
 class _ConsoleFilter(logging.Filter):
-    """Off the console (they stay in run.log): the workers' lines, and Ray's driver notices below ERROR
-    (token authentication, "Started a local Ray instance") unless verbose."""
+    """Off the console (they stay in run.log): the workers' lines, and unless verbose, the libraries' own
+    notices below ERROR in this process (Ray's "Started a local Ray instance" and token authentication,
+    bitsandbytes' missing CPU kernels, Python warnings)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == WORKERS:
             return False
-        if not _verbose and record.name.split(".")[0] == "ray" and record.levelno < logging.ERROR:
+        if not _verbose and record.levelno < logging.ERROR and record.name.split(".")[0] not in OURS:
             return False
         return True
 
@@ -57,6 +61,7 @@ def setup_logging(verbose: bool = False) -> None:
     _console.setFormatter(logging.Formatter(_FMT, datefmt="%H:%M:%S"))
     _console.addFilter(_ConsoleFilter())
     root.addHandler(_console)
+    logging.captureWarnings(True)  # warnings.warn in this process: the "py.warnings" logger (run.log)
     for noisy in ("vllm", "transformers", "datasets", "httpx", "filelock", "urllib3", "torch", "wandb", "mlflow",
                   "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -109,8 +114,12 @@ def route_worker_output() -> bool:
 
 def _worker_lines(data: dict[str, Any]) -> None:
     pid, lines = data.get("pid"), data.get("lines") or []
-    if pid in ("raylet", "autoscaler"):  # Ray's own notices about the node: the user needs these
+    if pid in ("raylet", "autoscaler"):
+        # Ray's notices about the node (a worker killed for memory, resources that cannot be had): on the
+        # console too, as Ray's printer shows them; of the autoscaler's log only its event summaries, as there
         for line in lines:
+            logging.getLogger(WORKERS).info("(%s) %s", pid, line)
+        for line in _autoscaler_events(lines) if pid == "autoscaler" else lines:
             logging.getLogger("loop.ray").warning("%s: %s", pid, line)
         return
     name = data.get("actor_name") or data.get("task_name") or "worker"
@@ -131,6 +140,15 @@ def _worker_lines(data: dict[str, Any]) -> None:
                 return
         f.write("".join(line + "\n" for line in lines))
         f.flush()
+
+
+def _autoscaler_events(lines: list[str]) -> list[str]:
+    try:
+        from ray._private.worker import filter_autoscaler_events
+
+        return [x for x in filter_autoscaler_events(lines) if not x.startswith("Tip: use `ray status`")]
+    except Exception:  # noqa: BLE001 - Ray's private filter (it asks the GCS which autoscaler runs): run.log has all
+        return []
 
 
 def _close_worker_files() -> None:
