@@ -29,7 +29,9 @@ def test_worker_lines_go_to_files_not_the_console(console, capsys):
     run = console()
     batch = {"pid": 4242, "ip": "10.0.0.1", "localhost": "10.0.0.1", "actor_name": "SamplerWorker", "is_err": True,
              "lines": ["Triton is installed, but doesn't include CPU backend. Disabling Triton.", "WARNING x"]}
+    logs._worker_lines({"pid": 4242, "lines": ["before the actor has its name"]})
     logs._worker_lines(batch)
+    logs._worker_lines({"pid": 4242, "lines": []})
     logs._worker_lines({"pid": "raylet", "lines": ["Task killed: the node is low on memory"]})
     logs._worker_lines({"pid": "autoscaler", "lines": ["======== Autoscaler status: 2026-12-06 07:56:47 ========",
                                                        "Total Usage:"]})  # its periodic status: run.log only
@@ -43,7 +45,9 @@ def test_worker_lines_go_to_files_not_the_console(console, capsys):
     assert "Autoscaler status" not in err
     assert "training on 12 chains" in err and "raylet: Task killed" in err  # the loop, and Ray's node notices
     logs.detach_run_log()  # closes the files
-    assert (run / "logs" / "SamplerWorker-4242.log").read_text().splitlines() == batch["lines"]
+    assert [p.name for p in (run / "logs").iterdir()] == ["SamplerWorker-4242.log"]
+    assert (run / "logs" / "SamplerWorker-4242.log").read_text().splitlines() == [
+        "before the actor has its name", *batch["lines"]]
     text = (run / "run.log").read_text()
     for needle in ("(SamplerWorker pid=4242) Triton is installed", "(SamplerWorker pid=4242) WARNING x",
                    "Token authentication", "training on 12 chains", "raylet: Task killed", "Autoscaler status",

@@ -28,7 +28,7 @@ _run_log: Path | None = None
 _handler: logging.Handler | None = None
 _console: logging.Handler | None = None
 _verbose = False
-_files: dict[str, Any] = {}
+_files: dict[str, list] = {}  # process -> [open file, its path, the name it is under]
 _files_lock = threading.Lock()
 
 
@@ -122,6 +122,8 @@ def _worker_lines(data: dict[str, Any]) -> None:
         for line in _autoscaler_events(lines) if pid == "autoscaler" else lines:
             logging.getLogger("loop.ray").warning("%s: %s", pid, line)
         return
+    if not lines:
+        return
     name = data.get("actor_name") or data.get("task_name") or "worker"
     where = "" if data.get("ip") in (None, data.get("localhost")) else f"{data['ip']}-"
     out = logging.getLogger(WORKERS)
@@ -129,17 +131,26 @@ def _worker_lines(data: dict[str, Any]) -> None:
         out.info("(%s pid=%s) %s", name, pid, line)
     if _run_log is None:
         return
-    key = "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{name}-{where}{pid}")
-    with _files_lock:
-        f = _files.get(key)
-        if f is None:
-            try:
+    proc = f"{where}{pid}"  # one file per process, named by what it runs once Ray says (an actor's first
+    with _files_lock:       # lines may come before its name)
+        entry = _files.get(proc)
+        try:
+            if entry is None:
                 (_run_log.parent / WORKER_LOGS).mkdir(exist_ok=True)
-                f = _files[key] = open(_run_log.parent / WORKER_LOGS / f"{key}.log", "a", encoding="utf-8")
-            except OSError:
-                return
-        f.write("".join(line + "\n" for line in lines))
-        f.flush()
+                path = _run_log.parent / WORKER_LOGS / _file_name(name, proc)
+                entry = _files[proc] = [open(path, "a", encoding="utf-8"), path, name]
+            elif entry[2] == "worker" and name != "worker":
+                named = entry[1].with_name(_file_name(name, proc))
+                os.rename(entry[1], named)
+                entry[1:] = [named, name]
+        except OSError:
+            return
+        entry[0].write("".join(line + "\n" for line in lines))
+        entry[0].flush()
+
+
+def _file_name(name: str, proc: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{name}-{proc}") + ".log"
 
 
 def _autoscaler_events(lines: list[str]) -> list[str]:
@@ -153,8 +164,8 @@ def _autoscaler_events(lines: list[str]) -> list[str]:
 
 def _close_worker_files() -> None:
     with _files_lock:
-        for f in _files.values():
-            f.close()
+        for entry in _files.values():
+            entry[0].close()
         _files.clear()
 
 
