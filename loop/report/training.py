@@ -78,8 +78,8 @@ def _speed(ax: Any, rounds: Rounds) -> bool:
     if not any(sampler) and not any(trainer):
         return False
     xs = range(len(labels))
-    ax.bar([x - 0.2 for x in xs], sampler, width=0.4, label="sampler (tokens sampled / sample s)")
-    ax.bar([x + 0.2 for x in xs], trainer, width=0.4, label="trainer (tokens trained / train s)")
+    ax.bar([x - 0.2 for x in xs], sampler, width=0.4, label="sampler")
+    ax.bar([x + 0.2 for x in xs], trainer, width=0.4, label="trainer")
     ax.set_xticks(list(xs), labels)
     ax.set_xlabel("round")
     ax.set_ylabel("tokens/s")
@@ -128,7 +128,7 @@ def training(run_dir: Path, rounds: Rounds, path: Path, notes: list[str]) -> Pat
     _per_step(ax[2], steps, "grad_norm", "gradient norm", log_y=True)
     ax[2].set_title("gradient norm (before clipping)", fontsize="medium")
     if _speed(ax[3], rounds):
-        ax[3].set_title("tokens/s per round", fontsize="medium")
+        ax[3].set_title("tokens/s per round (sampled / sample s; trained / train s)", fontsize="medium")
     else:
         ax[3].axis("off")
     if gpu:
