@@ -299,9 +299,11 @@ def read_steps(path: Path) -> list[dict[str, Any]]:
     rows = []
     for line in path.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             continue  # a torn line: the report names damage; trackers send what reads
+        if isinstance(row, dict) and isinstance(row.get("step"), (int, float)):
+            rows.append(row)
     return rows
 
 
