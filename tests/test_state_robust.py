@@ -151,7 +151,7 @@ _SIGNAL_SCRIPT = textwrap.dedent("""
             open({marker!r}, "w").write("shutdown")
 
     class SlowController:
-        def __init__(self, cfg, run, cluster):
+        def __init__(self, cfg, run, cluster, trackers=None):
             pass
         def run_all(self):
             print("working", flush=True)
