@@ -20,10 +20,10 @@ The loop, its config and its plug-ins:
 
 Sub-packages (each imports only what is below it in this list):
     export/        the RL bundle: `launch.py export` writes it, RL code reads it (public: loop.export)
-    report/        `launch.py report`: summary and plots
+    report/        `launch.py report`: summary and plots (training.png: the trainer's steps)
     cluster/       Ray: the driver, the sampler pool, placement, and the vLLM and trainer workers
     kernels/       optional fast paths of training (fused LoRA, Liger, packed attention)
-    run/           a run is a directory: state, manifest, logs, progress, fault injection
+    run/           a run is a directory: state, manifest, logs, progress, trackers (run.report_to), faults
     models/        the embedded tiny model and random-weight models of a real shape (apart)
 
 The layers: launch.py > export, report, runner > controller, steps, analysis, preflight >
