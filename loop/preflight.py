@@ -65,6 +65,7 @@ def preflight(cfg: Config, *, stop_after: str | None = None, adapter: str | None
     check_memory(cfg, problems)
     if model_ok:
         check_model_limits(cfg, problems)
+        check_gpu_budget(cfg, problems)
     if cfg.cluster.address:
         check_address(cfg.cluster.address, problems)
     if check_prompts:
@@ -202,6 +203,25 @@ def check_model_limits(cfg: Config, problems: list[str]) -> None:
     if isinstance(limit, int) and cfg.training.max_seq_len > limit:
         problems.append(f"training.max_seq_len: {cfg.training.max_seq_len} is more than the model's "
                         f"max_position_embeddings ({limit}); set training.max_seq_len <= {limit}")
+
+
+def check_gpu_budget(cfg: Config, problems: list[str]) -> None:
+    """A cluster.gpu_memory_budget_gib too small for the model's weights, its KV cache and the
+    trainer: found here, with what would fit, not as an out-of-memory error inside vLLM."""
+    budget = cfg.cluster.gpu_memory_budget_gib
+    if budget is None:
+        return
+    from loop.cluster.gpu_memory import budget_problems, model_size
+
+    try:
+        size = model_size(Path(cfg.model.resolved_path()).expanduser())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        problems.append(f"cluster.gpu_memory_budget_gib: the model's config.json does not say its shape "
+                        f"({type(e).__name__}: {e}), so the budget cannot be checked; remove the budget or use a "
+                        "model directory with a complete config.json")
+        return
+    problems.extend(budget_problems(size, budget, cfg.serving_quantization() == "bitsandbytes",
+                                    cfg.model.max_model_len))
 
 
 def _meminfo() -> dict[str, int]:

@@ -137,7 +137,11 @@ class Cluster:
         Actor = self.ray.remote(**self.placement.sampler_options(i, live))(SamplerWorker)
         return Actor.remote(self._model_ref(), m.max_model_len, m.dtype, self.cfg.run.seed + i, c.sampler.max_lora_rank,
                             c.sampler.kv_cache_gib, c.sampler.gpu_memory_utilization, c.sampler.enforce_eager,
-                            c.gpu_sharing == "sleep", c.sampler.lora_mode)
+                            c.gpu_sharing == "sleep", c.sampler.lora_mode, quantization=self.cfg.serving_quantization(),
+                            max_num_seqs=c.sampler.max_num_seqs,
+                            # a sampled chain's whole length: its prompt (a few hundred tokens) and max_tokens
+                            seq_tokens=min(m.max_model_len, self.cfg.sampling.max_tokens + 256),
+                            memory_budget_gib=c.gpu_memory_budget_gib)
 
     def start_samplers(self) -> None:
         """All replicas built (a replacement started during the last stage included)."""
@@ -230,7 +234,7 @@ class Cluster:
 
         Actor = self.ray.remote(**self.placement.trainer_options())(TrainerActor)
         return Actor.remote(self._model_ref(), self.cfg.quantization.model_dump(), self.cfg.lora.model_dump(),
-                            self.cfg.training.model_dump())
+                            self.cfg.training.model_dump(), self.cfg.cluster.gpu_memory_budget_gib)
 
     def train(self, examples: list[dict], out_dir: Path, init_adapter: str | None, seed: int,
               overrides: dict | None = None, log_path: Path | None = None) -> dict:
@@ -279,6 +283,10 @@ class Cluster:
                     log.warning("trainer actor died (%s); training again from the start in a new actor "
                                 "(attempt %d of %d)", _first_line(e), attempt + 2, retries + 1)
         finally:
+            if self.cfg.cluster.gpu_memory_budget_gib is not None and self.trainer is not None:
+                # Within a memory budget nothing of the trainer (CUDA context, allocator cache, the
+                # optimizer's last tensors) stays on the device while vLLM is awake: the actor goes.
+                self._release_trainer()
             self.wake_samplers()
         unpack(files, out_dir)
         rows = metrics.pop("log", [])
@@ -290,6 +298,13 @@ class Cluster:
             log.warning("the trainer's node has no tensorboard package: this stage's steps are not in %s (they are "
                         "in %s)", tb, log_path or "the trainer's log")
         return metrics
+
+    def _release_trainer(self) -> None:
+        try:
+            self.ray.kill(self.trainer)
+        except Exception as e:  # noqa: BLE001 - dead already
+            log.debug("trainer actor already gone: %s", e)
+        self.trainer = None
 
     # ---- where the work ran --------------------------------------------------------------
     def attach(self, run: RunDir) -> None:

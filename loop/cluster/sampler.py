@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 class SamplerWorker:
     def __init__(self, model_path: str, max_model_len: int, dtype: str, seed: int, max_lora_rank: int,
                  kv_cache_gib: int, gpu_memory_utilization: float, enforce_eager: bool, sleep_mode: bool,
-                 lora_mode: str = "auto"):
+                 lora_mode: str = "auto", quantization: str = "none", max_num_seqs: int | None = None,
+                 seq_tokens: int | None = None, memory_budget_gib: float | None = None):
         from loop.cluster.cleanup import die_with_driver
 
         die_with_driver()  # a driver killed -9 takes this actor and its engine processes with it
@@ -70,9 +71,29 @@ class SamplerWorker:
             dtype = serving_dtype(model_path)
         if dtype != "auto":
             kwargs["dtype"] = dtype
+        if quantization not in ("none", "bitsandbytes"):
+            raise ValueError(f"quantization must be none or bitsandbytes, not {quantization!r}")
+        self.quantization = quantization if self.cuda else "none"
+        if self.quantization == "bitsandbytes":
+            # NF4, quantized from the checkpoint as it loads: the weights the QLoRA adapter was trained against
+            kwargs["quantization"] = "bitsandbytes"
         if self.cuda:
+            from loop.cluster import gpu_memory
+
+            # the device's size without a CUDA context in this actor (mem_get_info would make one, ~0.5
+            # GiB that vLLM does not count; the engine runs in its own process)
+            total = torch.cuda.get_device_properties(0).total_memory
+            if memory_budget_gib is not None:
+                gpu_memory_utilization = gpu_memory.sampler_utilization(memory_budget_gib, total)
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enable_sleep_mode"] = sleep_mode
+            if max_num_seqs is None and seq_tokens:
+                size = gpu_memory.model_size(Path(model_path))
+                max_num_seqs = gpu_memory.max_num_seqs(size, self.quantization == "bitsandbytes",
+                                                       gpu_memory_utilization, total, seq_tokens)
+        if max_num_seqs is not None:
+            kwargs["max_num_seqs"] = max_num_seqs
+        self.engine_args = {k: v for k, v in kwargs.items() if k not in ("model",)}
         self.llm = LLM(**kwargs)
         self.model_path = model_path
         # messages -> prompt tokens (loop.cluster.prompt_tokens.token_counter), made on first use
@@ -94,10 +115,15 @@ class SamplerWorker:
         from loop.cluster.cleanup import process_tree, shm_segments
         from loop.cluster.placement import node_info
 
-        return {**node_info(), "build_seconds": round(self.build_seconds, 2),
+        return {**node_info(), "build_seconds": round(self.build_seconds, 2), "engine_args": self.engine_args,
                 "adapters_served": "merged" if self.merged else "lora",
                 # the engine's /dev/shm segments, so a killed driver's can be removed by the next start
                 "shm": sorted(shm_segments(process_tree(os.getpid())))}
+
+    def kv_cache_tokens(self) -> int | None:
+        """Tokens the engine's KV cache holds (GPU blocks x block size); None where vLLM does not say."""
+        cc = self.llm.llm_engine.vllm_config.cache_config
+        return int(cc.num_gpu_blocks * cc.block_size) if cc.num_gpu_blocks else None
 
     def max_num_seqs(self) -> int:
         """Sequences the engine runs at once at most (its scheduler's limit)."""

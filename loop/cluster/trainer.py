@@ -251,7 +251,8 @@ class TrainerActor(TrainerWorker):
     the actor trains into its own temp directory, so its node needs no access to the run
     directory, and a trainer killed mid-way leaves nothing half-written there."""
 
-    def __init__(self, model_path: str, quant: dict, lora: dict, training: dict):
+    def __init__(self, model_path: str, quant: dict, lora: dict, training: dict,
+                 memory_budget_gib: float | None = None):
         from loop.cluster.cleanup import die_with_driver
 
         die_with_driver()  # a driver killed -9 takes this actor with it
@@ -260,6 +261,13 @@ class TrainerActor(TrainerWorker):
 
             model_path = ModelCfg(path=model_path).resolved_path()
         super().__init__(model_path, quant, lora, training)
+        if memory_budget_gib is not None and self.cuda:
+            import torch
+
+            from loop.cluster.gpu_memory import utilization
+
+            # PyTorch's allocator stops at the budget (an OOM inside it, not a device-wide squeeze)
+            torch.cuda.set_per_process_memory_fraction(utilization(memory_budget_gib, torch.cuda.mem_get_info()[1]))
 
     def where(self) -> dict:
         from loop.cluster.placement import node_info
