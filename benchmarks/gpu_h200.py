@@ -907,7 +907,7 @@ def part_scale(a) -> dict:
 
     n = 8
     res: dict = {"n": n, "max_tokens": a.max_tokens}
-    for label, extra in (("kv_sized", []), ("vllm_default", ["cluster.sampler.max_num_seqs=1024"])):
+    for label, extra in (("kv_sized", ["cluster.sampler.max_num_seqs=auto"]), ("vllm_default", [])):
         cfg = load_config(CONFIG, [*loop_overrides(a), f"sampling.max_tokens={a.max_tokens}", "cluster.gpu_sharing=none",
                                    "cluster.sampler.num_gpus=1" if _cuda() else "cluster.sampler.num_gpus=0", *extra])
         cluster = Cluster(cfg)

