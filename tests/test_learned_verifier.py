@@ -210,38 +210,42 @@ def test_check_adapter_refuses_missing_damaged_and_foreign_adapters(tmp_path):
 # ---- real: TRL trains the verifier adapter, vLLM scores with it ----------------------------------
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 21 is open: on the tiny model the trained verifier often learns only the class prior (every score "
-    "0.498 +- 0.001, AUC far from 0.9) even on this separable task; it passed 3 of 6 runs on 2026-12-06"))
 def test_a_trained_verifier_adapter_scores_yes_and_no_in_vllm(tmp_path):
-    """Yes/No examples separable by the chain's final line; the trained adapter, served by the
-    sampler (merged into the weights, as on the CPU), ranks held-back chains of each kind apart."""
+    """Chains whose final line gives the sum (Yes) or no answer (No), labels drawn at random so nothing
+    else in the prompt tells them apart; the trained adapter, served by the sampler (merged into the
+    weights, as on the CPU), ranks held-back chains of the same kind apart. (An earlier version trained
+    on two-digit and tested on three-digit numbers with the label tied to the parity of the problem: a
+    shortcut the model could take; its AUC swung between 0 and 1 across runs.)"""
+    import random
+
     from loop.cluster.sampler import SamplerWorker
     from loop.cluster.shipping import pack_adapter
     from loop.cluster.trainer import TrainerWorker
 
-    def chain(a: int, ok: bool) -> tuple[Problem, str]:
-        p = prob(a, 11)
-        return p, f"<think>\n{a}+11\n</think>\nAnswer: {a + 11 if ok else 'none'}"
+    rng = random.Random(0)
+    ok_of = {a: rng.random() < 0.5 for a in range(10, 250)}
 
-    pairs = [(chain(a, a % 2 == 0), a % 2 == 0) for a in range(10, 90)]
-    examples = [{"prompt": verification_messages(p, t, 1200),
-                 "completion": [{"role": "assistant", "content": YES if ok else NO}]} for (p, t), ok in pairs]
+    def chain(a: int) -> tuple[Problem, str]:
+        return prob(a, 11), f"<think>\n{a}+11\n</think>\nAnswer: {a + 11 if ok_of[a] else 'none'}"
+
+    examples = [{"prompt": verification_messages(*chain(a), 1200),
+                 "completion": [{"role": "assistant", "content": YES if ok_of[a] else NO}]}
+                for a in range(10, 250) if a % 3]
     out = tmp_path / "verifier"
     tr = TrainingCfg(epochs=2, batch_size=8, learning_rate=5e-3, max_seq_len=256).model_dump()
     m = TrainerWorker(str(TINY_MODEL), QuantCfg().model_dump(), LoraCfg().model_dump(), tr).train(
         examples, str(out), None, seed=0, overrides={"epochs": 3, "mode": "continue", "loss_on_words": [YES, NO]})
-    assert m["steps"] == 30 and (out / "adapter_model.safetensors").exists()  # the override's 3 epochs, not 2
+    assert m["steps"] == 60 and (out / "adapter_model.safetensors").exists()  # the override's 3 epochs, not 2
     assert m["loss_tokens"] == len(examples)  # the loss falls on the Yes/No token alone
     check_adapter(out, TINY_MODEL)
     w = SamplerWorker(str(TINY_MODEL), max_model_len=512, dtype="float32", seed=0, max_lora_rank=16, kv_cache_gib=1,
                       gpu_memory_utilization=0.5, enforce_eager=True, sleep_mode=False, lora_mode="merged")
     try:
-        test = [(chain(a, a % 2 == 0), a % 2 == 0) for a in range(200, 240)]
-        prompts = [verification_messages(p, t, 1200) for (p, t), _ in test]
+        test = [a for a in range(10, 250) if not a % 3]
+        prompts = [verification_messages(*chain(a), 1200) for a in test]
         scores = w.yes_probability(prompts, "v1", [pack_adapter(out)], (YES, NO))
         assert all(s is not None and 0.0 <= s <= 1.0 for s in scores)
-        assert auc(scores, [ok for _, ok in test]) > 0.9, scores
+        assert auc(scores, [ok_of[a] for a in test]) > 0.9, scores
         # the policy's own engine is untouched: greedy text of the base model still comes back after scoring
         text = w.generate([[{"role": "user", "content": "Compute 12+34."}]], 1, 0.0, 1.0, 32, 0, None)[0][0]["text"]
         assert text.startswith("<think>")
