@@ -74,12 +74,30 @@ def _json(p: Path) -> dict:
     return json.loads(p.read_text())
 
 
+def within_problem_auc(path: Path) -> float | None:
+    """Mean AUC of P(Yes) within each problem whose sampled chains both pass and fail, from a round's
+    heldout/selection_outcomes.jsonl (runs made before `selection` reported it)."""
+    from collections import defaultdict
+
+    from loop.verifier_data import auc
+
+    by: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("outcome") in ("pass", "fail") and r.get("p_yes") is not None:
+            by[r["sample_id"].split(":")[0]].append((r["p_yes"], r["outcome"] == "pass"))
+    per = [a for v in by.values() if (a := auc([x for x, _ in v], [y for _, y in v])) is not None]
+    return sum(per) / len(per) if per else None
+
+
 def summary(run: Path) -> dict:
     base = _json(run / "baseline" / "metrics.json")
     rounds = sorted(d for d in run.glob("round-*") if (d / "metrics.json").exists())
     last = _json(rounds[-1] / "metrics.json")
     held = _json(rounds[-1] / "heldout" / "metrics.json")
     sel = held.get("selection") or {}
+    if sel and sel.get("within_problem_auc") is None and (rounds[-1] / "heldout" / "selection_outcomes.jsonl").exists():
+        sel = {**sel, "within_problem_auc": within_problem_auc(rounds[-1] / "heldout" / "selection_outcomes.jsonl")}
     wall = run / "wall_s.txt"
     return {"run": run.name, "rounds": len(rounds), "status": _json(run / "manifest.json").get("status"),
             "heldout": [base["accuracy"]] + [_json(d / "heldout" / "metrics.json")["accuracy"] for d in rounds],
@@ -89,7 +107,8 @@ def summary(run: Path) -> dict:
             "auc_heldout_greedy": (held.get("learned_verifier") or {}).get("auc"),
             "auc_train_side": ((last.get("verifier_health") or {}).get("learned") or {}).get("auc"),
             "selection": {k: sel.get(k) for k in ("n", "greedy", "majority", "verifier_best_of_n",
-                                                  "verifier_weighted_vote", "pass_at_n")} if sel else None,
+                                                  "verifier_weighted_vote", "pass_at_n", "within_problem_auc")}
+            if sel else None,
             "verifier_train": [{k: (_json(d / "verifier.json").get("data") or {}).get(k) for k in
                                 ("examples", "replayed")} | {"last_loss": _json(d / "verifier.json").get("last_loss")}
                                for d in rounds if (d / "verifier.json").exists()],
@@ -141,6 +160,8 @@ def write(got: dict[str, dict], args) -> None:
     keys = ("greedy", "majority", "verifier_best_of_n", "verifier_weighted_vote", "pass_at_n")
     selection = {"n": N, **{k: _stats([s[k] for s in sel])["mean"] for k in keys},
                  "std": {k: _stats([s[k] for s in sel])["std"] for k in keys}, "seeds": len(sel)}
+    within = [s["within_problem_auc"] for s in sel if s.get("within_problem_auc") is not None]
+    selection["within_problem_auc"] = _stats(within) if within else None  # what best-of-n needs
     diffs = {"best_of_n_minus_majority": _stats([s["verifier_best_of_n"] - s["majority"] for s in sel]),
              "best_of_n_minus_greedy": _stats([s["verifier_best_of_n"] - s["greedy"] for s in sel])}
     arms: dict[str, list[float]] = {"gold": [], "learned": [], "all": []}

@@ -143,6 +143,7 @@ def selection(greedy: Sequence[Row], sampled: Sequence[Row], name: str = LEARNED
     n = max((len(v) for v in by.values()), default=0)
     res = Counter()
     unscored = 0
+    within: list[float] = []  # per-problem AUC where a problem's chains both pass and fail
     for g in greedy:
         res["greedy"] += g.outcome == "pass"
         chains = sorted(by.get(g.problem.id, []), key=lambda r: r.sample.index)
@@ -158,6 +159,10 @@ def selection(greedy: Sequence[Row], sampled: Sequence[Row], name: str = LEARNED
             v = verdict_of(r, name)
             scores.append(v.score if v is not None and v.outcome in ("pass", "fail") else None)
         unscored += sum(s is None for s in scores)
+        a = auc([s for s in scores if s is not None], [r.outcome == "pass" for r, s in zip(chains, scores)
+                                                       if s is not None])
+        if a is not None:
+            within.append(a)
         known = [(s, -i) for i, s in enumerate(scores) if s is not None]
         if known:
             best = -max(known)[1]
@@ -172,8 +177,11 @@ def selection(greedy: Sequence[Row], sampled: Sequence[Row], name: str = LEARNED
         res["pass_at_n"] += any(r.outcome == "pass" for r in chains)
     total = len(greedy)
     keys = ("greedy", "majority", "verifier_best_of_n", "verifier_weighted_vote", "pass_at_n")
+    # what best-of-n needs: the ranking of one problem's chains (a pooled AUC also rewards knowing which
+    # problems are hard)
     return {"n": n, "problems": total, "unscored_chains": unscored,
-            **{k: (res[k] / total if total else None) for k in keys}}
+            **{k: (res[k] / total if total else None) for k in keys},
+            "within_problem_auc": sum(within) / len(within) if within else None, "mixed_problems": len(within)}
 
 
 def _vote_key(answer: str | None) -> str | None:

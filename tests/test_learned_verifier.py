@@ -124,6 +124,14 @@ def test_selection_greedy_majority_and_best_of_n():
     assert sel["n"] == 3 and sel["greedy"] == 0.5 and sel["majority"] == 0.0
     assert sel["verifier_best_of_n"] == 1.0 and sel["pass_at_n"] == 1.0
     assert sel["verifier_weighted_vote"] == 1.0  # p1: 9 weighs 0.5 vs 17's 0.8; p2: 2 weighs 0.7 vs 3's 0.3
+    assert sel["within_problem_auc"] == 1.0 and sel["mixed_problems"] == 2
+    # scores that only tell the problems apart: pooled they rank passes first, within each problem at random
+    hard_easy = [row(p1, "Answer: 9", "fail", i, learned=x) for i, x in enumerate([0.3, 0.25, 0.28])] + [
+        row(p1, "Answer: 17", "pass", 3, learned=0.2)] + [
+        row(p2, "Answer: 2", "pass", i, learned=x) for i, x in enumerate([0.8, 0.85, 0.82])] + [
+        row(p2, "Answer: 3", "fail", 3, learned=0.9)]
+    assert auc([r.verdicts[-1].score for r in hard_easy], [r.outcome == "pass" for r in hard_easy]) > 0.5
+    assert selection(greedy, hard_easy)["within_problem_auc"] == 0.0
     spelled = selection(greedy[:1], [row(p1, "Answer: 1,009", "fail", 0, learned=0.1),
                                      row(p1, "Answer: 1009.", "fail", 1, learned=0.1),
                                      row(p1, "Answer: 17", "pass", 2, learned=0.2)])

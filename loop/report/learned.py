@@ -36,8 +36,9 @@ def learned_lines(rounds: list[tuple[int, dict[str, Any]]], table: Callable[[lis
         lines += ["", f"Held-out selection over n = {n} sampled chains a problem (accuracy; pass@n is the "
                       "ceiling):", ""]
         keys = ("greedy", "majority", "verifier_best_of_n", "verifier_weighted_vote", "pass_at_n")
-        lines += table(["round", *keys, "AUC (n chains)"],
-                       [[i, *[s.get(k) for k in keys], (s.get("agreement") or {}).get("auc")] for i, s in sel])
+        lines += table(["round", *keys, "AUC (n chains)", "AUC within a problem"],
+                       [[i, *[s.get(k) for k in keys], (s.get("agreement") or {}).get("auc"),
+                         s.get("within_problem_auc")] for i, s in sel])
     cal = next(((i, s["agreement"]["calibration"]) for i, s in reversed(sel)
                 if (s.get("agreement") or {}).get("calibration")), None)
     if cal:
