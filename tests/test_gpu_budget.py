@@ -71,6 +71,7 @@ def test_the_24gb_config_serves_nf4_within_22_gib_and_passes_the_budget_check(qw
 
 @pytest.mark.parametrize("override, says", [
     ("cluster.gpu_sharing=none", "needs cluster.gpu_sharing: sleep"),
+    ("cluster.sampler.lora_mode=merged", "NF4 serving .* does not take"),
     ("cluster.sampler.num_gpus=0", "set cluster.sampler.num_gpus and cluster.trainer_num_gpus"),
 ])
 def test_a_budget_without_one_shared_gpu_is_a_config_error(qwen3_4b_dir, override, says):
