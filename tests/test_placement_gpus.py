@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
 
@@ -327,7 +328,12 @@ def test_the_driver_refuses_more_gpus_than_ray_has_before_starting_anything(rays
     with pytest.raises(ConfigError, match=r"(?s)cannot place this run's workers.*cluster\.sampler \(2 replicas\) and "
                                           r"the trainer together need 3 'GPU', the cluster offers 2"):
         Cluster(_cfg(TWO_GPU, "cluster.sampler.num_actors=2"))
-    assert ray.available_resources().get("GPU") == 2  # no placement group was left holding any
+    # no placement group was left holding any (earlier tests' removed groups give theirs back
+    # asynchronously: wait for them, a group this run left would never give its GPUs back)
+    deadline = time.time() + 30
+    while ray.available_resources().get("GPU") != 2 and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("GPU") == 2
 
 
 def test_a_gpu_each_on_two_nodes_of_one_gpu(rays):
