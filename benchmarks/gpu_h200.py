@@ -1227,17 +1227,7 @@ def run_parts(a) -> dict:
         t0 = time.time()
         # Its own session: Ray, its workers and vLLM's engine cores land in it, and the whole
         # session is killed afterwards, so nothing of a stalled part outlives it on the GPU.
-        proc = subprocess.Popen(cmd, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=a.part_timeout)
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-        for pid in [proc.pid] + session_pids(proc.pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
+        rc = _in_session(cmd, a.part_timeout)
         got = json.loads(part_out.read_text()) if part_out.exists() else {}
         got["_process"] = {"rc": rc, "seconds": round(time.time() - t0, 1)}
         if part == "trainer" and got.get("adapter") and "--adapter" not in a.passthrough:

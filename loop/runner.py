@@ -15,6 +15,7 @@ from loop.run.state import (
     atomic_write_text,
     deferred_signals,
     find_run,
+    flatten,
     interrupt_seen,
     received_signal,
 )
@@ -28,19 +29,8 @@ RESUMABLE_CHANGES = {"loop.rounds"}
 RESUMABLE_PREFIXES = ("cluster.", "run.report_to")
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
-        key = f"{prefix}{k}"
-        if isinstance(v, (dict, list)) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_diff(old: Config, new: Config) -> list[str]:
-    a, b = _flatten(old.model_dump(mode="json")), _flatten(new.model_dump(mode="json"))
+    a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and not k.startswith(RESUMABLE_PREFIXES)]
 

@@ -533,3 +533,15 @@ def find_run(root: Path, run: str) -> RunDir:
         raise FileNotFoundError(f"{p} is not a run directory (no manifest.json); "
                                 f"runs live under {Path(root) / 'runs'}")
     return RunDir(p)
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/lists -> {"a.b.0": value} (a config's fields by their dotted names)."""
+    out: dict[str, Any] = {}
+    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
+        key = f"{prefix}{k}"
+        if isinstance(v, (dict, list)) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from loop.run.state import RunStateError, atomic_write_text
+from loop.run.state import RunStateError, atomic_write_text, flatten
 
 log = logging.getLogger("loop")
 
@@ -189,7 +189,7 @@ class _Mlflow:
         else:
             self.run = mlflow.start_run(run_name=run_name)
             state["run_id"] = self.run.info.run_id
-            flat = _flatten(config)
+            flat = flatten(config)
             mlflow.log_params({k[:250]: str(v)[:500] for k, v in flat.items()})
 
     def log(self, scalars: dict[str, float], axis: str, step: int) -> None:
@@ -232,17 +232,6 @@ class _Trackio:
 
 
 _CLASSES = {c.name: c for c in (_TensorBoard, _Wandb, _Mlflow, _Trackio)}
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
-        key = f"{prefix}{k}"
-        if isinstance(v, (dict, list)) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def _numbers(d: dict[str, Any]) -> dict[str, float]:
