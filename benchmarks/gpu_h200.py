@@ -907,7 +907,8 @@ def part_scale(a) -> dict:
 
     n = 8
     res: dict = {"n": n, "max_tokens": a.max_tokens}
-    for label, extra in (("kv_sized", ["cluster.sampler.max_num_seqs=auto"]), ("vllm_default", [])):
+    engines = {"kv_sized": ["cluster.sampler.max_num_seqs=auto"], "vllm_default": []}
+    for label, extra in ((k, engines[k]) for k in a.scale_engines.split(",")):
         cfg = load_config(CONFIG, [*loop_overrides(a), f"sampling.max_tokens={a.max_tokens}", "cluster.gpu_sharing=none",
                                    "cluster.sampler.num_gpus=1" if _cuda() else "cluster.sampler.num_gpus=0", *extra])
         cluster = Cluster(cfg)
@@ -1003,8 +1004,26 @@ def part_consumer(a) -> dict:
            "consumer_rounds_completed": man.get("rounds_completed", 0), "status": man.get("status"),
            "consumer_problems_per_round": cfg.total_budget(), "consumer_peak_gib": mem["peak_gib"],
            "memory": mem, "stage_seconds": man.get("seconds", {}),
-           "serving_quantization": cfg.serving_quantization(), "budget_gib": cfg.cluster.gpu_memory_budget_gib}
+           "serving_quantization": cfg.serving_quantization(), "budget_gib": cfg.cluster.gpu_memory_budget_gib,
+           "watch_started_at": watch.t0 if watch else None, "engine_memory": engine_memory_rows(Path(run.path))}
     return res
+
+
+def engine_memory_rows(run_dir: Path) -> list[dict]:
+    """The sampler's `engine memory after <call>: {...}` lines (SamplerWorker.release_cache) from the run's
+    worker logs: the engine's reserved memory per call and the device's used memory, to set against the
+    nvidia-smi series (`t` is wall time; the series counts from `watch_started_at`)."""
+    import ast
+
+    rows = []
+    for f in sorted((run_dir / "logs").glob("*.log")):
+        for line in f.read_text(errors="replace").splitlines():
+            if "engine memory after" in line and ": {" in line:
+                try:
+                    rows.append(ast.literal_eval(line[line.index(": {") + 2:]))
+                except (ValueError, SyntaxError):
+                    pass
+    return sorted(rows, key=lambda r: r.get("t", 0))
 
 
 PARTS = {"build": part_build, "trainer": part_trainer, "sampler": part_sampler, "loop": part_loop,
@@ -1276,6 +1295,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dump-stacks", action="store_true", help="SIGUSR1 stalled engine cores (faulthandler must be registered)")
     ap.add_argument("--consumer-set", action="append", default=[], metavar="KEY=VALUE",
                     help="consumer part: one more config override (repeatable)")
+    ap.add_argument("--scale-engines", default="kv_sized,vllm_default",
+                    help="scale part: kv_sized (the goals), vllm_default (a second engine, for comparison)")
     ap.add_argument("--two-gpu-configs", default="one_gpu,two_gpu,replicas",
                     help="two_gpu part: these of TWO_GPU_CONFIGS, one_gpu (the reference) and at least one other")
     ap.add_argument("--two-gpu-run", choices=["one_gpu", "two_gpu", "replicas"], help=argparse.SUPPRESS)

@@ -56,6 +56,14 @@ def test_vllm_samples_the_tiny_model(sampler):
     assert greedy[0][0]["text"].startswith("<think>")
 
 
+def test_engine_workers_carry_the_memory_extension(sampler):
+    """vLLM mixed loop.cluster.engine_memory.EngineMemory into its worker (a real RPC into the engine
+    process); release_cache is a no-op on the CPU and runs after each call on a GPU."""
+    assert sampler.has_engine_extension()
+    assert sampler.llm.collective_rpc("loop_release_cache") == [{}]
+    assert sampler.release_cache("test") == {} and sampler.memory() == []
+
+
 def _hf_next_logprobs(prefixes: list[list[int]], adapter: str | None):
     import torch
     from transformers import AutoModelForCausalLM

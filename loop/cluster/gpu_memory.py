@@ -8,6 +8,7 @@ full length, so vLLM does not admit more than it can finish and then preempt (re
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +100,28 @@ def max_num_seqs(size: ModelSize, nf4: bool, util: float, device_total_bytes: in
     kv = util * device_total_bytes - size.weight_bytes(nf4) - ENGINE_OVERHEAD_GIB * GIB
     fit = int(kv // (size.kv_bytes_per_token * max(seq_tokens, 1)))
     return max(floor, min(cap, fit))
+
+
+def device_id() -> str:
+    """The GPU this process uses, as NVML and nvidia-smi name it (Ray and vLLM set CUDA_VISIBLE_DEVICES to an
+    index or a UUID)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return visible or "0"
+
+
+def device_memory() -> tuple[int, int] | None:
+    """(used, total) bytes of this process's GPU, device-wide, from NVML: no CUDA context is made (one costs
+    ~0.5 GiB that nothing else counts; torch.cuda.mem_get_info makes one). None without NVML or a GPU."""
+    try:
+        try:
+            import pynvml
+        except ImportError:  # vLLM carries its own copy (the GPU image has no nvidia-ml-py)
+            from vllm.third_party import pynvml  # type: ignore[no-redef]
+
+        pynvml.nvmlInit()
+        dev = device_id()
+        h = pynvml.nvmlDeviceGetHandleByUUID(dev) if not dev.isdigit() else pynvml.nvmlDeviceGetHandleByIndex(int(dev))
+        info = pynvml.nvmlDeviceGetMemoryInfo(h)
+        return int(info.used), int(info.total)
+    except Exception:  # noqa: BLE001 - no nvidia-ml-py, no driver, or a device NVML does not know
+        return None

