@@ -910,7 +910,8 @@ def part_scale(a) -> dict:
     engines = {"kv_sized": ["cluster.sampler.max_num_seqs=auto"], "vllm_default": []}
     for label, extra in ((k, engines[k]) for k in a.scale_engines.split(",")):
         cfg = load_config(CONFIG, [*loop_overrides(a), f"sampling.max_tokens={a.max_tokens}", "cluster.gpu_sharing=none",
-                                   "cluster.sampler.num_gpus=1" if _cuda() else "cluster.sampler.num_gpus=0", *extra])
+                                   # no trainer here, but the placement check counts its share: half a GPU each
+                                   "cluster.sampler.num_gpus=0.5" if _cuda() else "cluster.sampler.num_gpus=0", *extra])
         cluster = Cluster(cfg)
         try:
             cluster.start_samplers()
