@@ -50,6 +50,9 @@ WARM_START_DATA = ["policies.acceptance.name=reference", CONTROL_CHAINS, "polici
                    "generators.0.categories.add.difficulty=2", "generators.0.categories.sub.difficulty=2"]
 
 
+CURRICULUM_ROUNDS = 10
+
+
 def plan(seeds: list[int], only: set[str], targeting_seeds: list[int] = (0, 1)) -> dict[str, tuple[str, list[str]]]:
     """label -> (config, overrides)."""
     runs: dict[str, tuple[str, list[str]]] = {}
@@ -63,6 +66,11 @@ def plan(seeds: list[int], only: set[str], targeting_seeds: list[int] = (0, 1)) 
             runs[f"dt-analyst-s{s}"] = (DEFAULT, [f"run.seed={s}"])
             runs[f"dt-uniform-s{s}"] = (DEFAULT, ["policies.targeting.name=uniform", "policies.targeting.options={}",
                                                   f"run.seed={s}"])
+    if "curriculum" in only:  # the default for CURRICULUM_ROUNDS rounds, held out at one more level than it starts
+        for s in targeting_seeds:
+            runs[f"curriculum-s{s}"] = (DEFAULT, [f"run.seed={s}", f"loop.rounds={CURRICULUM_ROUNDS}",
+                                                  *(f"generators.0.categories.{c}.heldout_difficulties=[3,4,5]"
+                                                    for c in ("add", "sub"))])
     if "targeting" in only:
         for s in targeting_seeds:
             runs[f"targeting-targeted-s{s}"] = (TARGETING, [f"run.seed={s}"])
@@ -275,7 +283,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="rounds of the loop and control runs (the targeting "
                                                               "runs use configs/targeting.yaml's own)")
     ap.add_argument("--targeting-seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--only", nargs="+", choices=["loop", "controls", "targeting", "default_targeting"],
+    ap.add_argument("--only", nargs="+", choices=["loop", "controls", "targeting", "default_targeting", "curriculum"],
                     default=["loop", "controls", "targeting"])
     ap.add_argument("--labels", nargs="+", help="run only these labels (e.g. targeting-uniform); with --out, to run "
                                                 "parts in parallel, then assemble them all with --reuse")
@@ -300,7 +308,8 @@ def main() -> None:
         if run is None and args.assemble:
             continue
         if run is None:
-            run = execute(label, config, overrides, None if config == TARGETING else args.rounds)
+            run = execute(label, config, overrides,
+                          None if config == TARGETING or label.startswith("curriculum-") else args.rounds)
         curves[label] = curve(run)
         print(f"{label}: {' -> '.join(f'{a:.3f}' for a in curves[label]['accuracy'])} ({run.name}, "
               f"{curves[label]['status']})", flush=True)

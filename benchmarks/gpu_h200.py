@@ -672,9 +672,24 @@ def part_sampler(a) -> dict:
     return res
 
 
+def hf_batch_prompts(model_path: str, prompt_tokens: int, new_tokens: int, n: int, free_bytes: int | None,
+                     cap_seqs: int = 256) -> int:
+    """Prompts per `generate` call so that its sequences (prompts x n) fit half the free memory: a static KV
+    cache of prompt + new tokens per sequence plus two float32 rows of logits each (transformers allocates
+    both for the whole batch). At 256 prompts x 8 one unbounded batch ran out of memory on the H200."""
+    from loop.cluster.gpu_memory import model_size
+
+    size = model_size(Path(model_path))
+    cfg = json.loads((Path(model_path) / "config.json").read_text())
+    per_seq = size.kv_bytes_per_token * (prompt_tokens + new_tokens) + 2 * 4 * cfg.get("vocab_size", 0)
+    seqs = cap_seqs if free_bytes is None else min(cap_seqs, int(free_bytes * 0.5 // max(per_seq, 1)))
+    return max(1, seqs // max(n, 1))
+
+
 def hf_generate(model_path: str, prompts: list[list[dict]], n: int, temperature: float, top_p: float,
                 new_tokens: int) -> dict:
-    """transformers `generate` on the same model and prompts: one batch, left padding, sampling."""
+    """transformers `generate` on the same model and prompts: left padding, sampling, in batches that fit
+    (hf_batch_prompts)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -683,27 +698,31 @@ def hf_generate(model_path: str, prompts: list[list[dict]], n: int, temperature:
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if cuda else torch.float32,
                                                  device_map={"": 0 if cuda else "cpu"}).eval()
     texts = [tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    longest = max(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    per_call = hf_batch_prompts(model_path, longest, new_tokens, n, torch.cuda.mem_get_info()[0] if cuda else None)
     kw = dict(do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=new_tokens,
               num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    tokens, sequences, secs = 0, 0, 0.0
     with torch.no_grad():
-        model.generate(**{k: v[:2] for k, v in batch.items()}, **{**kw, "max_new_tokens": 4})  # warm-up
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = model.generate(**batch, **kw)
-        if cuda:
-            torch.cuda.synchronize()
-        secs = time.perf_counter() - t0
-    gen = out[:, batch["input_ids"].shape[1]:]
-    tokens = 0
-    for row in gen.tolist():
-        stop = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
-        tokens += stop
+        warm = tok(texts[:2], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        model.generate(**warm, **{**kw, "max_new_tokens": 4})  # warm-up
+        for i in range(0, len(texts), per_call):
+            batch = tok(texts[i:i + per_call], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = model.generate(**batch, **kw)
+            if cuda:
+                torch.cuda.synchronize()
+            secs += time.perf_counter() - t0
+            gen = out[:, batch["input_ids"].shape[1]:]
+            sequences += gen.shape[0]
+            for row in gen.tolist():
+                tokens += row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
     del model
     _free_memory()
-    return {"sequences": gen.shape[0], "max_new_tokens": new_tokens, "tokens": tokens, "seconds": secs,
-            "tokens_per_s": tokens / secs}
+    return {"sequences": sequences, "max_new_tokens": new_tokens, "tokens": tokens, "seconds": secs,
+            "tokens_per_s": tokens / secs, "prompts_per_call": per_call}
 
 
 def loop_overrides(a) -> list[str]:
