@@ -1036,7 +1036,9 @@ def engine_memory_rows(run_dir: Path) -> list[dict]:
     import ast
 
     rows = []
-    for f in sorted((run_dir / "logs").glob("*.log")):
+    for f in [*sorted((run_dir / "logs").glob("*.log")), run_dir / "run.log"]:
+        if not f.exists():
+            continue
         for line in f.read_text(errors="replace").splitlines():
             if "engine memory after" in line and ": {" in line:
                 try:

@@ -38,6 +38,9 @@ class SamplerWorker:
         from loop.cluster.cleanup import die_with_driver
 
         die_with_driver()  # a driver killed -9 takes this actor and its engine processes with it
+        from loop.run.logs import worker_logging
+
+        worker_logging()
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         # No usage-stats thread: it posts to a server (no network on GPU boxes) from the engine
         # core while the model loads; the one 4B start that did not stall had it off (issue 10).

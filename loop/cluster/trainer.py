@@ -285,6 +285,9 @@ class TrainerActor(TrainerWorker):
         from loop.cluster.cleanup import die_with_driver
 
         die_with_driver()  # a driver killed -9 takes this actor with it
+        from loop.run.logs import worker_logging
+
+        worker_logging()
         if model_path.startswith("builtin:"):
             from loop.config import ModelCfg
 

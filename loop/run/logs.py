@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -216,3 +217,27 @@ def write_traceback(exc: BaseException, fallback_dir: str | Path = "state") -> P
         except OSError:
             continue
     raise RuntimeError("could not write the traceback anywhere") from exc
+
+
+def worker_logging() -> None:
+    """In a Ray worker (sampler, trainer): the loop's INFO lines to stderr, which Ray streams to the driver
+    (then to run.log and <run>/logs/, see route_worker_output). Without it a worker's logger drops INFO (the
+    root logger's WARNING), so lines such as the sampler's per-call engine memory were never seen."""
+    try:
+        import ray
+
+        if ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+            return  # the driver, or a test calling the worker class in-process: its own logging stands
+    except Exception:  # noqa: BLE001 - no Ray, or not in one
+        return
+    logger = logging.getLogger("loop")
+    if any(getattr(h, "_loop_worker", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    handler._loop_worker = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.propagate = False  # no second copy through a root handler Ray or a library may have set
