@@ -111,3 +111,16 @@ def test_route_worker_output_takes_rays_printer_off(console, verbose):
     finally:
         streams.remove_handler("ray_print_logs")
         streams.remove_handler("loop_worker_logs")
+
+
+def test_worker_logging_leaves_a_driver_or_test_process_alone():
+    """In a Ray worker the loop's INFO lines go to stderr (Ray streams them to <run>/logs/); anywhere else
+    (the driver, a test calling a worker class in-process) the process's own logging stands."""
+    import logging
+
+    from loop.run.logs import worker_logging
+
+    logger = logging.getLogger("loop")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    worker_logging()
+    assert (list(logger.handlers), logger.level, logger.propagate) == before

@@ -102,3 +102,35 @@ def _prod(shape) -> int:
     for d in shape:
         out *= d
     return out
+
+
+def test_the_hf_baseline_batch_is_bounded_by_free_memory(qwen3_4b_dir):
+    """benchmarks/gpu_h200.py's transformers-generate baseline ran out of memory with 256 prompts x 8 in one
+    batch: it now runs in batches whose KV cache and logits fit half the free memory."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_h200", ROOT / "benchmarks" / "gpu_h200.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    size = gm.model_size(qwen3_4b_dir)
+    plenty = bench.hf_batch_prompts(str(qwen3_4b_dir), 200, 512, 8, 70 * GIB)
+    tight = bench.hf_batch_prompts(str(qwen3_4b_dir), 200, 512, 8, 8 * GIB)
+    assert plenty == 256 // 8  # capped at 256 sequences
+    assert 1 <= tight < plenty
+    per_seq = size.kv_bytes_per_token * 712 + 8 * QWEN3_4B["vocab_size"]
+    assert tight * 8 * per_seq <= 4 * GIB  # half of the free 8 GiB
+    assert bench.hf_batch_prompts(str(qwen3_4b_dir), 4000, 4000, 8, 1 * GIB) == 1  # never zero
+
+
+def test_device_memory_makes_no_cuda_context_and_is_none_without_nvml(monkeypatch):
+    """The sampler actor reads the device through NVML (a CUDA context would cost ~0.5 GiB nothing counts);
+    on a machine without a GPU driver it says None and the caller falls back."""
+    import sys
+
+    import torch
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no nvidia-ml-py
+    got = gm.device_memory()
+    assert got is None or (len(got) == 2 and got[0] <= got[1])
+    if not torch.cuda.is_available():
+        assert got is None
