@@ -1016,6 +1016,9 @@ def part_consumer(a) -> dict:
                  *(SMOKE_OVERRIDES + ["cluster.gpu_memory_budget_gib=null", "loop.rounds=1"] if a.smoke else []),
                  *a.consumer_set]
     cfg = load_config(CONSUMER, overrides)
+    from loop.run.logs import setup_logging
+
+    setup_logging()  # as launch.py: the workers' lines (the sampler's per-call engine memory) go to <run>/logs/
     watch = MemoryWatch(2.0) if _cuda() else None
     t0 = time.time()
     try:
