@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from loop.run.state import RunDir
+from loop.run.state import RunDir, flatten
 
 CONFIG_DIGEST = "config_sha256"
 CONFIG_AS_RUN = "config"  # the config as run (a dict), to name what a hand edit changed
@@ -78,17 +78,6 @@ def record_config(run: RunDir, raw: dict) -> None:
     run.save()
 
 
-def flat(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
-        key = f"{prefix}{k}"
-        if isinstance(v, (dict, list)) and v:
-            out.update(flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def hand_edits(run: RunDir, raw: dict) -> list[str] | None:
     """What was changed in config.yaml since the run recorded it ([] if nothing; None if the run
     recorded no digest: runs made before this check)."""
@@ -97,7 +86,7 @@ def hand_edits(run: RunDir, raw: dict) -> list[str] | None:
         return None
     if config_digest(run) == recorded:
         return []
-    a, b = flat(run.manifest.get(CONFIG_AS_RUN) or {}), flat(raw)
+    a, b = flatten(run.manifest.get(CONFIG_AS_RUN) or {}), flatten(raw)
     changed = [f"{k}: {a.get(k)!r:.60} -> {b.get(k)!r:.60}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return changed  # [] for a change of layout or comments only: the same values
 
