@@ -109,18 +109,24 @@ def device_id() -> str:
     return visible or "0"
 
 
+def nvml_device():
+    """(pynvml, handle) of this process's GPU; raises where NVML cannot answer (no binding, driver or device)."""
+    try:
+        import pynvml
+    except ImportError:  # vLLM carries its own copy (the GPU image has no nvidia-ml-py)
+        from vllm.third_party import pynvml  # type: ignore[no-redef]
+
+    pynvml.nvmlInit()
+    dev = device_id()
+    return pynvml, (pynvml.nvmlDeviceGetHandleByUUID(dev) if not dev.isdigit()
+                    else pynvml.nvmlDeviceGetHandleByIndex(int(dev)))
+
+
 def device_memory() -> tuple[int, int] | None:
     """(used, total) bytes of this process's GPU, device-wide, from NVML: no CUDA context is made (one costs
     ~0.5 GiB that nothing else counts; torch.cuda.mem_get_info makes one). None without NVML or a GPU."""
     try:
-        try:
-            import pynvml
-        except ImportError:  # vLLM carries its own copy (the GPU image has no nvidia-ml-py)
-            from vllm.third_party import pynvml  # type: ignore[no-redef]
-
-        pynvml.nvmlInit()
-        dev = device_id()
-        h = pynvml.nvmlDeviceGetHandleByUUID(dev) if not dev.isdigit() else pynvml.nvmlDeviceGetHandleByIndex(int(dev))
+        pynvml, h = nvml_device()
         info = pynvml.nvmlDeviceGetMemoryInfo(h)
         return int(info.used), int(info.total)
     except Exception:  # noqa: BLE001 - no nvidia-ml-py, no driver, or a device NVML does not know

@@ -76,15 +76,11 @@ class GpuSampler:
         self.read = self._reader()
 
     def _reader(self):
-        from loop.cluster.gpu_memory import device_id
+        from loop.cluster.gpu_memory import device_id, nvml_device
 
         dev = device_id()
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            h = (pynvml.nvmlDeviceGetHandleByUUID(dev) if not dev.isdigit()
-                 else pynvml.nvmlDeviceGetHandleByIndex(int(dev)))
+            pynvml, h = nvml_device()
 
             def nvml() -> tuple[float, float]:
                 return (float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu),
