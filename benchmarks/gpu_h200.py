@@ -78,7 +78,8 @@ GOALS = {"consumer_rounds_completed": (">=", 2), "consumer_problems_per_round": 
          "sampler_vs_raw_vllm": (">=", 0.95), "sampler_vs_hf_generate": (">=", 10.0),
          "trainer_vs_textbook_tok_s": (">=", 3.5), "trainer_vs_textbook_peak_mem": ("<=", 0.5),
          "round_wall_vs_stage_sum": ("<=", 1.10), "engine_rebuilds_after_round0": ("<=", 0),
-         "loop_rounds_completed": (">=", 2)}
+         "loop_rounds_completed": (">=", 2), "fullsize_problems_per_round": None, "fullsize_n": None,
+         "fullsize_max_tokens": None, "fullsize_rounds_completed": (">=", 1), "fullsize_stage_seconds": None}
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -730,7 +731,7 @@ def loop_overrides(a) -> list[str]:
             *(SMOKE_OVERRIDES if a.smoke else [])]
 
 
-def part_loop(a, cluster=None) -> dict:
+def part_loop(a, cluster=None, overrides: list[str] | None = None) -> dict:
     """`launch.py run`'s path (loop.runner.start). With `cluster` (the sampler part's, engine
     already built and awake), the run uses it instead of building its own: one engine start."""
     import loop.cluster.driver as lc
@@ -738,7 +739,7 @@ def part_loop(a, cluster=None) -> dict:
     from loop.run.state import read_json
     from loop.runner import start
 
-    overrides = loop_overrides(a)
+    overrides = overrides or loop_overrides(a)
     cfg = load_config(CONFIG, overrides)
     clusters: list = [cluster] if cluster is not None else []
     cls, init = lc.Cluster, lc.Cluster.__init__
@@ -796,6 +797,26 @@ def part_loop(a, cluster=None) -> dict:
 
 
 # ---- issue 26: NF4 serving, the sampler at scale, the 24 GB consumer profile ---------------
+
+# One round of configs/qwen3-4b-qlora.yaml at its own sizes (1,024 problems x 8 x 2,048 tokens), less
+# whatever --fullsize-set lowers to fit the device time; the KV-sized max_num_seqs of the scale part.
+FULLSIZE_OVERRIDES = ["loop.rounds=1", "heldout.per_category=16", "cluster.sampler.max_num_seqs=auto"]
+
+
+def part_fullsize(a) -> dict:
+    """One full-size round through `launch.py run`'s path: its stage seconds, tokens sampled and trained."""
+    overrides = [f"model.path={a.model}", f"run.state_dir={Path(a.workdir) / 'state-fullsize'}",
+                 *FULLSIZE_OVERRIDES, *(SMOKE_OVERRIDES if a.smoke else []), *a.fullsize_set]
+    res = part_loop(a, overrides=overrides)
+    from loop.config import load_config
+
+    cfg = load_config(CONFIG, overrides)
+    res.update(fullsize_problems_per_round=cfg.total_budget(), fullsize_n=cfg.sampling.n,
+               fullsize_max_tokens=cfg.sampling.max_tokens,
+               fullsize_stage_seconds=(res.get("rounds") or [{}])[0].get("stages"),
+               fullsize_rounds_completed=res.get("loop_rounds_completed"))
+    return res
+
 
 def _sample_logprobs(worker, prompts, max_tokens, seed, adapter):
     """On the sampler actor: one sampled chain per prompt with each token's logprob (raw logits)."""
@@ -927,7 +948,14 @@ def part_scale(a) -> dict:
     n = 8
     res: dict = {"n": n, "max_tokens": a.max_tokens}
     engines = {"kv_sized": ["cluster.sampler.max_num_seqs=auto"], "vllm_default": []}
-    for label, extra in ((k, engines[k]) for k in a.scale_engines.split(",")):
+    for label in a.scale_engines.split(","):  # seqs<N>: max_num_seqs=N
+        if label.startswith("seqs") and label[4:].isdigit():
+            engines[label] = [f"cluster.sampler.max_num_seqs={int(label[4:])}"]
+        elif label not in engines:
+            raise SystemExit(f"--scale-engines: unknown engine {label!r}; use kv_sized, vllm_default or seqs<N>")
+    sweep = [int(x) for x in a.scale_sweep.split(",") if x]
+    small, big = (16, 32) if a.smoke else (256, 2048)
+    for i, (label, extra) in enumerate((k, engines[k]) for k in a.scale_engines.split(",")):
         cfg = load_config(CONFIG, [*loop_overrides(a), f"sampling.max_tokens={a.max_tokens}", "cluster.gpu_sharing=none",
                                    # no trainer here, but the placement check counts its share: half a GPU each
                                    "cluster.sampler.num_gpus=0.5" if _cuda() else "cluster.sampler.num_gpus=0", *extra])
@@ -938,17 +966,21 @@ def part_scale(a) -> dict:
             info = ray.get(actor.where.remote())
             part = {"max_num_seqs": info["engine_args"].get("max_num_seqs"),
                     "kv_cache_tokens": ray.get(actor.kv_cache_tokens.remote())}
-            prompts = problem_prompts(cfg, a.prompts * 8)
+            prompts = problem_prompts(cfg, big // n)
             # warm-up at the measured batch shape (256 sequences, top-p): a smaller one left a Triton JIT of vLLM's
             # top-k/top-p kernel to the first measured call (7,785 tokens/s raw vs 13,376 warm on an H100)
-            ray.get(actor.__ray_call__.remote(_raw_generate, prompts[:32], n, cfg.sampling.temperature,
+            ray.get(actor.__ray_call__.remote(_raw_generate, prompts[: small // n], n, cfg.sampling.temperature,
                                               cfg.sampling.top_p, 16, 1, None))
-            for seqs in ((256, 2048) if label == "kv_sized" else (2048,)):
+            if i == 0 and sweep:  # one wave each (seqs <= max_num_seqs): the engine's tokens/s against concurrency
+                part["one_wave_raw"] = {str(q): ray.get(actor.__ray_call__.remote(
+                    _raw_generate, prompts[: max(1, q // n)], n, cfg.sampling.temperature, cfg.sampling.top_p,
+                    a.max_tokens, 7, None)) for q in sweep}
+            for seqs in (small, big) if label != "vllm_default" else (big,):
                 ps = prompts[: seqs // n]
                 raw = ray.get(actor.__ray_call__.remote(_raw_generate, ps, n, cfg.sampling.temperature,
                                                         cfg.sampling.top_p, a.max_tokens, 7, None))
                 row = {"raw_vllm": raw}
-                if label == "kv_sized":
+                if label != "vllm_default":
                     t0 = time.perf_counter()
                     outs = cluster.generate(ps, n=n, temperature=cfg.sampling.temperature, max_tokens=a.max_tokens,
                                             seed=7, adapter=None, desc=f"{seqs} sequences")
@@ -961,14 +993,21 @@ def part_scale(a) -> dict:
         finally:
             cluster.shutdown()
     k = res.get("kv_sized", {})
-    if "2048" in k and "256" in k:
-        res["sampler_vs_raw_vllm_2048_seqs"] = k["2048"]["sampler_vs_raw_vllm"]
-        res["sampler_2048_vs_256_seqs_tok_s"] = (k["2048"]["sampler_stage"]["tokens_per_s"]
-                                                 / k["256"]["sampler_stage"]["tokens_per_s"])
+    B, S = str(big), str(small)  # the summary keys name the GPU sizes; --smoke fills them with 32 and 16
+    if B in k and S in k:
+        res["sampler_vs_raw_vllm_2048_seqs"] = k[B]["sampler_vs_raw_vllm"]
+        res["sampler_2048_vs_256_seqs_tok_s"] = (k[B]["sampler_stage"]["tokens_per_s"]
+                                                 / k[S]["sampler_stage"]["tokens_per_s"])
+        for label, e in list(res.items()):  # the other engines' own 2048-vs-256 ratio
+            if isinstance(e, dict) and label.startswith("seqs") and B in e and S in e:
+                res[f"{label}_2048_vs_256_seqs_tok_s"] = (e[B]["sampler_stage"]["tokens_per_s"]
+                                                          / e[S]["sampler_stage"]["tokens_per_s"])
+                res[f"{label}_vs_kv_sized_2048_sampler"] = (e[B]["sampler_stage"]["tokens_per_s"]
+                                                            / k[B]["sampler_stage"]["tokens_per_s"])
         d = res.get("vllm_default", {})
-        if "2048" in d:
-            res["kv_sized_vs_vllm_default_2048_raw"] = (k["2048"]["raw_vllm"]["tokens_per_s"]
-                                                        / d["2048"]["raw_vllm"]["tokens_per_s"])
+        if B in d:
+            res["kv_sized_vs_vllm_default_2048_raw"] = (k[B]["raw_vllm"]["tokens_per_s"]
+                                                        / d[B]["raw_vllm"]["tokens_per_s"])
     return res
 
 
@@ -1055,7 +1094,7 @@ def engine_memory_rows(run_dir: Path) -> list[dict]:
 
 
 PARTS = {"build": part_build, "trainer": part_trainer, "sampler": part_sampler, "loop": part_loop,
-         "nf4": part_nf4, "scale": part_scale, "consumer": part_consumer}
+         "nf4": part_nf4, "scale": part_scale, "consumer": part_consumer, "fullsize": part_fullsize}
 
 # ---- two GPUs (issue 27) -------------------------------------------------------------------
 
@@ -1185,10 +1224,10 @@ PARTS.update(two_gpu=part_two_gpu, two_gpu_run=part_two_gpu_run)
 
 def summary(results: dict) -> dict:
     flat = {}
-    for part in ("trainer", "sampler", "loop", "nf4", "scale", "consumer"):
+    for part in ("trainer", "sampler", "loop", "nf4", "scale", "consumer", "fullsize"):
         got = results.get(part, {})
         for k, v in list(got.items()) + list(got.get("loop", {}).items()):
-            if k in GOALS or k == "lora_vs_base_tok_s":
+            if (k in GOALS or k == "lora_vs_base_tok_s") and (part != "fullsize" or k.startswith("fullsize_")):
                 flat[k] = v
     out = {}
     for k, v in flat.items():
@@ -1325,6 +1364,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="consumer part: one more config override (repeatable)")
     ap.add_argument("--scale-engines", default="kv_sized,vllm_default",
                     help="scale part: kv_sized (the goals), vllm_default (a second engine, for comparison)")
+    ap.add_argument("--scale-sweep", default="", help="scale part: one-wave raw runs at these sequence counts "
+                    "on the first engine (comma-separated, each <= its max_num_seqs)")
+    ap.add_argument("--fullsize-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="fullsize part: overrides after its own (repeatable)")
     ap.add_argument("--two-gpu-configs", default="one_gpu,two_gpu,replicas",
                     help="two_gpu part: these of TWO_GPU_CONFIGS, one_gpu (the reference) and at least one other")
     ap.add_argument("--two-gpu-run", choices=["one_gpu", "two_gpu", "replicas"], help=argparse.SUPPRESS)
