@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                             "run goes on without it (default: a preflight error)")
 
     stop_help = ("stop cleanly after this stage completes, e.g. round-0/verify or baseline (stages:"
-                 " setup/heldout, baseline, round-N/{problems,sample,verify,analyze,accept,train,evaluate,plan})")
+                 " setup/heldout, baseline, round-N/{problems,sample,verify,analyze,accept,verifier,train,evaluate,"
+                 "plan}; verifier only with learned_verifier.enabled)")
     p = sub.add_parser("run", help="start a new run", description="Start a new multi-round run from a config.",
                        epilog="Config sections: run, model, quantization, lora, sampling, generators, heldout, "
                               "verifiers, policies, training, loop, cluster (loop/config.py documents every field; "

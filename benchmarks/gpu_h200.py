@@ -799,8 +799,8 @@ def part_loop(a, cluster=None, overrides: list[str] | None = None) -> dict:
 # ---- issue 26: NF4 serving, the sampler at scale, the 24 GB consumer profile ---------------
 
 # One round of configs/qwen3-4b-qlora.yaml at its own sizes (1,024 problems x 8 x 2,048 tokens), less
-# whatever --fullsize-set lowers to fit the device time; the KV-sized max_num_seqs of the scale part.
-FULLSIZE_OVERRIDES = ["loop.rounds=1", "heldout.per_category=16", "cluster.sampler.max_num_seqs=auto"]
+# whatever --fullsize-set lowers to fit the device time.
+FULLSIZE_OVERRIDES = ["loop.rounds=1", "heldout.per_category=16"]
 
 
 def part_fullsize(a) -> dict:
@@ -947,7 +947,7 @@ def part_scale(a) -> dict:
 
     n = 8
     res: dict = {"n": n, "max_tokens": a.max_tokens}
-    engines = {"kv_sized": ["cluster.sampler.max_num_seqs=auto"], "vllm_default": []}
+    engines = {"kv_sized": ["cluster.sampler.max_num_seqs=auto"], "vllm_default": ["cluster.sampler.max_num_seqs=null"]}
     for label in a.scale_engines.split(","):  # seqs<N>: max_num_seqs=N
         if label.startswith("seqs") and label[4:].isdigit():
             engines[label] = [f"cluster.sampler.max_num_seqs={int(label[4:])}"]

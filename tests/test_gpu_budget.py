@@ -39,10 +39,10 @@ def test_max_num_seqs_is_what_the_kv_cache_holds_at_full_length(qwen3_4b_dir):
     util = gm.utilization(22, total)
     assert util == pytest.approx(22 / 80)
     bf16, nf4 = (gm.max_num_seqs(s, q, util, total, 1024 + 256) for q in (False, True))
-    assert 16 <= bf16 < nf4 <= 1024  # NF4's freed weights become KV cache
+    assert 16 <= bf16 < nf4 <= gm.AUTO_SEQS_CAP  # NF4's freed weights become KV cache
     kv = util * total - s.weight_bytes(False) - gm.ENGINE_OVERHEAD_GIB * GIB
     assert bf16 * s.kv_bytes_per_token * 1280 <= kv < (bf16 + 1) * s.kv_bytes_per_token * 1280
-    assert gm.max_num_seqs(s, False, 0.9, 141 * GIB, 300) == 1024  # capped at vLLM's own default
+    assert gm.max_num_seqs(s, False, 0.9, 141 * GIB, 300) == gm.AUTO_SEQS_CAP == 256  # room for more, capped
 
 
 def test_a_budget_too_small_for_the_model_is_refused_with_what_would_fit(qwen3_4b_dir):
