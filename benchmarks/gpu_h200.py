@@ -936,6 +936,22 @@ def part_nf4(a) -> dict:
     return res
 
 
+def scale_engines(spec: str) -> dict[str, list[str]]:
+    """--scale-engines: each engine's label and its config overrides, in the order given. kv_sized =
+    max_num_seqs auto, vllm_default = vLLM's own default, seqs<N> = N."""
+    known = {"kv_sized": ["cluster.sampler.max_num_seqs=auto"], "vllm_default": ["cluster.sampler.max_num_seqs=null"]}
+    out: dict[str, list[str]] = {}
+    for label in (x.strip() for x in spec.split(",") if x.strip()):
+        if label.startswith("seqs") and label[4:].isdigit() and int(label[4:]) > 0:
+            out[label] = [f"cluster.sampler.max_num_seqs={int(label[4:])}"]
+        elif label in known:
+            out[label] = known[label]
+        else:
+            raise SystemExit(f"--scale-engines: unknown engine {label!r}; use kv_sized, vllm_default or seqs<N> "
+                             "(N >= 1), comma-separated")
+    return out
+
+
 def part_scale(a) -> dict:
     """The sampler with 256 and 2,048 sequences (prompts x n=8): its stage against raw `LLM.chat` on the
     same engine, with the KV-sized max_num_seqs the loop now passes, and raw vLLM with its own default
@@ -947,15 +963,10 @@ def part_scale(a) -> dict:
 
     n = 8
     res: dict = {"n": n, "max_tokens": a.max_tokens}
-    engines = {"kv_sized": ["cluster.sampler.max_num_seqs=auto"], "vllm_default": ["cluster.sampler.max_num_seqs=null"]}
-    for label in a.scale_engines.split(","):  # seqs<N>: max_num_seqs=N
-        if label.startswith("seqs") and label[4:].isdigit():
-            engines[label] = [f"cluster.sampler.max_num_seqs={int(label[4:])}"]
-        elif label not in engines:
-            raise SystemExit(f"--scale-engines: unknown engine {label!r}; use kv_sized, vllm_default or seqs<N>")
+    engines = scale_engines(a.scale_engines)
     sweep = [int(x) for x in a.scale_sweep.split(",") if x]
     small, big = (16, 32) if a.smoke else (256, 2048)
-    for i, (label, extra) in enumerate((k, engines[k]) for k in a.scale_engines.split(",")):
+    for i, (label, extra) in enumerate(engines.items()):
         cfg = load_config(CONFIG, [*loop_overrides(a), f"sampling.max_tokens={a.max_tokens}", "cluster.gpu_sharing=none",
                                    # no trainer here, but the placement check counts its share: half a GPU each
                                    "cluster.sampler.num_gpus=0.5" if _cuda() else "cluster.sampler.num_gpus=0", *extra])

@@ -122,6 +122,30 @@ def test_the_hf_baseline_batch_is_bounded_by_free_memory(qwen3_4b_dir):
     assert bench.hf_batch_prompts(str(qwen3_4b_dir), 4000, 4000, 8, 1 * GIB) == 1  # never zero
 
 
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_h200", ROOT / "benchmarks" / "gpu_h200.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_scale_engines_and_the_summary_of_the_fullsize_part():
+    """--scale-engines names engines by their max_num_seqs; the fullsize part's own loop keys do not overwrite
+    the loop part's in the summary."""
+    bench = _bench()
+    assert bench.scale_engines("kv_sized,seqs256") == {"kv_sized": ["cluster.sampler.max_num_seqs=auto"],
+                                                       "seqs256": ["cluster.sampler.max_num_seqs=256"]}
+    assert bench.scale_engines("vllm_default") == {"vllm_default": ["cluster.sampler.max_num_seqs=null"]}
+    for bad in ("kv", "seqs0", "seqsX"):
+        with pytest.raises(SystemExit, match="unknown engine"):
+            bench.scale_engines(bad)
+    out = bench.summary({"loop": {"loop_rounds_completed": 2},
+                         "fullsize": {"loop_rounds_completed": 1, "fullsize_rounds_completed": 1}})
+    assert out["loop_rounds_completed"]["value"] == 2 and out["fullsize_rounds_completed"]["met"] is True
+
+
 def test_device_memory_makes_no_cuda_context_and_is_none_without_nvml(monkeypatch):
     """The sampler actor reads the device through NVML (a CUDA context would cost ~0.5 GiB nothing counts);
     on a machine without a GPU driver it says None and the caller falls back."""
