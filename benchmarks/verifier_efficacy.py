@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--collect", action="store_true", help="launch nothing: summarise the newest runs of each label, "
                                                            "unfinished ones from their last finished round")
     ap.add_argument("--only", nargs="+", default=["main", "answerless"], choices=["main", "answerless"])
+    ap.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
     args = ap.parse_args()
     aseeds = args.answerless_seeds if args.answerless_seeds is not None else args.seeds
     runs = plan(args.seeds, aseeds, set(args.only))
@@ -183,8 +184,8 @@ def write(got: dict[str, dict], args) -> None:
            "selection": selection, "selection_differences": diffs, "answerless": answerless,
            "command": "nice -n 5 python benchmarks/verifier_efficacy.py " + " ".join(sys.argv[1:]),
            "runs": got}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(out, indent=1) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps({k: out[k] for k in ("seeds", "auc", "answerless")}, indent=1), flush=True)
 
 
