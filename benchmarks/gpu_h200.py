@@ -799,8 +799,8 @@ def part_loop(a, cluster=None, overrides: list[str] | None = None) -> dict:
 # ---- issue 26: NF4 serving, the sampler at scale, the 24 GB consumer profile ---------------
 
 # One round of configs/qwen3-4b-qlora.yaml at its own sizes (1,024 problems x 8 x 2,048 tokens), less
-# whatever --fullsize-set lowers to fit the device time.
-FULLSIZE_OVERRIDES = ["loop.rounds=1", "heldout.per_category=16"]
+# whatever --fullsize-set lowers to fit the device time; with the KV-sized max_num_seqs of the scale part.
+FULLSIZE_OVERRIDES = ["loop.rounds=1", "heldout.per_category=16", "cluster.sampler.max_num_seqs=auto"]
 
 
 def part_fullsize(a) -> dict:
