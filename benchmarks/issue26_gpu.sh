@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 26's last GPU measures, as run detached on the device machine (the stack in /tmp/site, this
-# tree copied to /tmp/proj): the scale part on the engine the 4B config now builds (max_num_seqs auto:
+# tree copied to /tmp/proj): the scale part on a `max_num_seqs: auto` engine (
 # KV-sized, at most 256) with its one-wave tokens/s at 128 and 256 sequences, then one full-size round
 # of configs/qwen3-4b-qlora.yaml (2,048-token samples, n=8; FULL_PER_CATEGORY problems a category, to fit
 # the device time). Poll /tmp/h200/issue26.log; the JSON lands in /tmp/h200/r26b.json.
