@@ -97,6 +97,7 @@ def utilization(budget_gib: float, device_total_bytes: int) -> float:
 # `max_num_seqs: auto` never goes above this. On an H100 (NF4, 512-token samples) 256 sequences in one wave
 # ran at 13,376 tokens/s and 2,048 at a KV-sized 292 at 12,149 (0.91x): past 256 a step costs as much more
 # as it decodes, and 2,048 = 7 x 292 + 4 leaves an eighth wave of 4 sequences that takes a whole wave's steps.
+# Capped at 256 (another H100): 2,048 at 12,888 tokens/s, 256 at 13,359 (0.965x; benchmarks/results/h200.json).
 AUTO_SEQS_CAP = 256
 
 
