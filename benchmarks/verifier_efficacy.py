@@ -49,10 +49,23 @@ def plan(seeds: list[int], answerless_seeds: list[int], only: set[str]) -> dict[
     return runs
 
 
-def existing(label: str, partial: bool = False) -> Path | None:
-    """The newest completed run of `label` (with partial: the newest with at least one finished round)."""
+def configured_rounds(run: Path) -> int | None:
+    """loop.rounds of a run, from the config.yaml it saved."""
+    import yaml
+
+    try:
+        return int(yaml.safe_load((run / "config.yaml").read_text())["loop"]["rounds"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None
+
+
+def existing(label: str, partial: bool = False, rounds: int | None = None) -> Path | None:
+    """The newest completed run of `label` (with partial: the newest with at least one finished round); with
+    `rounds`, only runs configured for that many rounds (2- and 5-round runs share their labels)."""
     for d in sorted((ROOT / "state" / "runs").glob(f"verifier-{label}-*"), reverse=True):
         m = d / "manifest.json"
+        if rounds is not None and configured_rounds(d) != rounds:
+            continue
         if m.exists():
             man = json.loads(m.read_text())
             if man.get("status") == "completed" or (partial and man.get("rounds_completed", 0) > 0):
@@ -142,7 +155,7 @@ def main() -> None:
     runs = plan(args.seeds, aseeds, set(args.only))
     got: dict[str, dict] = {}
     for label, overrides in runs.items():
-        run = existing(label, partial=args.collect) if args.reuse or args.collect else None
+        run = existing(label, partial=args.collect, rounds=args.rounds) if args.reuse or args.collect else None
         if run is None and args.collect:
             print(f"== {label}: no run with a finished round; left out", flush=True)
             continue
