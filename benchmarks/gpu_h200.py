@@ -962,14 +962,15 @@ def part_scale(a) -> dict:
     from loop.config import load_config
 
     n = 8
-    res: dict = {"n": n, "max_tokens": a.max_tokens}
+    res: dict = {"n": n, "max_tokens": a.max_tokens, "overrides": list(a.scale_set)}
     engines = scale_engines(a.scale_engines)
     sweep = [int(x) for x in a.scale_sweep.split(",") if x]
     small, big = (16, 32) if a.smoke else (256, 2048)
     for i, (label, extra) in enumerate(engines.items()):
         cfg = load_config(CONFIG, [*loop_overrides(a), f"sampling.max_tokens={a.max_tokens}", "cluster.gpu_sharing=none",
                                    # no trainer here, but the placement check counts its share: half a GPU each
-                                   "cluster.sampler.num_gpus=0.5" if _cuda() else "cluster.sampler.num_gpus=0", *extra])
+                                   "cluster.sampler.num_gpus=0.5" if _cuda() else "cluster.sampler.num_gpus=0", *extra,
+                                   *a.scale_set])
         cluster = Cluster(cfg)
         try:
             cluster.start_samplers()
@@ -1377,6 +1378,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="scale part: kv_sized (the goals), vllm_default (a second engine, for comparison)")
     ap.add_argument("--scale-sweep", default="", help="scale part: one-wave raw runs at these sequence counts "
                     "on the first engine (comma-separated, each <= its max_num_seqs)")
+    ap.add_argument("--scale-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="scale part: one more config override for every engine (repeatable)")
     ap.add_argument("--fullsize-set", action="append", default=[], metavar="KEY=VALUE",
                     help="fullsize part: overrides after its own (repeatable)")
     ap.add_argument("--two-gpu-configs", default="one_gpu,two_gpu,replicas",
