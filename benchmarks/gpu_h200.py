@@ -739,7 +739,7 @@ def part_loop(a, cluster=None, overrides: list[str] | None = None) -> dict:
     from loop.run.state import read_json
     from loop.runner import start
 
-    overrides = overrides or loop_overrides(a)
+    overrides = overrides or [*loop_overrides(a), *a.loop_set]
     cfg = load_config(CONFIG, overrides)
     clusters: list = [cluster] if cluster is not None else []
     cls, init = lc.Cluster, lc.Cluster.__init__
@@ -1378,6 +1378,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="scale part: kv_sized (the goals), vllm_default (a second engine, for comparison)")
     ap.add_argument("--scale-sweep", default="", help="scale part: one-wave raw runs at these sequence counts "
                     "on the first engine (comma-separated, each <= its max_num_seqs)")
+    ap.add_argument("--loop-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="loop part: one more config override (repeatable)")
     ap.add_argument("--scale-set", action="append", default=[], metavar="KEY=VALUE",
                     help="scale part: one more config override for every engine (repeatable)")
     ap.add_argument("--fullsize-set", action="append", default=[], metavar="KEY=VALUE",

@@ -94,11 +94,12 @@ def utilization(budget_gib: float, device_total_bytes: int) -> float:
     return max(0.05, min(0.95, budget_gib * GIB / device_total_bytes))
 
 
-# `max_num_seqs: auto` never goes above this. On an H100 (NF4, 512-token samples) 256 sequences in one wave
-# ran at 13,376 tokens/s and 2,048 at a KV-sized 292 at 12,149 (0.91x): past 256 a step costs as much more
-# as it decodes, and 2,048 = 7 x 292 + 4 leaves an eighth wave of 4 sequences that takes a whole wave's steps.
-# Capped at 256 (another H100): 2,048 at 12,888 tokens/s, 256 at 13,359 (0.965x; benchmarks/results/h200.json).
-AUTO_SEQS_CAP = 256
+# `max_num_seqs: auto` never goes above this: vLLM's largest CUDA-graph batch by default. On an H100 (NF4,
+# 512-token samples, gpu_memory_utilization 0.78, benchmarks/issue26_concurrency.sh) one wave of 512 sequences
+# ran at 17,781 tokens/s against 13,246 for 256, and 2,048 sequences at 512 at once went 1.24x faster than 256
+# sequences. An earlier cap of 256 was set from 2,048 at a KV-sized 292 (0.91x of 256): that was 2,048 = 7 x 292 + 4,
+# an eighth wave of 4 sequences taking a whole wave's steps, not concurrency that stopped paying.
+AUTO_SEQS_CAP = 512
 
 
 def max_num_seqs(size: ModelSize, nf4: bool, util: float, device_total_bytes: int, seq_tokens: int,
