@@ -261,8 +261,9 @@ class SamplerCfg(Section):
     max_num_seqs: int | Literal["auto"] | None = Field(
         None, description="sequences vLLM decodes at once: None = vLLM's default (1024 on an H100/H200, 256 on "
                           "smaller cards); auto = as many as the KV cache holds at sampling.max_tokens each, so long "
-                          "batches are not preempted and recomputed, at most 256 (past that an H100 decoded no "
-                          "faster; loop/cluster/gpu_memory.py); or a number")
+                          "batches are not preempted and recomputed, at most 512 (vLLM's largest CUDA-graph batch; one "
+                          "wave of 512 decoded 1.34x faster than 256 on an H100: loop/cluster/gpu_memory.py); or a "
+                          "number")
 
     @field_validator("max_num_seqs")
     @classmethod
