@@ -71,8 +71,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="append the result line to this file")
     a = ap.parse_args()
 
-    cfg = load_config(str(a.run / "config.yaml"), [])
     rounds = sorted(p for p in a.run.glob("round-*") if (p / "verifier_examples.jsonl").exists())
+    if not (a.run / "config.yaml").exists() or not rounds or \
+            not (rounds[-1] / "heldout" / "selection_samples.jsonl").exists():
+        sys.exit(f"{a.run}: needs config.yaml, round-*/verifier_examples.jsonl and the last round's "
+                 "heldout/selection_samples.jsonl (a run with learned_verifier.selection_n > 0, e.g. "
+                 "benchmarks/verifier_efficacy.py's main runs)")
+    cfg = load_config(str(a.run / "config.yaml"), [])
     problems = {}
     for f in [*(r / "problems.jsonl" for r in rounds), a.run / "eval" / "problems.jsonl"]:
         for x in f.read_text().splitlines():
