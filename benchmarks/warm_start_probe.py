@@ -2,6 +2,7 @@
 
     python benchmarks/warm_start_probe.py [--model loop/assets/tiny-qwen3] [--difficulties 3 4 5] [--count 40]
     python benchmarks/warm_start_probe.py --build-peel 2000 --model /tmp/tiny-peel   # the variant tried, then probed
+    python benchmarks/warm_start_probe.py --build-extra add:4=200 --build-extra sub:4=200 --model /tmp/tiny-4
 
 Issue 22's curriculum needs the warm start to solve *something* one difficulty past where the loop starts: the
 loop keeps only verified chains, so at a level it solves 0 % of it has nothing to keep. The probe greedy-decodes
@@ -9,7 +10,9 @@ loop keeps only verified chains, so at a level it solves 0 % of it has nothing t
 line restates the operands as the reference does. `--build-peel N` first builds the variant that was tried: the
 shipped warm start (loop/models/tiny_model.py, same steps and seed) plus N "Peel a+b." examples whose chains
 restate and peel numbers of 1 to 8 digits with no sums, to see whether longer numbers become readable (on 2
-cores the build takes about 10 minutes). Prints one JSON object.
+cores the build takes about 10 minutes). `--build-extra CAT:D=N` (repeatable) instead adds N aligned-chain problems of
+category CAT at D digits to the warm start: does a model trained up to D digits solve any at D + 1? Prints one JSON
+object.
 """
 from __future__ import annotations
 
@@ -37,7 +40,24 @@ def peel_examples(seed: int, n: int) -> list[tuple[list[dict], str]]:
     return out
 
 
-def build_peel(out: Path, n: int, steps: int = 1000, seed: int = 0) -> None:
+def extra_examples(specs: list[str], seed: int) -> list[tuple[list[dict], str]]:
+    """CAT:D=N -> N problems of CAT at D digits with their reference chains (held-out problems skipped)."""
+    import generators  # noqa: F401
+    from generators.base import GENERATORS
+
+    gen, out = GENERATORS.build("arithmetic", {"chain": "aligned"}), []
+    for spec in specs:
+        try:
+            cat, rest = spec.split(":")
+            d, n = (int(x) for x in rest.split("="))
+        except ValueError:
+            raise SystemExit(f"--build-extra {spec!r}: write CAT:DIGITS=COUNT, e.g. add:4=200") from None
+        out += [([m.model_dump() for m in p.prompt], p.reference.chain)
+                for p in gen.generate(cat, d, n, seed + 1000 + d) if not p.is_heldout(0.25)]
+    return out
+
+
+def build_peel(out: Path, n: int, steps: int = 1000, seed: int = 0, extra: list[str] | None = None) -> None:
     import torch
 
     from loop.models import tiny_model as tm
@@ -47,7 +67,7 @@ def build_peel(out: Path, n: int, steps: int = 1000, seed: int = 0) -> None:
     model = tm.build_model(len(tok), seed)
     model.generation_config.eos_token_id = model.config.eos_token_id = tok.eos_token_id
     model.config.pad_token_id = tok.pad_token_id
-    examples = tm.warm_start_examples(seed) + peel_examples(seed + 99, n)
+    examples = tm.warm_start_examples(seed) + peel_examples(seed + 99, n) + extra_examples(extra or [], seed)
     random.Random(seed).shuffle(examples)
     tm.train(model, tok, examples, steps, 32, 3e-3, seed)
     tm.snap_to_nf4_grid(model)
@@ -93,10 +113,12 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=40)
     ap.add_argument("--seed", type=int, default=123)
     ap.add_argument("--build-peel", type=int, default=0, metavar="N", help="first build the peel variant into --model")
+    ap.add_argument("--build-extra", action="append", default=[], metavar="CAT:D=N",
+                    help="first build a warm start with N more CAT problems at D digits into --model (repeatable)")
     a = ap.parse_args()
-    if a.build_peel:
-        build_peel(a.model, a.build_peel)
-    print(json.dumps({"model": str(a.model), "peel_examples": a.build_peel,
+    if a.build_peel or a.build_extra:
+        build_peel(a.model, a.build_peel, extra=a.build_extra)
+    print(json.dumps({"model": str(a.model), "peel_examples": a.build_peel, "extra": a.build_extra,
                       "by_level": probe(a.model, a.categories, a.difficulties, a.count, a.seed)}))
 
 

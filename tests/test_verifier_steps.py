@@ -50,3 +50,16 @@ def test_peel_examples_restate_and_drop_digits_without_sums():
     assert lines[0] == expr and lines[-1] in "+-" and "=" not in reply
     assert all(len(b.replace("+", "").replace("-", "")) <= len(a.replace("+", "").replace("-", "")) - 1
                or b in "+-" for a, b in zip(lines, lines[1:]))
+
+
+def test_extra_warm_start_problems_are_at_the_asked_level_and_a_bad_spec_is_named():
+    import pytest
+
+    wp = _load("warm_start_probe")
+    got = wp.extra_examples(["add:4=8"], 0)
+    assert 0 < len(got) <= 8  # held-out problems are skipped
+    for prompt, chain in got:
+        a, b = prompt[0]["content"].removeprefix("Compute ").removesuffix(".").split("+")
+        assert len(a) == len(b) == 4 and chain.split("\n")[1] == f"{a}+{b}"
+    with pytest.raises(SystemExit, match="CAT:DIGITS=COUNT"):
+        wp.extra_examples(["add4=8"], 0)
