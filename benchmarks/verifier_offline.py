@@ -66,6 +66,37 @@ def score(model_path: str, adapter: Path, prompts: list[list[dict]]) -> list[flo
     return out
 
 
+def heldout_selection(held: Path) -> tuple[list[dict], dict[str, str]]:
+    """A round's held-out selection samples (n chains a problem) and their programmatic outcome by sample id."""
+    samples = [json.loads(x) for x in (held / "selection_samples.jsonl").read_text().splitlines() if x.strip()]
+    outcome = {r["sample_id"]: r["outcome"] for r in
+               (json.loads(x) for x in (held / "selection_outcomes.jsonl").read_text().splitlines() if x.strip())}
+    return samples, outcome
+
+
+def ranking(rows: list[tuple[str, float, bool]]) -> dict:
+    """(problem id, score, passed) rows -> pooled AUC, mean within-problem AUC over the problems whose chains both
+    pass and fail, and the accuracy of each problem's top-scored chain."""
+    from loop.verifier_data import auc
+
+    by: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+    for pid, p, y in rows:
+        by[pid].append((p, y))
+    within = [x for v in by.values() if (x := auc([p for p, _ in v], [y for _, y in v])) is not None]
+    return {"pooled_auc": auc([p for _, p, _ in rows], [y for _, _, y in rows]),
+            "within_problem_auc": sum(within) / len(within) if within else None, "mixed_problems": len(within),
+            "verifier_best_of_n": sum(max(v)[1] for v in by.values()) / len(by)}
+
+
+def emit(res: dict, out: Path | None) -> None:
+    """Print the result line, and append it to `out` if given."""
+    line = json.dumps(res)
+    print(line)
+    if out:
+        with out.open("a") as f:
+            f.write(line + "\n")
+
+
 def majority(samples: list[dict], outcome: dict[str, str]) -> float:
     """Held-out accuracy of the most common final answer among each problem's chains (ties: the first seen)."""
     from collections import Counter
@@ -87,7 +118,7 @@ def main() -> None:
     from loop.cluster.trainer import TrainerWorker
     from loop.config import load_config
     from loop.records import Problem
-    from loop.verifier_data import auc, read_examples, training_set
+    from loop.verifier_data import read_examples, training_set
     from verifiers.learned import NO, YES, verification_messages
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -126,30 +157,17 @@ def main() -> None:
     held = rounds[-1] / "heldout"
     problems = {p.id: p for p in (Problem.model_validate_json(x) for x in
                                   (a.run / "eval" / "problems.jsonl").read_text().splitlines() if x.strip())}
-    samples = [json.loads(x) for x in (held / "selection_samples.jsonl").read_text().splitlines() if x.strip()]
-    outcome = {r["sample_id"]: r["outcome"] for r in
-               (json.loads(x) for x in (held / "selection_outcomes.jsonl").read_text().splitlines() if x.strip())}
+    samples, outcome = heldout_selection(held)
     lv = cfg.learned_verifier
     scores = score(model_path, out, [verification_messages(problems[s["problem_id"]], s["text"], lv.max_chain_chars)
                                      for s in samples])
     rows = [(s["problem_id"], p, outcome[s["id"]] == "pass") for s, p in zip(samples, scores)
             if outcome.get(s["id"]) in ("pass", "fail")]
-    by: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-    for pid, p, y in rows:
-        by[pid].append((p, y))
-    within = [x for v in by.values() if (x := auc([p for p, _ in v], [y for _, y in v])) is not None]
     res = {"run": a.run.name, "mode": a.mode, "epochs": a.epochs, "lr": a.lr, "rank": a.rank, "seed": a.seed,
-           "train": info, "first_loss": m.get("first_loss"), "last_loss": m.get("last_loss"),
-           "pooled_auc": auc([p for _, p, _ in rows], [y for _, _, y in rows]),
-           "within_problem_auc": sum(within) / len(within) if within else None, "mixed_problems": len(within),
-           "verifier_best_of_n": sum(max(v)[1] for v in by.values()) / len(by),
+           "train": info, "first_loss": m.get("first_loss"), "last_loss": m.get("last_loss"), **ranking(rows),
            "train_seconds": round(train_s, 1)}
     res["majority"] = majority(samples, outcome)
-    line = json.dumps(res)
-    print(line)
-    if a.out:
-        with a.out.open("a") as f:
-            f.write(line + "\n")
+    emit(res, a.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ prints pooled AUC, within-problem AUC and best-of-n accuracy next to majority vo
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -53,12 +52,12 @@ def messages(task: str, prefix: str) -> list[dict]:
 
 
 def main() -> None:
-    from verifier_offline import majority, score
+    from verifier_offline import emit, heldout_selection, majority, ranking, score
 
     from loop.cluster.trainer import TrainerWorker
     from loop.config import load_config
     from loop.records import Problem
-    from loop.verifier_data import auc, read_examples
+    from loop.verifier_data import read_examples
     from verifiers.learned import NO, YES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -111,9 +110,7 @@ def main() -> None:
     train_s = time.time() - t0
 
     held = rounds[-1] / "heldout"
-    samples = [json.loads(x) for x in (held / "selection_samples.jsonl").read_text().splitlines() if x.strip()]
-    outcome = {r["sample_id"]: r["outcome"] for r in
-               (json.loads(x) for x in (held / "selection_outcomes.jsonl").read_text().splitlines() if x.strip())}
+    samples, outcome = heldout_selection(held)
     samples = [s for s in samples if outcome.get(s["id"]) in ("pass", "fail")]
     prompts, owner = [], []
     for i, s in enumerate(samples):
@@ -131,20 +128,10 @@ def main() -> None:
            "first_loss": m.get("first_loss"), "last_loss": m.get("last_loss"), "train_seconds": round(train_s, 1),
            "score_seconds": round(time.time() - t1, 1), "prefixes_scored": len(prompts)}
     for name, agg in (("min", min), ("last", lambda v: v[-1])):
-        rows = [(s["problem_id"], agg(per[i]) if per[i] else 0.0, outcome[s["id"]] == "pass") for i, s in enumerate(samples)]
-        by: dict[str, list[tuple[float, bool]]] = defaultdict(list)
-        for pid, p, y in rows:
-            by[pid].append((p, y))
-        within = [x for v in by.values() if (x := auc([p for p, _ in v], [y for _, y in v])) is not None]
-        res[name] = {"pooled_auc": auc([p for _, p, _ in rows], [y for _, _, y in rows]),
-                     "within_problem_auc": sum(within) / len(within) if within else None, "mixed_problems": len(within),
-                     "verifier_best_of_n": sum(max(v)[1] for v in by.values()) / len(by)}
+        res[name] = ranking([(s["problem_id"], agg(per[i]) if per[i] else 0.0, outcome[s["id"]] == "pass")
+                             for i, s in enumerate(samples)])
     res["majority"] = majority(samples, outcome)
-    line = json.dumps(res)
-    print(line)
-    if a.out:
-        with a.out.open("a") as f:
-            f.write(line + "\n")
+    emit(res, a.out)
 
 
 if __name__ == "__main__":

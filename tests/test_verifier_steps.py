@@ -63,3 +63,13 @@ def test_extra_warm_start_problems_are_at_the_asked_level_and_a_bad_spec_is_name
         assert len(a) == len(b) == 4 and chain.split("\n")[1] == f"{a}+{b}"
     with pytest.raises(SystemExit, match="CAT:DIGITS=COUNT"):
         wp.extra_examples(["add4=8"], 0)
+
+
+def test_ranking_pools_scores_and_ranks_within_each_problem():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    r = _load("verifier_offline").ranking([("p", 0.9, True), ("p", 0.1, False), ("q", 0.95, False), ("q", 0.2, False)])
+    assert r["within_problem_auc"] == 1.0 and r["mixed_problems"] == 1  # q has no passing chain
+    assert r["verifier_best_of_n"] == 0.5  # p's top chain passes, q's does not
+    assert abs(r["pooled_auc"] - 2 / 3) < 1e-9  # the one passing chain outscores 2 of the 3 failing ones
