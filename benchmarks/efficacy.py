@@ -69,7 +69,7 @@ def plan(seeds: list[int], only: set[str], targeting_seeds: list[int] = (0, 1)) 
     if "curriculum" in only:  # the default for CURRICULUM_ROUNDS rounds, held out at one more level than it starts
         for s in targeting_seeds:
             runs[f"curriculum-s{s}"] = (DEFAULT, [f"run.seed={s}", f"loop.rounds={CURRICULUM_ROUNDS}",
-                                                  *(f"generators.0.categories.{c}.heldout_difficulties=[3,4,5]"
+                                                  *(f"generators.0.categories.{c}.heldout_difficulties=[5,6,7]"
                                                     for c in ("add", "sub"))])
     if "targeting" in only:
         for s in targeting_seeds:

@@ -85,7 +85,7 @@ def probe(model_dir: Path, categories: list[str], difficulties: list[int], count
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    gen = GENERATORS.build("arithmetic", {"chain": "aligned"})
+    gen = GENERATORS.build("arithmetic", {"chain": "aligned", "max_digits": max(5, *difficulties)})
     res: dict = {}
     for cat in categories:
         for d in difficulties:
@@ -95,7 +95,7 @@ def probe(model_dir: Path, categories: list[str], difficulties: list[int], count
                                                tokenize=False)
                 ids = tok(head, return_tensors="pt", add_special_tokens=False).input_ids
                 with torch.no_grad():
-                    out = model.generate(ids, max_new_tokens=160, do_sample=False, eos_token_id=tok.eos_token_id)
+                    out = model.generate(ids, max_new_tokens=320, do_sample=False, eos_token_id=tok.eos_token_id)
                 text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
                 ref = p.reference.chain.strip()
                 right += text.split("\n")[-1] == ref.split("\n")[-1]

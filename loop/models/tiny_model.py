@@ -1,11 +1,12 @@
 """The embedded default model: a ~2.4M-parameter Qwen3 with a byte-level tokenizer.
 
-`python -m loop.models.tiny_model` rebuilds `loop/assets/tiny-qwen3/` from scratch on the CPU:
+`python -m loop.models.tiny_model --device cuda` rebuilds `loop/assets/tiny-qwen3/` from scratch:
 a random-init Qwen3 (transformers `Qwen3Config`), a byte-level BPE tokenizer with no merges
 (one token per byte, so one per ASCII character) carrying Qwen's chat template and think
-tags, then a short full-parameter warm start on easy problems of the default families so
-the loop starts from "clearly non-zero but weak". It loads unchanged in transformers, vLLM
-and PEFT because it *is* a Qwen3 checkpoint.
+tags, then a full-parameter warm start on easy problems of the default families (12,000 steps:
+about 5 minutes on an H200, about 100 on 2 CPU cores with `--device cpu`), so the loop starts from
+"clearly non-zero but weak" at its levels. It loads unchanged in transformers, vLLM and PEFT
+because it *is* a Qwen3 checkpoint. The shipped asset was trained on an H200 (2026-12-06).
 """
 from __future__ import annotations
 
@@ -56,28 +57,82 @@ def build_model(vocab_size: int, seed: int):
     return Qwen3ForCausalLM(cfg)
 
 
-# Warm-start curriculum: easy levels of the default families. The loop then has room to
-# improve on the harder held-out levels (see configs/default.yaml). add/sub use the
-# digit-aligned chain of configs/default.yaml; mul keeps partial products (configs/eval-tiny.yaml).
+# Warm-start curriculum: easy levels of the default families. add/sub use the digit-aligned chain of
+# configs/default.yaml; mul keeps partial products (configs/eval-tiny.yaml). No add/sub problem has two
+# operands of 4 digits or more, so the loop's levels (configs/default.yaml) are not in the warm start.
 WARM_START = [  # (family, options, category, {difficulty: examples})
     ("arithmetic", {"chain": "aligned"}, "add", {1: 1000, 2: 2000, 3: 200}),
     ("arithmetic", {"chain": "aligned"}, "sub", {1: 1000, 2: 2000, 3: 200}),
     ("arithmetic", {}, "mul", {1: 2000, 2: 150}),
 ]
+# Each problem is asked in one of these wordings (the loop's own, the first, for a third of them). With one
+# wording the model copies the operands into its first line from a fixed distance back, which holds for no
+# other wording and no longer number: asked `What is 347+285?` it answered 555 (benchmarks/warm_start_variants.py).
+TEMPLATES = ["Compute {expr}.", "What is {expr}?", "{expr}", "{expr} = ?", "Calculate {expr}.",
+             "Please work out {expr} and give the answer.", "Find the value of {expr}.", "Q: {expr}",
+             "Solve: {expr}", "Evaluate {expr} step by step.", "I need {expr}, please.",
+             "Here is a sum for you to do carefully: {expr}"]
+# add/sub problems with one operand of 4 to 8 digits and the other of 1 to 3 (`48213+57`): long numbers in the
+# chain's own format, with the column arithmetic of short ones. With them (and the wordings) the model solves
+# 4- and 5-digit problems it never saw (both operands that long); without, it solves none.
+LONG_SHORT = 3000
 
 
-def warm_start_examples(seed: int) -> list[tuple[list[dict], str]]:
+def retemplate(prompt: list[dict], expr: str, rng: random.Random) -> list[dict]:
+    """`prompt` asked with a random wording of TEMPLATES (`Compute {expr}.` a third of the time)."""
+    tpl = TEMPLATES[0] if rng.random() < 1 / 3 else rng.choice(TEMPLATES[1:])
+    return [{"role": "user", "content": tpl.format(expr=expr)}] if len(prompt) == 1 else prompt
+
+
+def mixed_length_examples(seed: int, n: int, long: bool) -> list[tuple[list[dict], str]]:
+    """n add/sub problems with operands of different lengths, retemplated: one of 4 to 8 digits and the other of 1
+    to 3 with `long`, else 1 to 3 digits each. Held-out problems are skipped."""
     import generators  # noqa: F401
     from generators.base import GENERATORS
 
-    out = []
+    gen, rng, out = GENERATORS.build("arithmetic", {"chain": "aligned"}), random.Random(seed), []
+    while len(out) < n:
+        cat = rng.choice(["add", "sub"])
+        da, db = rng.randint(1, 3), rng.randint(1, 3)
+        if long:
+            da = rng.randint(4, 8)
+            if rng.random() < 0.5:
+                da, db = db, da
+        if da == db:
+            continue
+        a, b = (rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1) for d in (da, db))
+        if cat == "sub" and b > a:
+            a, b = b, a
+        p = gen.make(cat, a, b, max(da, db))
+        if p.is_heldout(0.25):
+            continue
+        out.append((retemplate([m.model_dump() for m in p.prompt], f"{a}{'+' if cat == 'add' else '-'}{b}", rng),
+                    p.reference.chain))
+    return out
+
+
+def warm_start_examples(seed: int, templates: bool = True, long_short: int = LONG_SHORT,
+                        ) -> list[tuple[list[dict], str]]:
+    """The warm start's (prompt, reply) pairs: WARM_START's problems (held-out ones skipped), asked in TEMPLATES'
+    wordings, plus `long_short` long-and-short problems. `templates=False, long_short=0` is the warm start shipped
+    before 2026-12-06 (one wording, 3 digits at most)."""
+    import generators  # noqa: F401
+    from generators.base import GENERATORS
+
+    rng, out = random.Random(seed + 7), []
     for fam, options, cat, levels in WARM_START:
         gen = GENERATORS.build(fam, options)
         for d, count in levels.items():
             for p in gen.generate(cat, d, count, seed + d):
                 if p.is_heldout(0.25):  # never warm-start on what the loop holds out
                     continue
-                out.append(([m.model_dump() for m in p.prompt], p.reference.chain))
+                prompt = [m.model_dump() for m in p.prompt]
+                if templates:
+                    a, b = p.metadata["operands"]
+                    prompt = retemplate(prompt, f"{a}{p.metadata['op']}{b}", rng)
+                out.append((prompt, p.reference.chain))
+    if long_short:
+        out += mixed_length_examples(seed + 13, long_short, long=True)
     random.Random(seed).shuffle(out)
     return out
 
@@ -93,11 +148,17 @@ def encode(tokenizer, prompt: list[dict], reply: str, max_len: int) -> tuple[lis
 
 
 def train(model, tokenizer, examples, steps: int, batch: int, lr: float, seed: int, device: str = "cpu") -> None:
+    train_encoded(model, [encode(tokenizer, p, r, 512) for p, r in examples], steps, batch, lr, seed, device)
+
+
+def train_encoded(model, data: list[tuple[list[int], list[int]]], steps: int, batch: int, lr: float, seed: int,
+                  device: str = "cpu") -> None:
+    """The warm start's loop on already-encoded (ids, labels) pairs: needs torch only (no tokenizer, no
+    generators), so it also runs where the project's own dependencies are not installed."""
     import torch
 
     torch.manual_seed(seed)
     model.to(device)
-    data = [encode(tokenizer, p, r, 512) for p, r in examples]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
@@ -143,7 +204,7 @@ def snap_to_nf4_grid(model, blocksize: int = 64) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "assets" / "tiny-qwen3"))
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
