@@ -19,16 +19,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TINY_RUN = {
     "run": {"name": "t", "seed": 0},
     "model": {"path": "builtin:tiny-qwen3", "max_model_len": 1024, "dtype": "float32"},
-    "sampling": {"n": 4, "temperature": 0.7, "max_tokens": 96},
-    # add at 2 digits (the tiny model solves it), sub at 3 (it solves about half: export's RL
-    # groups need train problems with a pass rate strictly between 0 and 1).
+    "sampling": {"n": 4, "temperature": 0.7, "max_tokens": 144},
+    # add at 2 digits (the tiny model solves it), sub at 5 (it solves about 40 %: export's RL
+    # groups need train problems with a pass rate strictly between 0 and 1; a 5-digit chain is ~125 tokens).
     "generators": [{"family": "arithmetic",
-                    "categories": {"add": {"budget": 12, "difficulty": 2}, "sub": {"budget": 8, "difficulty": 3}}}],
+                    "categories": {"add": {"budget": 12, "difficulty": 2}, "sub": {"budget": 8, "difficulty": 5}}}],
     "heldout": {"per_category": 8},
     "verifiers": [{"name": "exact_match"}, {"name": "format", "required": False},
                   {"name": "process", "required": False}],
     "policies": {"acceptance": {"name": "verified"}, "targeting": {"name": "uniform"}, "stopping": {"name": "never"}},
-    "training": {"epochs": 1, "batch_size": 8, "max_seq_len": 128, "learning_rate": 0.002},
+    "training": {"epochs": 1, "batch_size": 8, "max_seq_len": 192, "learning_rate": 0.002},
     "loop": {"rounds": 2},
 }
 
