@@ -68,8 +68,8 @@ def test_generator_mistakes():
     has(error(edit=lambda r: r["generators"][0]["categories"].update(div={"budget": 4})),
         "generators.0.categories", "unknown category 'div'", "available: add, mul, sub")
     has(error(["generators.0.categories.add.difficulty=9"]),
-        "generators.0.categories.add", "difficulty 9", "allowed: 1..5")
-    has(error(["generators.0.categories.mul.heldout_difficulties=[1, 0]"]), "difficulty 0", "allowed: 1..5")
+        "generators.0.categories.add", "difficulty 9", "allowed: 1..8")
+    has(error(["generators.0.categories.mul.heldout_difficulties=[1, 0]"]), "difficulty 0", "allowed: 1..8")
     has(error(edit=lambda r: r["generators"].append({"family": "arithmetic", "categories": {"add": {"budget": 3}}})),
         "generators.1.categories.add", "arithmetic/add", "already listed", "merge")
 
