@@ -155,7 +155,7 @@ def test_a_run_on_a_hub_id_runs_resumes_and_exports_offline(tmp_path):
     (run,) = list((tmp_path / "state" / "runs").iterdir())
     assert read_json(run / "base.json")["hub"] == {"id": REPO, "revision": commit}
     launch("resume", str(run))
-    launch("export", str(run), "--allow-no-gain", "--samples", "4")
+    launch("export", str(run), "--allow-no-gain", "--samples", "8")
     b = read_json(run / "export" / "bundle.json")
     assert b["base_model"]["hub"] == {"id": REPO, "revision": commit}
     for p in (run / "export").iterdir():
