@@ -121,7 +121,7 @@ def test_bad_options_are_refused(opts, says):
 
 
 @pytest.mark.parametrize("sets, says", [
-    (["policies.targeting.options.floor=300"], "more than the total budget 512"),
+    (["policies.targeting.options.floor=300"], "more than the total budget 384"),
     (["policies.targeting.options.max_difficulty={arithmetic/add: 9}"], "cannot make difficulty 9"),
     (["policies.targeting.options.max_difficulty={arithmetic/mul: 3}"], "unknown category"),
     (["policies.targeting.options.max_token_scale=4"], "max_model_len"),
@@ -135,7 +135,7 @@ def test_bad_options_are_refused_when_the_config_loads(sets, says):
 def test_default_config_uses_the_analyst_and_holds_out_the_next_level():
     cfg = load_config(DEFAULT)
     assert cfg.policies.targeting.name == "analyst"
-    assert all(cc.heldout_difficulties == [3, 4] for cc in cfg.generators[0].categories.values())
+    assert all(cc.heldout_difficulties == [5, 6] for cc in cfg.generators[0].categories.values())
 
 
 # ---- the loop's side of the plan (no engine needed) ---------------------------------------
@@ -165,7 +165,7 @@ def test_a_plan_without_extras_draws_what_it_always_drew():
     cfg = load_config(DEFAULT)
     plain = steps.initial_plan(cfg)
     mixed = plain.model_copy(deep=True)
-    mixed.categories["arithmetic/add"].mix = {3: 256}
+    mixed.categories["arithmetic/add"].mix = {5: 192}
     assert steps.make_problems(cfg, plain, 0) == steps.make_problems(cfg, mixed, 0)
 
 

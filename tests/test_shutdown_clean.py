@@ -26,7 +26,7 @@ def _alive(pid: int) -> bool:
 def test_shutdown_removes_engines_shm_and_ray_session():
     from loop.cluster.driver import Cluster, _session_dir
 
-    cfg = load_config(ROOT / "configs" / "default.yaml", ["cluster.num_cpus=3", "model.max_model_len=384"])
+    cfg = load_config(ROOT / "configs" / "default.yaml", ["cluster.num_cpus=3", "model.max_model_len=384", "sampling.max_tokens=128"])
     cluster = Cluster(cfg)
     try:
         cluster.start_samplers()
