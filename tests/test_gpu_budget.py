@@ -107,11 +107,7 @@ def _prod(shape) -> int:
 def test_the_hf_baseline_batch_is_bounded_by_free_memory(qwen3_4b_dir):
     """benchmarks/gpu_h200.py's transformers-generate baseline ran out of memory with 256 prompts x 8 in one
     batch: it now runs in batches whose KV cache and logits fit half the free memory."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_h200", ROOT / "benchmarks" / "gpu_h200.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench()
     size = gm.model_size(qwen3_4b_dir)
     plenty = bench.hf_batch_prompts(str(qwen3_4b_dir), 200, 512, 8, 70 * GIB)
     tight = bench.hf_batch_prompts(str(qwen3_4b_dir), 200, 512, 8, 8 * GIB)
@@ -123,12 +119,9 @@ def test_the_hf_baseline_batch_is_bounded_by_free_memory(qwen3_4b_dir):
 
 
 def _bench():
-    import importlib.util
+    from tests.conftest import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("gpu_h200", ROOT / "benchmarks" / "gpu_h200.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_benchmark("gpu_h200")
 
 
 def test_scale_engines_and_the_summary_of_the_fullsize_part():

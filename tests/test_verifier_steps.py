@@ -3,17 +3,8 @@ peel examples: each prefix is Yes while it matches the reference chain line for 
 does not, and nothing after it."""
 from __future__ import annotations
 
-import importlib.util
-
 from loop.config import ROOT
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
+from tests.conftest import load_benchmark as _load
 
 REF = "<think>\n64+77\n6+7;4+7=11;1\n+;6+7+1=14;141\n</think>\nAnswer: 141"
 

@@ -2,17 +2,13 @@
 warm start's problems and change only how they are asked, or add exercises that never add or subtract."""
 from __future__ import annotations
 
-import importlib.util
 import re
 
-from loop.config import ROOT
+from tests.conftest import load_benchmark
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("warm_start_variants", ROOT / "benchmarks" / "warm_start_variants.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("warm_start_variants")
 
 
 def test_templates_ask_the_shipped_problems_in_many_wordings_with_the_same_chains():
