@@ -107,6 +107,10 @@ class Analyst(TargetingPolicy):
         if options.floor is not None and options.floor * n > total_budget:
             out.append(f"floor {options.floor} x {n} categories = {options.floor * n} problems is more than the "
                        f"total budget {total_budget}; lower floor to at most {total_budget // max(n, 1)}")
+        if options.floor is None and n > 1 and options.min_share * n > 1 + 1e-9:
+            out.append(f"min_share {options.min_share:g} x {n} categories = {options.min_share * n:g} of the budget: "
+                       "the floors alone are more than all of it, so the budget could not follow weakness; lower "
+                       f"min_share to at most {1 / n:.4g} (or set an absolute floor)")
         for key, d in options.max_difficulty.items():
             if key not in ranges:
                 out.append(f"max_difficulty: unknown category {key!r}; categories: {sorted(ranges)}")
