@@ -25,7 +25,7 @@ from loop.records import (
 )
 from policies.actions import ACTIONS, DEFAULT_ACTIONS
 from policies.base import POLICIES, TargetingPolicy
-from policies.budget import allocate, categories_of, current_difficulty
+from policies.budget import allocate, categories_of, current_difficulty, floor_per_category
 
 Ranges = dict[str, tuple[int, int]]
 _CLASSES = [c for c in ERROR_CLASSES if c != "infra"]
@@ -102,15 +102,11 @@ class Analyst(TargetingPolicy):
     @classmethod
     def check_config(cls, options: AnalystOptions, ranges: Ranges, total_budget: int,
                      max_tokens: int, max_model_len: int) -> list[str]:
-        out = []
+        out = super().check_config(options, ranges, total_budget, max_tokens, max_model_len)
         n = len(ranges)
         if options.floor is not None and options.floor * n > total_budget:
             out.append(f"floor {options.floor} x {n} categories = {options.floor * n} problems is more than the "
                        f"total budget {total_budget}; lower floor to at most {total_budget // max(n, 1)}")
-        if options.floor is None and n > 1 and options.min_share * n > 1 + 1e-9:
-            out.append(f"min_share {options.min_share:g} x {n} categories = {options.min_share * n:g} of the budget: "
-                       "the floors alone are more than all of it, so the budget could not follow weakness; lower "
-                       f"min_share to at most {1 / n:.4g} (or set an absolute floor)")
         for key, d in options.max_difficulty.items():
             if key not in ranges:
                 out.append(f"max_difficulty: unknown category {key!r}; categories: {sorted(ranges)}")
@@ -126,7 +122,7 @@ class Analyst(TargetingPolicy):
         o = self.options
         if o.floor is not None:
             return min(o.floor, total // max(n, 1))
-        return min(max(int(total >= n), math.floor(o.min_share * total + 1e-9)), total // max(n, 1))
+        return floor_per_category(total, n, o.min_share)
 
     def plan(self, analysis: RoundAnalysis, previous: Plan, total_budget: int, difficulty_range: Ranges) -> Plan:
         o = self.options

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from loop.records import Plan, RoundAnalysis, Row
 from loop.registry import NoOptions, Registry
+from policies.budget import min_share_problem
 
 
 class Policy(ABC):
@@ -43,8 +44,12 @@ class TargetingPolicy(Policy):
     def check_config(cls, options: BaseModel, ranges: dict[str, tuple[int, int]], total_budget: int,
                      max_tokens: int, max_model_len: int) -> list[str]:
         """What is wrong with `options` given the run (categories and their difficulty ranges, the
-        total budget, the token limits); called when the config is loaded. Empty = fine."""
-        return []
+        total budget, the token limits); called when the config is loaded. Empty = fine. The default
+        checks a `min_share` option (unless an absolute `floor` replaces it)."""
+        share = getattr(options, "min_share", None)
+        why = None if share is None or getattr(options, "floor", None) is not None else min_share_problem(share,
+                                                                                                          len(ranges))
+        return [why] if why else []
 
 
 class StoppingPolicy(Policy):

@@ -15,6 +15,15 @@ def floor_per_category(total: int, n: int, min_share: float) -> int:
     return min(want, total // n)
 
 
+def min_share_problem(min_share: float, n: int) -> str | None:
+    """Why a share floor cannot hold for n categories (the floors alone would exceed the budget), or None."""
+    if n > 1 and min_share * n > 1 + 1e-9:
+        return (f"min_share {min_share:g} x {n} categories = {min_share * n:g} of the budget: the floors alone are "
+                f"more than all of it, so the budget could not follow weakness; lower min_share to at most "
+                f"{1 / n:.4g}")
+    return None
+
+
 def allocate(weights: dict[str, float], total: int, floor: int = 0) -> dict[str, int]:
     """Split `total` into integers summing exactly to it: `floor` each, the rest in
     proportion to `weights` by largest remainder (ties by key order). All-zero weights

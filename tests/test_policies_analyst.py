@@ -123,6 +123,8 @@ def test_bad_options_are_refused(opts, says):
 @pytest.mark.parametrize("sets, says", [
     (["policies.targeting.options.floor=300"], "more than the total budget 384"),
     (["policies.targeting.options.min_share=0.9"], "lower min_share to at most 0.5"),
+    (["policies.targeting.name=error_weighted", "policies.targeting.options={min_share: 0.6}"],
+     "floors alone are more than all of it"),
     (["policies.targeting.options.max_difficulty={arithmetic/add: 9}"], "cannot make difficulty 9"),
     (["policies.targeting.options.max_difficulty={arithmetic/mul: 3}"], "unknown category"),
     (["policies.targeting.options.max_token_scale=4"], "max_model_len"),
