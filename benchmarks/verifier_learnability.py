@@ -218,6 +218,28 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
                 "within_problem_auc": sum(within) / len(within) if within else None,
                 "best_of_8": sum(max(v)[1] for v in per.values()) / len(test_p)}
 
+    # not learned: the policy's own confidence in each held-out chain (lowest and mean token log-probability)
+    conf_min, conf_mean = [], []
+    with torch.no_grad():
+        for i in range(0, len(te_list), 256):
+            part = te_list[i:i + 256]
+            heads = [chat(p["task"]) for p, _, _ in part]
+            tok.padding_side = "right"
+            enc = tok([h + t for h, (_, t, _) in zip(heads, part)], return_tensors="pt", padding=True,
+                      add_special_tokens=False).to(device)
+            tok.padding_side = "left"
+            lp = torch.log_softmax(base(**enc).logits[:, :-1].float(), -1)
+            got = lp.gather(-1, enc["input_ids"][:, 1:, None])[..., 0]
+            for j, h in enumerate(heads):
+                start = len(tok(h, add_special_tokens=False)["input_ids"])
+                end = int(enc["attention_mask"][j].sum())
+                v = got[j, start - 1:end - 1]
+                conf_min.append(v.min().item() if len(v) else -99.0)
+                conf_mean.append(v.mean().item() if len(v) else -99.0)
+    base_res["confidence_min_logprob"] = measure(conf_min)
+    base_res["confidence_mean_logprob"] = measure(conf_mean)
+    print(json.dumps(base_res), flush=True)
+
     results = []
     for cfg in configs:
         obj, lr, epochs, cap = cfg["objective"], cfg["lr"], cfg["epochs"], cfg.get("max_examples", 4096)
