@@ -272,10 +272,12 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
                 if cfg.get("loss", "two_way") == "two_way":  # Yes vs No only
                     logits = m(**enc).logits[:, -1][:, [Y, N]].float()
                     target = torch.tensor([0 if y else 1 for _, y in batch], device=device)
-                else:  # the whole vocabulary (what the loop's trainer does with loss_on_words)
+                else:  # the whole vocabulary; hybrid: plus Yes vs No (the loop's trainer before 3f8860a)
                     logits = m(**enc).logits[:, -1].float()
                     target = torch.tensor([Y if y else N for _, y in batch], device=device)
                 loss = torch.nn.functional.cross_entropy(logits, target)
+                if cfg.get("loss") == "hybrid":
+                    loss = loss + torch.nn.functional.cross_entropy(logits[:, [Y, N]], (target == N).long())
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -313,11 +315,13 @@ def main() -> None:
     ap.add_argument("--train-n", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--configs", default=json.dumps([
-        {"objective": "outcome", "lr": 1e-3, "epochs": [2, 6]},
-        {"objective": "outcome", "lr": 3e-4, "epochs": [4, 12]},
-        {"objective": "steps", "lr": 1e-3, "epochs": [1, 3]},
-        {"objective": "steps", "lr": 3e-4, "epochs": [2, 6]}]),
-        help="JSON list of {objective: outcome|steps, lr, epochs: [checkpoints], max_examples}")
+        {"objective": "outcome", "loss": "two_way", "lr": 1e-3, "epochs": [2, 4]},
+        {"objective": "outcome", "loss": "two_way", "lr": 1e-3, "epochs": [2, 4], "max_examples": 772},
+        {"objective": "outcome", "loss": "hybrid", "lr": 1e-3, "epochs": [2, 4]},
+        {"objective": "outcome", "loss": "full", "lr": 1e-3, "epochs": [2, 12]},
+        {"objective": "steps", "lr": 1e-3, "epochs": [1, 3]}]),
+        help="JSON list of {objective: outcome|steps, loss: two_way|full|hybrid (outcome), lr, epochs: "
+             "[checkpoints], max_examples}")
     a = ap.parse_args()
     if a.what == "prepare":
         prepare(a.dir, a.train_per_category, a.test_per_level, a.seed)
