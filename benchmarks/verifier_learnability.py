@@ -260,7 +260,10 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
         data = [(x, True) for x in rng.sample(pos, k)] + [(x, False) for x in rng.sample(neg, k)]
         m, params = fresh()
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-        bs = 32
+        bs = cfg.get("batch", 32)
+        # "cosine": to 0 over the last checkpoint's epochs, as the loop's trainer (TRL, warmup 0) does
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs) * math.ceil(len(data) / bs)) \
+            if cfg.get("schedule") == "cosine" else None
         t1 = time.time()
         for ep in range(1, max(epochs) + 1):
             rng.shuffle(data)
@@ -281,6 +284,8 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if sched is not None:
+                    sched.step()
                 tot, nb = tot + loss.item(), nb + 1
             if ep in epochs:
                 extra = {}
@@ -293,7 +298,8 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
                     for i, s in zip(owner, flat):
                         per[i].append(s)
                     sc = [min(per[i]) if per[i] else 0.0 for i in range(len(te_list))]
-                res = {"objective": obj, "loss": cfg.get("loss", "two_way"), "lr": lr, "epoch": ep, "examples": len(data), "train_loss": tot / nb,
+                res = {"objective": obj, "loss": cfg.get("loss", "two_way"), "lr": lr, "epoch": ep, "batch": bs,
+                       "schedule": cfg.get("schedule", "constant"), "examples": len(data), "train_loss": tot / nb,
                        "train_seconds": round(time.time() - t1, 1), **measure(sc), **extra}
                 print(json.dumps(res), flush=True)
                 results.append(res)
@@ -321,7 +327,7 @@ def main() -> None:
         {"objective": "outcome", "loss": "full", "lr": 1e-3, "epochs": [2, 12]},
         {"objective": "steps", "lr": 1e-3, "epochs": [1, 3]}]),
         help="JSON list of {objective: outcome|steps, loss: two_way|full|hybrid (outcome), lr, epochs: "
-             "[checkpoints], max_examples}")
+             "[checkpoints], max_examples, batch (32), schedule: constant|cosine}")
     a = ap.parse_args()
     if a.what == "prepare":
         prepare(a.dir, a.train_per_category, a.test_per_level, a.seed)
