@@ -57,6 +57,33 @@ def prepare(d: Path, train_per_cat: int, test_per_level: int, seed: int) -> None
     print(f"wrote {len(rows)} problems to {d / 'problems.json'}")
 
 
+def attach_lora(model, r: int = 16, alpha: int = 32) -> list:
+    """Wrap every Linear of the decoder layers (attention and MLP) in a LoRA (A random, B zero: the model is
+    unchanged until trained); returns the trainable A and B of each. Also used by benchmarks/verifier_objective.py."""
+    import torch
+
+    class LoRA(torch.nn.Module):
+        def __init__(self, lin):
+            super().__init__()
+            self.lin, self.scale = lin, alpha / r
+            dev = lin.weight.device
+            self.A = torch.nn.Parameter(torch.randn(r, lin.in_features, device=dev) / math.sqrt(lin.in_features))
+            self.B = torch.nn.Parameter(torch.zeros(lin.out_features, r, device=dev))
+
+        def forward(self, x):
+            return self.lin(x) + (x @ self.A.T @ self.B.T) * self.scale
+
+    params = []
+    for layer in model.model.layers:
+        for parent in (layer.self_attn, layer.mlp):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.Linear):
+                    w = LoRA(child)
+                    setattr(parent, name, w)
+                    params += [w.A, w.B]
+    return params
+
+
 def answer_of(text: str) -> str | None:
     if "</think>" not in text:
         return None
@@ -159,29 +186,11 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
                 "mixed_problems": sum(len({y for _, y in v}) == 2 for v in by.values())}
     print(json.dumps(base_res), flush=True)
 
-    class LoRA(torch.nn.Module):
-        def __init__(self, lin, r=16, alpha=32):
-            super().__init__()
-            self.lin, self.scale = lin, alpha / r
-            self.A = torch.nn.Parameter(torch.randn(r, lin.in_features, device=device) / math.sqrt(lin.in_features))
-            self.B = torch.nn.Parameter(torch.zeros(lin.out_features, r, device=device))
-
-        def forward(self, x):
-            return self.lin(x) + (x @ self.A.T @ self.B.T) * self.scale
-
     def fresh():
         m = AutoModelForCausalLM.from_pretrained(M, dtype=torch.float32).to(device)
         for q in m.parameters():
             q.requires_grad_(False)
-        params = []
-        for layer in m.model.layers:
-            for parent in (layer.self_attn, layer.mlp):
-                for name, child in list(parent.named_children()):
-                    if isinstance(child, torch.nn.Linear):
-                        w = LoRA(child)
-                        setattr(parent, name, w)
-                        params += [w.A, w.B]
-        return m, params
+        return m, attach_lora(m)
 
     def p_yes(m, prompts, bs=512, top_k=0):
         """P(Yes) normalised over Yes and No; top_k > 0: as the loop's scorer reads it from vLLM's top-k

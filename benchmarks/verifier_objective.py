@@ -18,6 +18,7 @@ import time
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from verifier_learnability import attach_lora  # benchmarks/ is on sys.path when run as a script
 
 
 def prepare() -> None:
@@ -78,32 +79,13 @@ def auc(s, y):
     return wins / (len(pos) * len(neg))
 
 
-class LoRA(torch.nn.Module):
-    def __init__(self, base, r, alpha):
-        super().__init__()
-        self.base, self.scale = base, alpha / r
-        self.A = torch.nn.Parameter(torch.randn(r, base.in_features) / math.sqrt(base.in_features))
-        self.B = torch.nn.Parameter(torch.zeros(base.out_features, r))
-
-    def forward(self, x):
-        return self.base(x) + (x @ self.A.T @ self.B.T) * self.scale
-
-
 def build(r, alpha, full):
     model = AutoModelForCausalLM.from_pretrained(M, dtype=torch.float32).to(dev)
     if full:
         return model, [p for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
-    params = []
-    for layer in model.model.layers:
-        for parent in (layer.self_attn, layer.mlp):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, torch.nn.Linear):
-                    w = LoRA(child, r, alpha).to(dev)
-                    setattr(parent, name, w)
-                    params += [w.A, w.B]
-    return model, params
+    return model, attach_lora(model, r, alpha)
 
 
 def encode(rows):
