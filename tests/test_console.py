@@ -1,5 +1,5 @@
 """A quiet console: the workers' output goes to run.log and <run>/logs/ (the console only with -v), progress
-lines of many short calls are summed per stage, and nothing is lost (run.log keeps every line)."""
+lines of many short calls are summed per stage, and nothing is lost (run.log and <run>/logs/ keep every line)."""
 from __future__ import annotations
 
 import logging
@@ -34,7 +34,7 @@ def test_worker_lines_go_to_files_not_the_console(console, capsys):
     logs._worker_lines({"pid": 4242, "lines": []})
     logs._worker_lines({"pid": "raylet", "lines": ["Task killed: the node is low on memory"]})
     logs._worker_lines({"pid": "autoscaler", "lines": ["======== Autoscaler status: 2026-12-06 07:56:47 ========",
-                                                       "Total Usage:"]})  # its periodic status: run.log only
+                                                       "Total Usage:"]})  # its periodic status: logs/ only
     logging.getLogger("loop").info("round 0: training on 12 chains")
     logging.getLogger("ray").warning("Token authentication is enabled for this Ray cluster")
     logging.getLogger("bitsandbytes.backends.cpu.ops").warning("Failed to load CPU gemm_4bit_forward")
@@ -45,14 +45,16 @@ def test_worker_lines_go_to_files_not_the_console(console, capsys):
     assert "Autoscaler status" not in err
     assert "training on 12 chains" in err and "raylet: Task killed" in err  # the loop, and Ray's node notices
     logs.detach_run_log()  # closes the files
-    assert [p.name for p in (run / "logs").iterdir()] == ["SamplerWorker-4242.log"]
+    assert sorted(p.name for p in (run / "logs").iterdir()) == ["SamplerWorker-4242.log", "autoscaler.log"]
+    assert (run / "logs" / "autoscaler.log").read_text().splitlines() == [
+        "======== Autoscaler status: 2026-12-06 07:56:47 ========", "Total Usage:"]
     assert (run / "logs" / "SamplerWorker-4242.log").read_text().splitlines() == [
         "before the actor has its name", *batch["lines"]]
     text = (run / "run.log").read_text()
     for needle in ("(SamplerWorker pid=4242) Triton is installed", "(SamplerWorker pid=4242) WARNING x",
-                   "Token authentication", "training on 12 chains", "raylet: Task killed", "Autoscaler status",
-                   "gemm_4bit_forward"):
+                   "Token authentication", "training on 12 chains", "raylet: Task killed", "gemm_4bit_forward"):
         assert needle in text
+    assert "Autoscaler status" not in text  # every 5 s: it drowned the loop's own lines
 
 
 def test_verbose_keeps_ray_notices_on_the_console(console, capsys):

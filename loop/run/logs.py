@@ -117,11 +117,14 @@ def _worker_lines(data: dict[str, Any]) -> None:
     pid, lines = data.get("pid"), data.get("lines") or []
     if pid in ("raylet", "autoscaler"):
         # Ray's notices about the node (a worker killed for memory, resources that cannot be had): on the
-        # console too, as Ray's printer shows them; of the autoscaler's log only its event summaries, as there
-        for line in lines:
+        # console too, as Ray's printer shows them. Of the autoscaler's log only its event summaries: its
+        # every-5-seconds status lines were 87% of a 3-round run.log; they are all in logs/autoscaler.log
+        notices = _autoscaler_events(lines) if pid == "autoscaler" else lines
+        for line in notices:
             logging.getLogger(WORKERS).info("(%s) %s", pid, line)
-        for line in _autoscaler_events(lines) if pid == "autoscaler" else lines:
             logging.getLogger("loop.ray").warning("%s: %s", pid, line)
+        if pid == "autoscaler":
+            _append("autoscaler", "autoscaler", lines, named="autoscaler.log")
         return
     if not lines:
         return
@@ -130,20 +133,25 @@ def _worker_lines(data: dict[str, Any]) -> None:
     out = logging.getLogger(WORKERS)
     for line in lines:
         out.info("(%s pid=%s) %s", name, pid, line)
+    _append(f"{where}{pid}", name, lines)
+
+
+def _append(proc: str, name: str, lines: list[str], named: str | None = None) -> None:
+    """The lines of one process to <run>/logs/<name>-<proc>.log (or `named`), one file per process, named by
+    what it runs once Ray says (an actor's first lines may come before its name)."""
     if _run_log is None:
         return
-    proc = f"{where}{pid}"  # one file per process, named by what it runs once Ray says (an actor's first
-    with _files_lock:       # lines may come before its name)
+    with _files_lock:
         entry = _files.get(proc)
         try:
             if entry is None:
                 (_run_log.parent / WORKER_LOGS).mkdir(exist_ok=True)
-                path = _run_log.parent / WORKER_LOGS / _file_name(name, proc)
+                path = _run_log.parent / WORKER_LOGS / (named or _file_name(name, proc))
                 entry = _files[proc] = [open(path, "a", encoding="utf-8"), path, name]
             elif entry[2] == "worker" and name != "worker":
-                named = entry[1].with_name(_file_name(name, proc))
-                os.rename(entry[1], named)
-                entry[1:] = [named, name]
+                renamed = entry[1].with_name(_file_name(name, proc))
+                os.rename(entry[1], renamed)
+                entry[1:] = [renamed, name]
         except OSError:
             return
         entry[0].write("".join(line + "\n" for line in lines))
