@@ -59,10 +59,13 @@ def configured_rounds(run: Path) -> int | None:
         return None
 
 
+TAG = ""  # --tag: runs of a variant (--set) are named verifier-<tag>-<label>-<time>, kept apart from the default's
+
+
 def existing(label: str, partial: bool = False, rounds: int | None = None) -> Path | None:
     """The newest completed run of `label` (with partial: the newest with at least one finished round); with
     `rounds`, only runs configured for that many rounds (2- and 5-round runs share their labels)."""
-    for d in sorted((ROOT / "state" / "runs").glob(f"verifier-{label}-*"), reverse=True):
+    for d in sorted((ROOT / "state" / "runs").glob(f"verifier-{TAG}{label}-*"), reverse=True):
         m = d / "manifest.json"
         if rounds is not None and configured_rounds(d) != rounds:
             continue
@@ -74,11 +77,12 @@ def existing(label: str, partial: bool = False, rounds: int | None = None) -> Pa
 
 
 def execute(label: str, overrides: list[str], rounds: int) -> Path:
-    before = set((ROOT / "state" / "runs").glob(f"verifier-{label}-*"))
-    sets = [x for o in [*overrides, f"run.name=verifier-{label}", f"loop.rounds={rounds}"] for x in ("--set", o)]
+    name = f"verifier-{TAG}{label}"
+    before = set((ROOT / "state" / "runs").glob(f"{name}-*"))
+    sets = [x for o in [*overrides, f"run.name={name}", f"loop.rounds={rounds}"] for x in ("--set", o)]
     t0 = time.time()
     subprocess.run([sys.executable, "launch.py", "run", "-c", DEFAULT, *sets], cwd=ROOT, check=True)
-    (new,) = set((ROOT / "state" / "runs").glob(f"verifier-{label}-*")) - before
+    (new,) = set((ROOT / "state" / "runs").glob(f"{name}-*")) - before
     (new / "wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
     return new
 
@@ -150,9 +154,14 @@ def main() -> None:
                                                            "unfinished ones from their last finished round")
     ap.add_argument("--only", nargs="+", default=["main", "answerless"], choices=["main", "answerless"])
     ap.add_argument("--out", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every run (a variant of the default; use with --tag)")
+    ap.add_argument("--tag", default="", help="name of the variant: its runs are verifier-<tag>-<label>-*")
     args = ap.parse_args()
+    global TAG
+    TAG = f"{args.tag}-" if args.tag else ""
     aseeds = args.answerless_seeds if args.answerless_seeds is not None else args.seeds
-    runs = plan(args.seeds, aseeds, set(args.only))
+    runs = {k: [*v, *args.sets] for k, v in plan(args.seeds, aseeds, set(args.only)).items()}
     got: dict[str, dict] = {}
     for label, overrides in runs.items():
         run = existing(label, partial=args.collect, rounds=args.rounds) if args.reuse or args.collect else None

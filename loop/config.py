@@ -213,6 +213,13 @@ class LearnedVerifierCfg(Section):
     replay_rounds: int = Field(2, ge=0, description="also train on the verification examples of this many "
                                                     "earlier rounds")
     max_chain_chars: int = Field(1200, ge=100, description="longer chains are cut in the middle in its prompts")
+    extra_problems: float = Field(0.0, ge=0, le=16, description="also draw this many times the round's training "
+                                                              "problems anew (same categories and difficulties, new "
+                                                              "numbers, never held-out), sample them and use their "
+                                                              "verdicts as the verifier's examples alone (the policy "
+                                                              "never trains on them): the passing chains of a problem "
+                                                              "are nearly always one chain, so distinct problems, not "
+                                                              "more samples, give the verifier its Yes examples")
     selection_n: int = Field(0, ge=0, description="at each held-out evaluation after a verifier exists, sample this "
                                                   "many chains a problem and compare greedy, majority vote and "
                                                   "verifier best-of-n (0 = off)")
@@ -457,6 +464,9 @@ def check_structure(cfg: Config) -> None:
         problems.append("learned_verifier.selection_n: best-of-n selection ranks chains by the learned verifier, so it "
                         "needs learned_verifier.enabled: true and `- name: learned` (required: false) under verifiers; "
                         "or set selection_n: 0")
+    if lv.extra_problems and not lv.enabled:
+        problems.append("learned_verifier.extra_problems: the extra problems only train the learned verifier; set "
+                        "learned_verifier.enabled: true or extra_problems: 0")
     if lv.answerless:
         keys = [f"{g.family}/{c}" for g in cfg.generators for c in g.categories]
         unknown = [k for k in lv.answerless if k not in keys]

@@ -92,19 +92,25 @@ class Controller:
                               lambda ps: write_jsonl(path, ps), lambda: read_jsonl(path, Problem))
 
     def sample(self, problems: list[Problem], r: int, adapter: str | None) -> list[Sample]:
-        s, plan = self.cfg.sampling, self.current_plan(r)
-        samples: list[Sample] = []
-        # One generate call per token budget (the plan may give a category a larger one).
-        for max_tokens, group in steps.token_groups(problems, plan, s.max_tokens, self.cfg.model.max_model_len).items():
-            seed = steps._seed(self.cfg.run.seed, "sample", r, *([max_tokens] if max_tokens != s.max_tokens else []))
-            outs = self.cluster.generate([[m.model_dump() for m in p.prompt] for p in group], n=s.n,
-                                         temperature=s.temperature, max_tokens=max_tokens, seed=seed,
-                                         adapter=self.adapter_ref(adapter), desc=f"round {r} sample")
-            samples += steps.to_samples(group, outs, r, adapter)
+        plan = self.current_plan(r)
+        samples = self.draw(problems, r, adapter, self.cfg.sampling.n, "sample", f"round {r} sample")
         hinted = steps.rationalized(self.cfg, plan, problems)
         if hinted:
             ids = {p.id for p in hinted}
             samples += self.rationalize(hinted, [x for x in samples if x.problem_id in ids], r, adapter)
+        return samples
+
+    def draw(self, problems: list[Problem], r: int, adapter: str | None, n: int, tag: str,
+             desc: str) -> list[Sample]:
+        """n chains of each problem, one generate call per token budget (the plan may give a category a larger one)."""
+        s, plan = self.cfg.sampling, self.current_plan(r)
+        samples: list[Sample] = []
+        for max_tokens, group in steps.token_groups(problems, plan, s.max_tokens, self.cfg.model.max_model_len).items():
+            seed = steps._seed(self.cfg.run.seed, tag, r, *([max_tokens] if max_tokens != s.max_tokens else []))
+            outs = self.cluster.generate([[m.model_dump() for m in p.prompt] for p in group], n=n,
+                                         temperature=s.temperature, max_tokens=max_tokens, seed=seed,
+                                         adapter=self.adapter_ref(adapter), desc=desc)
+            samples += steps.to_samples(group, outs, r, adapter)
         return samples
 
     def rationalize(self, problems: list[Problem], samples: list[Sample], r: int, adapter: str | None) -> list[Sample]:
@@ -182,7 +188,8 @@ class Controller:
         """This round's pass/fail verdicts (plus `replay_rounds` earlier rounds') train the verifier
         adapter, warm-started from the previous round's."""
         lv, rd = self.cfg.learned_verifier, self.run.round_dir(r)
-        current = verifier_data.examples_from_rows(rows, self.cfg.heldout.fraction, lv.max_chain_chars)
+        extra = self.verifier_rows(r, rows)
+        current = verifier_data.examples_from_rows(rows + extra, self.cfg.heldout.fraction, lv.max_chain_chars)
         write_jsonl(rd / "verifier_examples.jsonl", current)
         earlier = [verifier_data.read_examples(self.run.round_dir(r - b) / "verifier_examples.jsonl")
                    for b in range(1, lv.replay_rounds + 1) if r - b >= 0]
@@ -196,9 +203,9 @@ class Controller:
             return {"adapter": prev, "skipped": str(e)}
         out = rd / "verifier"
         init = str(self.run.resolve(prev)) if prev else None
-        log.info("round %d: training the learned verifier on %d examples (%d Yes / %d No, %d replayed)%s", r,
-                 info["examples"], info["per_class"], info["per_class"], info["replayed"],
-                 ", warm-started from " + prev if prev else "")
+        log.info("round %d: training the learned verifier on %d examples (%d Yes / %d No, %d replayed, %d chains of "
+                 "extra problems drawn)%s", r, info["examples"], info["per_class"], info["per_class"], info["replayed"],
+                 len(extra), ", warm-started from " + prev if prev else "")
         m = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "verifier", r),
                                overrides={"mode": "continue", "epochs": lv.epochs, "learning_rate": lv.learning_rate,
                                           "loss_on_words": [YES, NO],  # the decision token alone
@@ -206,7 +213,27 @@ class Controller:
                                           "max_seq_len": max(self.cfg.training.max_seq_len,
                                                              self.cfg.model.max_model_len)},
                                log_path=rd / "verifier_train_log.jsonl")
-        return {"adapter": self.run.rel(out), "init": prev, "data": info, **m}
+        return {"adapter": self.run.rel(out), "init": prev, "data": {**info, "extra_chains": len(extra)}, **m}
+
+    def verifier_rows(self, r: int, rows: list[Row]) -> list[Row]:
+        """learned_verifier.extra_problems: fresh training problems (never the round's own, never held-out),
+        sampled by the round's policy and verified programmatically, for the verifier's examples alone
+        (the passing chains of one problem are nearly always one chain, so the verifier's Yes examples grow
+        with problems, not samples). Their chains go to verifier_samples.jsonl; the policy never sees them."""
+        lv = self.cfg.learned_verifier
+        own = [row.sample for row in rows if not row.sample.hinted and not row.sample.gold]
+        if not lv.extra_problems or not own:
+            return []
+        taken = {row.problem.id for row in rows}
+        problems = verifier_data.withhold_answers(  # a category without gold answers stays without them
+            steps.verifier_problems(self.cfg, self.current_plan(r), r, lv.extra_problems, taken), lv.answerless)
+        if not problems:
+            return []
+        extra = self.draw(problems, r, own[0].adapter, self.cfg.sampling.n, "verifier-sample",
+                          f"round {r} verifier problems")
+        by_id = {p.id: p for p in problems}
+        write_jsonl(self.run.round_dir(r) / "verifier_samples.jsonl", extra)
+        return self.rows(by_id, extra, self.verify(by_id, extra))
 
     def load_verifier(self, r: int) -> dict:
         """A finished verifier stage on resume: its adapter must still be there and fit the base."""

@@ -85,6 +85,21 @@ def make_problems(cfg: Config, plan: Plan, round_: int, previous: list[Problem] 
     return out
 
 
+def verifier_problems(cfg: Config, plan: Plan, round_: int, times: float, exclude: set[str]) -> list[Problem]:
+    """Fresh training-split problems for the learned verifier's examples alone: `times` x each category's
+    share of the plan at each of its levels, none of `exclude` (the round's own) and none held-out."""
+    gens = generators_by_family(cfg)
+    out: list[Problem] = []
+    for key, cp in plan.categories.items():
+        family, category = key.split("/", 1)
+        for d, n in sorted((dict(cp.mix) or {cp.difficulty: cp.budget}).items()):
+            k = round(n * times)
+            if k:
+                out.extend(draw(gens[family], category, d, k, _seed(cfg.run.seed, round_, key, d, "verifier"), "train",
+                                cfg.heldout.fraction, exclude=exclude))
+    return out
+
+
 def augmented(gen, failed: list[Problem], seed: int, heldout_fraction: float) -> list[Problem]:
     """One training-split variant per failed problem through the family's `augment` hook (none if it
     has none); each records the problem it came from in metadata.augmented_from."""

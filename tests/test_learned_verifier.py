@@ -463,3 +463,41 @@ def test_stop_after_knows_the_verifier_stage_only_when_it_exists():
     assert problems == []
     check_stop_after("round-0/verifier", 1, problems)
     assert "is not a stage" in problems[0] and "verifier," not in problems[0]
+
+
+# ---- the loop with the learned verifier, end to end (real Ray, vLLM, TRL) -------------------------
+
+@pytest.mark.integration
+def test_a_round_trains_the_verifier_on_extra_problems_and_scores_held_out(tmp_path, tiny_run_config):
+    """One real round with learned_verifier.enabled and extra_problems: fresh training problems (none of the
+    round's, none held-out) are sampled and verified, and their chains are verifier examples only (never
+    accepted for the policy); the round's verifier then scores the held-out evaluation in vLLM."""
+    from tests.conftest import write_config
+    from tests.test_integration_loop import launch, run_dir
+
+    cfg = tiny_run_config(tmp_path / "state", loop={"rounds": 1},
+                          learned_verifier={"enabled": True, "epochs": 1, "extra_problems": 1.0})
+    cfg["verifiers"].append({"name": "learned", "required": False})
+    launch("run", "-c", str(write_config(tmp_path / "cfg.yaml", cfg)))
+    d = run_dir(tmp_path / "state")
+    rd = d / "round-000"
+    extra = [json.loads(x) for x in (rd / "verifier_samples.jsonl").read_text().splitlines()]
+    own = {json.loads(x)["id"] for x in (rd / "problems.jsonl").read_text().splitlines()}
+    held = {json.loads(x)["id"] for x in (d / "eval" / "problems.jsonl").read_text().splitlines()}
+    fresh = {s["problem_id"] for s in extra}
+    budget = sum(c["budget"] for g in cfg["generators"] for c in g["categories"].values())
+    assert len(fresh) == budget and not fresh & own and not fresh & held
+    assert len(extra) == budget * cfg["sampling"]["n"]
+    examples = [json.loads(x) for x in (rd / "verifier_examples.jsonl").read_text().splitlines()]
+    assert {e["problem_id"] for e in examples} & fresh and {e["problem_id"] for e in examples} & own
+    accepted = {json.loads(x)["problem_id"] for x in (rd / "accepted.jsonl").read_text().splitlines()}
+    assert not accepted & fresh  # the policy never trains on them
+    info = json.loads((rd / "verifier.json").read_text())
+    assert info["data"]["extra_chains"] == len(extra) and info["adapter"] == "round-000/verifier"
+    agreement = json.loads((rd / "heldout" / "metrics.json").read_text())["learned_verifier"]
+    assert agreement["compared"] > 0 and agreement["auc"] is not None
+
+
+def test_extra_problems_without_the_verifier_is_refused():
+    with pytest.raises(ConfigError, match="learned_verifier.extra_problems"):
+        load_config("configs/default.yaml", ["learned_verifier.enabled=false", "learned_verifier.extra_problems=2"])
