@@ -132,8 +132,8 @@ class Controller:
                                      adapter=self.adapter_ref(adapter), desc=f"round {r} rationalize")
         return steps.to_samples(failed, outs, r, adapter, hinted=True)
 
-    def verify(self, by_id: dict[str, Problem], samples: list[Sample]) -> list[Verdict]:
-        out = self.cluster.verify(by_id, samples)
+    def verify(self, by_id: dict[str, Problem], samples: list[Sample], only: set[str] | None = None) -> list[Verdict]:
+        out = self.cluster.verify(by_id, samples, only)
         return [v for s in samples for v in out[s.id]]
 
     def rows(self, by_id: dict[str, Problem], samples: list[Sample], verdicts: list[Verdict]) -> list[Row]:
@@ -217,7 +217,7 @@ class Controller:
 
     def verifier_rows(self, r: int, rows: list[Row]) -> list[Row]:
         """learned_verifier.extra_problems: fresh training problems (never the round's own, never held-out),
-        sampled by the round's policy and verified programmatically, for the verifier's examples alone
+        sampled by the round's policy and verified by the required verifiers, for the verifier's examples alone
         (the passing chains of one problem are nearly always one chain, so the verifier's Yes examples grow
         with problems, not samples). Their chains go to verifier_samples.jsonl; the policy never sees them."""
         lv = self.cfg.learned_verifier
@@ -233,7 +233,7 @@ class Controller:
                           f"round {r} verifier problems")
         by_id = {p.id: p for p in problems}
         write_jsonl(self.run.round_dir(r) / "verifier_samples.jsonl", extra)
-        return self.rows(by_id, extra, self.verify(by_id, extra))
+        return self.rows(by_id, extra, self.verify(by_id, extra, only=self.required))  # the outcome alone
 
     def load_verifier(self, r: int) -> dict:
         """A finished verifier stage on resume: its adapter must still be there and fit the base."""

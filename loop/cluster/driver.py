@@ -341,14 +341,17 @@ class Cluster:
         self.run.save()  # on disk before the retry it causes, and even if the driver dies next
 
     # ---- verification ----------------------------------------------------------------
-    def verify(self, problems: dict[str, Problem], samples: Sequence[Sample]) -> dict[str, list[Verdict]]:
-        """Every configured verifier on every sample, in Ray tasks of `verify_batch` samples.
-        Verifiers that need an engine (the LLM judge) run here against the sampler."""
+    def verify(self, problems: dict[str, Problem], samples: Sequence[Sample],
+               only: set[str] | None = None) -> dict[str, list[Verdict]]:
+        """Every configured verifier (or those named in `only`) on every sample, in Ray tasks of
+        `verify_batch` samples. Verifiers that need an engine (the LLM judge) run here against the sampler."""
         from verifiers.base import VERIFIERS, safe_verify
 
         bs = self.cfg.cluster.verify_batch
         refs, local, jobs = [], [], []
         for v in self.cfg.verifiers:
+            if only is not None and v.name not in only:
+                continue
             if VERIFIERS.get(v.name).needs_engine:
                 local.append(v)
                 continue
