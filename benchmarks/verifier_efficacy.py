@@ -204,7 +204,7 @@ def write(got: dict[str, dict], args) -> None:
            "rounds_measured": {k: v["rounds"] for k, v in got.items()},
            "auc": {**_stats(list(aucs.values())), "per_seed": aucs},
            "selection": selection, "selection_differences": diffs, "answerless": answerless,
-           "command": "nice -n 5 python benchmarks/verifier_efficacy.py " + " ".join(sys.argv[1:]),
+           "command": "python benchmarks/verifier_efficacy.py " + " ".join(sys.argv[1:]),
            "runs": got}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")

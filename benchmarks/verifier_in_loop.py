@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # plain imports only (no pydantic): `retrain` also runs on a GPU machine that has torch + transformers alone
-from verifier_learnability import QUESTION, attach_lora, auc  # noqa: E402
+from verifier_learnability import QUESTION, attach_lora, auc, train_step  # noqa: E402
 
 YES, NO = "Yes", "No"  # verifiers/learned.py YES, NO
 
@@ -176,12 +176,7 @@ def retrain(run: Path, train_rounds: list[int], r: int, extra: str | None, confi
                 batch = data[i:i + bs]
                 target = torch.tensor([0 if y else 1 for _, y in batch], device=device)
                 loss = torch.nn.functional.cross_entropy(sc.decision_logits(model, [x for x, _ in batch]), target)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                tot, nb = tot + loss.item(), nb + 1
+                tot, nb = tot + train_step(opt, sched, loss), nb + 1
             if ep in epochs:
                 res = {**head, "config": cfg, "epoch": ep, "examples": len(data), "train_loss": round(tot / nb, 4),
                        "train_seconds": round(time.time() - t0), **measure(sc.p_yes(model, prompts), labels, pids)}

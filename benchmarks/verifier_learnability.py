@@ -84,6 +84,16 @@ def attach_lora(model, r: int = 16, alpha: int = 32) -> list:
     return params
 
 
+def train_step(opt, sched, loss) -> float:
+    """One optimizer step (and scheduler step, if any) on `loss`; its value."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+    return loss.item()
+
+
 def answer_of(text: str) -> str | None:
     if "</think>" not in text:
         return None
@@ -290,12 +300,7 @@ def run(d: Path, device: str, train_n: int, configs: list[dict], seed: int) -> N
                 loss = torch.nn.functional.cross_entropy(logits, target)
                 if cfg.get("loss") == "hybrid":
                     loss = loss + torch.nn.functional.cross_entropy(logits[:, [Y, N]], (target == N).long())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                tot, nb = tot + loss.item(), nb + 1
+                tot, nb = tot + train_step(opt, sched, loss), nb + 1
             if ep in epochs:
                 extra = {}
                 if obj == "outcome":
