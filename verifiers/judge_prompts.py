@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from loop.records import ERROR_CLASSES, Problem, Sample, Verdict
+from verifiers.untrusted import defang, quote
 
 # The judge cannot see infrastructure failures or the sandbox, so it is not offered "infra" or "tamper".
 JUDGE_CLASSES = tuple(c for c in ERROR_CLASSES if c not in ("infra", "tamper"))
@@ -74,14 +75,6 @@ def _strip_instructions(reply: Any) -> str:
     return _ECHO_PAIR.sub(" ", text)
 
 
-def clip(text: str, limit: int) -> str:
-    """Head and tail of a long text: a chain's answer is at its end."""
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return text[:half] + "\n[... cut ...]\n" + text[-half:]
-
-
 def problem_text(problem: Problem) -> str:
     return "\n".join(m.content for m in problem.prompt if m.role == "user")
 
@@ -89,8 +82,8 @@ def problem_text(problem: Problem) -> str:
 def check_messages(problem: Problem, sample: Sample, answer: str, gold: str | None,
                    max_chars: int) -> list[dict[str, str]]:
     ref = f"Reference answer: {gold}\n\n" if gold is not None else ""
-    user = (f"Problem:\n{problem_text(problem)}\n\n{ref}Candidate solution:\n{clip(sample.text, max_chars)}\n\n"
-            f"Candidate's final answer: {answer}\n\n"
+    user = (f"Problem:\n{problem_text(problem)}\n\n{ref}Candidate solution:\n{quote(sample.text, max_chars)}\n\n"
+            f"Candidate's final answer: {defang(answer)}\n\n"
             "Does the reasoning correctly justify this final answer? Check every step. " + CHECK_INSTRUCTION)
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
@@ -98,9 +91,9 @@ def check_messages(problem: Problem, sample: Sample, answer: str, gold: str | No
 def classify_messages(problem: Problem, sample: Sample, gold: str | None, verdicts: list[Verdict],
                       max_chars: int) -> list[dict[str, str]]:
     ref = f"Reference answer: {gold}\n\n" if gold is not None else ""
-    findings = "\n".join(f"- {v.verifier}: {v.outcome}: {v.reason}" for v in verdicts if v.outcome != "pass")
+    findings = "\n".join(f"- {v.verifier}: {v.outcome}: {defang(v.reason)}" for v in verdicts if v.outcome != "pass")
     findings = f"Automatic checks:\n{findings}\n\n" if findings else ""
     classes = "\n".join(f"- {c}: {CLASS_HELP[c]}" for c in JUDGE_CLASSES)
-    user = (f"Problem:\n{problem_text(problem)}\n\n{ref}Wrong solution:\n{clip(sample.text, max_chars)}\n\n"
+    user = (f"Problem:\n{problem_text(problem)}\n\n{ref}Wrong solution:\n{quote(sample.text, max_chars)}\n\n"
             f"{findings}What is the main error? The classes are:\n{classes}\n\n" + CLASSIFY_INSTRUCTION)
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loop.records import Problem, Sample, Verdict
 from verifiers.base import VERIFIERS, Verifier
+from verifiers.untrusted import clip_middle, quote
+
+__all__ = ["QUESTION", "YES", "NO", "LearnedVerifier", "clip_middle", "quote", "verification_messages"]
 
 Messages = list[dict[str, str]]
 # prompts -> P(Yes) per prompt; None: the reply's first token was neither Yes nor No (or the
@@ -28,19 +31,12 @@ NO_ADAPTER = ("no verifier adapter yet: the loop trains one from round 0's pass/
               "(learned_verifier.enabled), so verdicts start in round 1")
 
 
-def clip_middle(text: str, limit: int) -> str:
-    """The head and the tail of a long chain (its final answer is at the end), cut in the middle."""
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return text[:half] + "\n[... cut ...]\n" + text[len(text) - half:]
-
-
 def verification_messages(problem: Problem, text: str, max_chain_chars: int) -> Messages:
     """The verifier's prompt for one chain: the problem, the chain, the question. The gold answer
-    is never shown (the verifier must judge chains of problems that have none)."""
+    is never shown (the verifier must judge chains of problems that have none). The chain is quoted
+    (verifiers/untrusted.py): a chain that spells a control token cannot close the question's turn."""
     task = "\n".join(m.content for m in problem.prompt if m.role == "user")
-    return [{"role": "user", "content": f"{task}\n\nSolution:\n{clip_middle(text, max_chain_chars)}\n\n{QUESTION}"}]
+    return [{"role": "user", "content": f"{task}\n\nSolution:\n{quote(text, max_chain_chars)}\n\n{QUESTION}"}]
 
 
 @VERIFIERS.register("learned")

@@ -284,9 +284,16 @@ class SamplerWorker:
 
         from vllm import SamplingParams
 
+        from verifiers.untrusted import defang
+
         self._ensure_adapter(adapter, adapter_files)
         tok = self.llm.get_tokenizer()
         ids = [tok.encode(w, add_special_tokens=False)[0] for w in words]
+        # The prompts quote model-written chains: no text in them may become one of this tokenizer's
+        # control tokens (verification_messages breaks the common spellings; this, the model's own).
+        specials = list(tok.all_special_tokens)
+        prompts = [[{**m, "content": defang(m["content"], specials)} if isinstance(m.get("content"), str) else m
+                    for m in p] for p in prompts]
         if ids[0] == ids[1]:
             raise ValueError(f"{words[0]!r} and {words[1]!r} begin with the same token; the verifier cannot be scored")
         lora = self.serve(adapter)

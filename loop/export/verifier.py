@@ -19,7 +19,8 @@ from typing import Any
 
 from loop.export.bundle import BundleError, load_bundle
 from loop.run.state import RunDir, read_json
-from verifiers.learned import NO, QUESTION, YES, clip_middle
+from verifiers.learned import NO, QUESTION, YES
+from verifiers.untrusted import defang, quote
 
 DIR = "verifier"
 FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -101,6 +102,7 @@ def verifier_reward(bundle_dir: str | Path, batch_size: int = 16, max_chain_char
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
                                       str(adapter)).eval()
     yes, no = (tok.encode(w, add_special_tokens=False)[0] for w in (YES, NO))
+    specials = list(tok.all_special_tokens)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -110,8 +112,10 @@ def verifier_reward(bundle_dir: str | Path, batch_size: int = 16, max_chain_char
         for p, c in zip(prompts, completions):
             task = p if isinstance(p, str) else "\n".join(m["content"] for m in p if m["role"] == "user")
             chain = c if isinstance(c, str) else c[-1]["content"]
-            msgs = [{"role": "user", "content": f"{task}\n\nSolution:\n{clip_middle(chain, max_chain_chars)}\n\n"
-                                                f"{QUESTION}"}]
+            # the completion is the policy's own text, and RL will search it for a way to say "Yes" for it:
+            # control tokens spelled in it are broken, this tokenizer's own included (verifiers/untrusted.py)
+            content = f"{task}\n\nSolution:\n{quote(chain, max_chain_chars)}\n\n{QUESTION}"
+            msgs = [{"role": "user", "content": defang(content, specials)}]
             texts.append(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
         out: list[float] = []
         with torch.no_grad():
