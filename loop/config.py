@@ -209,9 +209,6 @@ class LearnedVerifierCfg(Section):
                                              "pass/fail verdicts to answer 'Is this solution correct?' Yes/No")
     epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
-    warm_learning_rate: float | None = Field(None, gt=0, description="learning rate of a round whose verifier is "
-                                                                     "warm-started from the previous round's (default: "
-                                                                     "learning_rate)")
     max_examples: int = Field(1024, ge=2, description="examples a round (half Yes, half No), replay included")
     replay_rounds: int = Field(2, ge=0, description="also train on the verification examples of this many "
                                                     "earlier rounds")

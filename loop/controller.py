@@ -203,12 +203,11 @@ class Controller:
             return {"adapter": prev, "skipped": str(e)}
         out = rd / "verifier"
         init = str(self.run.resolve(prev)) if prev else None
-        lr = lv.warm_learning_rate if init and lv.warm_learning_rate else lv.learning_rate
         log.info("round %d: training the learned verifier on %d examples (%d Yes / %d No, %d replayed, %d chains of "
                  "extra problems drawn)%s", r, info["examples"], info["per_class"], info["per_class"], info["replayed"],
                  len(extra), ", warm-started from " + prev if prev else "")
         m = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "verifier", r),
-                               overrides={"mode": "continue", "epochs": lv.epochs, "learning_rate": lr,
+                               overrides={"mode": "continue", "epochs": lv.epochs, "learning_rate": lv.learning_rate,
                                           "loss_on_words": [YES, NO],  # the decision token alone
                                           # its prompt holds the whole chain: never cut off its Yes/No
                                           "max_seq_len": max(self.cfg.training.max_seq_len,
