@@ -164,7 +164,8 @@ def retrain(run: Path, train_rounds: list[int], r: int, extra: str | None, confi
         model = AutoModelForCausalLM.from_pretrained(str(MODEL), dtype=torch.float32).to(device)
         for p in model.parameters():
             p.requires_grad_(False)
-        opt = torch.optim.AdamW(attach_lora(model), lr=cfg["lr"], weight_decay=0.0)
+        rank = cfg.get("r", 16)
+        opt = torch.optim.AdamW(attach_lora(model, r=rank, alpha=2 * rank), lr=cfg["lr"], weight_decay=0.0)
         bs, epochs = cfg.get("batch", 32), cfg["epochs"]
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs) * math.ceil(len(data) / bs))
                  if cfg.get("schedule") == "cosine" else None)
@@ -197,7 +198,7 @@ def main() -> None:
     ap.add_argument("--eval-round", type=int, default=0, help="retrain: the round whose held-out chains are scored")
     ap.add_argument("--extra", help="retrain: a glob of other runs' verifier_examples.jsonl to add")
     ap.add_argument("--configs", default=json.dumps([{"lr": 1e-3, "epochs": [2, 4, 6], "batch": 32}]),
-                    help="retrain: JSON list of {lr, epochs: [checkpoints], batch, schedule, max_examples, seed}")
+                    help="retrain: JSON list of {lr, epochs: [checkpoints], batch, schedule, max_examples, seed, r (LoRA rank, alpha = 2r)}")
     ap.add_argument("--device", default="cpu", help="retrain: cpu or cuda")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
