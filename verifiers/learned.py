@@ -16,9 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loop.records import Problem, Sample, Verdict
 from verifiers.base import VERIFIERS, Verifier
-from verifiers.untrusted import clip_middle, quote
-
-__all__ = ["QUESTION", "YES", "NO", "LearnedVerifier", "clip_middle", "quote", "verification_messages"]
+from verifiers.untrusted import quote
 
 Messages = list[dict[str, str]]
 # prompts -> P(Yes) per prompt; None: the reply's first token was neither Yes nor No (or the
@@ -31,12 +29,18 @@ NO_ADAPTER = ("no verifier adapter yet: the loop trains one from round 0's pass/
               "(learned_verifier.enabled), so verdicts start in round 1")
 
 
+def verification_content(task: str, text: str, max_chain_chars: int) -> str:
+    """The verifier's user turn for one chain: the task, the chain, the question (also the RL bundle's reward
+    function's). The chain is quoted (verifiers/untrusted.py): one that spells a control token cannot close
+    the question's turn."""
+    return f"{task}\n\nSolution:\n{quote(text, max_chain_chars)}\n\n{QUESTION}"
+
+
 def verification_messages(problem: Problem, text: str, max_chain_chars: int) -> Messages:
-    """The verifier's prompt for one chain: the problem, the chain, the question. The gold answer
-    is never shown (the verifier must judge chains of problems that have none). The chain is quoted
-    (verifiers/untrusted.py): a chain that spells a control token cannot close the question's turn."""
+    """The verifier's prompt for one chain. The gold answer is never shown (the verifier must judge
+    chains of problems that have none)."""
     task = "\n".join(m.content for m in problem.prompt if m.role == "user")
-    return [{"role": "user", "content": f"{task}\n\nSolution:\n{quote(text, max_chain_chars)}\n\n{QUESTION}"}]
+    return [{"role": "user", "content": verification_content(task, text, max_chain_chars)}]
 
 
 @VERIFIERS.register("learned")

@@ -19,8 +19,8 @@ from typing import Any
 
 from loop.export.bundle import BundleError, load_bundle
 from loop.run.state import RunDir, read_json
-from verifiers.learned import NO, QUESTION, YES
-from verifiers.untrusted import defang, quote
+from verifiers.learned import NO, QUESTION, YES, verification_content
+from verifiers.untrusted import defang
 
 DIR = "verifier"
 FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -113,9 +113,8 @@ def verifier_reward(bundle_dir: str | Path, batch_size: int = 16, max_chain_char
             task = p if isinstance(p, str) else "\n".join(m["content"] for m in p if m["role"] == "user")
             chain = c if isinstance(c, str) else c[-1]["content"]
             # the completion is the policy's own text, and RL will search it for a way to say "Yes" for it:
-            # control tokens spelled in it are broken, this tokenizer's own included (verifiers/untrusted.py)
-            content = f"{task}\n\nSolution:\n{quote(chain, max_chain_chars)}\n\n{QUESTION}"
-            msgs = [{"role": "user", "content": defang(content, specials)}]
+            # besides the common control-token spellings, this tokenizer's own are broken too
+            msgs = [{"role": "user", "content": defang(verification_content(task, chain, max_chain_chars), specials)}]
             texts.append(tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
         out: list[float] = []
         with torch.no_grad():
