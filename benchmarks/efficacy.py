@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,13 +91,21 @@ def existing(label: str, partial: bool) -> Path | None:
     return None
 
 
-def execute(label: str, config: str, overrides: list[str], rounds: int | None) -> Path:
-    """One `launch.py run`; rounds=None keeps the config's own loop.rounds."""
+def execute(label: str, config: str, overrides: list[str], rounds: int | None, log: Path | None = None) -> Path:
+    """One `launch.py run`; rounds=None keeps the config's own loop.rounds. With `log`, its output goes there
+    (runs in parallel, --jobs)."""
     before = set((ROOT / "state" / "runs").glob(f"efficacy-{label}-*"))
     extra = [f"run.name=efficacy-{label}"] + ([f"loop.rounds={rounds}"] if rounds else [])
     sets = [x for o in [*overrides, *extra] for x in ("--set", o)]
     t0 = time.time()
-    subprocess.run([sys.executable, "launch.py", "run", "-c", config, *sets], cwd=ROOT, check=True)
+    cmd = [sys.executable, "launch.py", "run", "-c", config, *sets]
+    if log is None:
+        subprocess.run(cmd, cwd=ROOT, check=True)
+    else:
+        with log.open("w") as f:
+            rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        if rc:
+            raise RuntimeError(f"{label}: launch.py run exited {rc}; its log: {log}")
     (new,) = set((ROOT / "state" / "runs").glob(f"efficacy-{label}-*")) - before
     (new / "efficacy_wall_s.txt").write_text(f"{time.time() - t0:.0f}\n")
     return new
@@ -295,24 +304,51 @@ def main() -> None:
     ap.add_argument("--weakest", default="arithmetic/sub", help="the category the default_targeting comparison "
                     "judges, named in advance (the one uniform leaves weakest: issue 22); '' = lowest at the baseline")
     ap.add_argument("--fresh", action="store_true", help="do not merge into the curves already in --out")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override for every run (repeatable), e.g. a GPU's model.dtype=bfloat16")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (a machine with the cores or a GPU to share; "
+                                                        "each run's output goes to state/efficacy-logs/LABEL.log)")
     ap.add_argument("--out", default=str(RESULTS / "efficacy.json"))
     args = ap.parse_args()
     out = Path(args.out)
     # Earlier sections are kept: their curves are stored in --out, and every section is recomputed from them.
     old = json.loads(out.read_text()) if out.exists() and not args.fresh else {}
     curves = dict(old.get("curves", {}))
+    todo = {}
     for label, (config, overrides) in plan(args.seeds, set(args.only), args.targeting_seeds).items():
         if args.labels and label not in args.labels:
             continue
         run = existing(label, args.partial or args.assemble) if args.reuse or args.assemble else None
         if run is None and args.assemble:
             continue
+        todo[label] = (run, config, [*args.sets, *overrides])
+
+    def one(label: str) -> tuple[str, Path]:
+        run, config, overrides = todo[label]
         if run is None:
-            run = execute(label, config, overrides,
-                          None if config == TARGETING or label.startswith("curriculum-") else args.rounds)
-        curves[label] = curve(run)
-        print(f"{label}: {' -> '.join(f'{a:.3f}' for a in curves[label]['accuracy'])} ({run.name}, "
-              f"{curves[label]['status']})", flush=True)
+            rounds = None if config == TARGETING or label.startswith("curriculum-") else args.rounds
+            log = None
+            if args.jobs > 1:
+                (ROOT / "state" / "efficacy-logs").mkdir(parents=True, exist_ok=True)
+                log = ROOT / "state" / "efficacy-logs" / f"{label}.log"
+            run = execute(label, config, overrides, rounds, log)
+        return label, run
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        futures = []
+        for i, label in enumerate(todo):
+            futures.append(pool.submit(one, label))
+            if args.jobs > 1 and i < args.jobs:
+                time.sleep(5)  # staggered: local Ray clusters starting at the same instant race for ports
+        for fut in futures:
+            try:
+                label, run = fut.result()
+            except (RuntimeError, ValueError, subprocess.CalledProcessError) as e:  # the others are kept
+                print(f"FAILED: {e}", flush=True)
+                continue
+            curves[label] = curve(run)
+            print(f"{label}: {' -> '.join(f'{a:.3f}' for a in curves[label]['accuracy'])} ({run.name}, "
+                  f"{curves[label]['status']})", flush=True)
     summary = summarize(curves, old.get("seeds", args.seeds) if "loop" not in args.only else args.seeds,
                         args.weakest or None)
     out.parent.mkdir(parents=True, exist_ok=True)
