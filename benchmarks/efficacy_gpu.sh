@@ -13,7 +13,7 @@ set -u
 P=/tmp/proj
 W=/tmp/eff
 GPU_SETS=(model.dtype=bfloat16 quantization.compute_dtype=bfloat16 cluster.sampler.num_gpus=0.5
-          cluster.trainer_num_gpus=0.5 cluster.gpu_sharing=none cluster.sampler.gpu_memory_utilization=0.06)
+          cluster.trainer_num_gpus=0.5 cluster.gpu_sharing=none cluster.sampler.gpu_memory_utilization=0.08)
 case "${1:-}" in
 start)
   rm -rf $P $W && mkdir -p $P $W && cp -r . $P/ && cd $P

@@ -125,14 +125,17 @@ def test_no_replica_left_is_a_clear_error(local_ray):
 
 
 def test_a_replica_whose_init_raises_is_not_replaced(local_ray):
-    from loop.cluster.sampler_pool import SamplerPool
+    from loop.cluster.sampler_pool import EngineStartFailed, SamplerPool
+    from loop.run.state import StageFailed
 
     ray, _ = local_ray
     events = []
     Actor = ray.remote(num_cpus=0.5, max_restarts=0)(BrokenReplica)
     pool = SamplerPool(ray, lambda i: Actor.remote(), 1, 3, lambda kind, info: events.append((kind, info)))
-    with pytest.raises(ray.exceptions.RayActorError, match="no engine here"):
+    with pytest.raises(EngineStartFailed, match="could not be built: RuntimeError: no engine here") as err:
         pool.start()
+    assert isinstance(err.value, StageFailed)  # launch.py: one "error:" line, exit 1, resume after the fix
+    assert isinstance(err.value.__cause__, ray.exceptions.RayActorError)
     assert not events, "a broken build is reported, not retried"
 
 

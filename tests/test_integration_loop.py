@@ -124,6 +124,7 @@ def test_watched(full_run):
         rows = [json.loads(x) for x in (rd / "train_log.jsonl").read_text().splitlines()]
         train = json.loads((rd / "train.json").read_text())
         assert "log" not in train and train["steps"] > 0
+        assert train["control_token_chains"] == []  # the chains it trained on spell no control token
         assert [x["step"] for x in rows] == list(range(1, train["steps"] + 1))  # every optimizer step
         assert all(x["loss"] > 0 and x["learning_rate"] > 0 and x["grad_norm"] >= 0 for x in rows)
         assert [x["tokens"] for x in rows] == sorted(x["tokens"] for x in rows) and rows[0]["tokens"] > 0

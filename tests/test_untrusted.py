@@ -81,3 +81,34 @@ def test_a_cut_never_joins_a_control_token():
     out = quote(text, 40)
     assert "<|" not in out and "[... cut ...]" in out
     assert clip_middle("short", 40) == "short"
+
+
+def test_special_tokens_include_added_tokens_marked_special(tok):
+    # transformers 5's all_special_tokens leaves <|im_start|> out; the chat template uses it
+    from verifiers.untrusted import special_tokens
+
+    got = special_tokens(tok)
+    assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= set(got)
+    assert "<think>" not in got  # an added token, not a control token: chains carry it legitimately
+
+
+def test_a_training_chain_that_spells_a_control_token_is_left_out(tok):
+    """The premise first: encoded with the chat template as the trainer does, the spelling becomes the real
+    end-of-turn token mid-chain. Then the trainer's filter leaves that chain out and says which."""
+    from loop.cluster.trainer import without_control_spellings
+    from verifiers.untrusted import special_tokens
+
+    bad = "<think>\n3+4;7\n</think><|im_end|>\nAnswer: 7"
+    msgs = [{"role": "user", "content": "Compute 3+4."}, {"role": "assistant", "content": bad}]
+    ids = tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"]
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert ids.count(end) == 3  # user turn, the chain's spelling, the assistant turn
+
+    ex = [{"prompt": msgs[:1], "completion": [{"role": "assistant", "content": c}], "sample_id": sid}
+          for sid, c in (("ok", "<think>\n3+4;7\n</think>\nAnswer: 7"), ("forged", bad),
+                         ("html", "<s>struck</s> Answer: 7"))]  # not this tokenizer's: kept, as written
+    kept, left = without_control_spellings(ex, special_tokens(tok))
+    assert [e["sample_id"] for e in kept] == ["ok", "html"]
+    assert left == [{"sample_id": "forged", "problem_id": None, "token": "<|im_end|>"}]
+    with pytest.raises(ValueError, match="control tokens"):
+        without_control_spellings(ex[1:2], special_tokens(tok))

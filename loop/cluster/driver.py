@@ -289,6 +289,12 @@ class Cluster:
                 self._release_trainer()
             self.wake_samplers()
         unpack(files, out_dir)
+        spelled = metrics.get("control_token_chains") or []
+        if spelled:
+            log.warning("%d of %d training chains spell the tokenizer's control token %r (or another) as text and "
+                        "were left out of training (encoded, the spelling becomes the real token); listed as "
+                        "control_token_chains in the stage's metrics: %s", len(spelled), len(examples),
+                        spelled[0]["token"], ", ".join(str(x["sample_id"]) for x in spelled[:5]))
         rows = metrics.pop("log", [])
         if log_path is not None:
             write_jsonl(log_path, rows)

@@ -284,14 +284,14 @@ class SamplerWorker:
 
         from vllm import SamplingParams
 
-        from verifiers.untrusted import defang
+        from verifiers.untrusted import defang, special_tokens
 
         self._ensure_adapter(adapter, adapter_files)
         tok = self.llm.get_tokenizer()
         ids = [tok.encode(w, add_special_tokens=False)[0] for w in words]
         # The prompts quote model-written chains: no text in them may become one of this tokenizer's
         # control tokens (verification_messages breaks the common spellings; this, the model's own).
-        specials = list(tok.all_special_tokens)
+        specials = special_tokens(tok)
         prompts = [[{**m, "content": defang(m["content"], specials)} if isinstance(m.get("content"), str) else m
                     for m in p] for p in prompts]
         if ids[0] == ids[1]:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loop.run.state import StageFailed
+
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +46,10 @@ PROGRESS_EVERY_S = 60.0
 
 class NoSamplerLeft(RuntimeError):
     pass
+
+
+class EngineStartFailed(StageFailed):
+    """A sampler's engine could not be built; str() names the engine's own error and what to do."""
 
 
 class SamplerPool:
@@ -71,6 +77,9 @@ class SamplerPool:
     def start(self) -> list[dict]:
         """Start `size` replicas if there are none; wait until they are all built."""
         if not self.replicas:
+            from loop.run.logs import forget_worker_errors
+
+            forget_worker_errors()  # a failed build below is explained by its own lines, not older ones
             for _ in range(self.size):
                 self._spawn()
         while starting := [r for r in self.replicas if r.ready_ref is not None]:
@@ -83,7 +92,14 @@ class SamplerPool:
                 self._ready(rep, self.ray.get(rep.ready_ref))
             except self.ray.exceptions.RayActorError as e:
                 if getattr(e, "actor_init_failed", False) and not self.ever_ready:
-                    raise  # the engine cannot be built (its __init__ raised): not a fault to ride out
+                    # the engine cannot be built (its __init__ raised): not a fault to ride out; the cause is a
+                    # line of the engine's own output, which reaches the driver a moment after the error
+                    from loop.cluster.engine_errors import error_lines, explain
+                    from loop.run.logs import recent_worker_errors
+
+                    found = recent_worker_errors(0 if error_lines(str(e)) else 3.0,
+                                                 lambda lines: any(error_lines(x) for x in lines))
+                    raise EngineStartFailed(explain(e, found)) from e
                 self._died(rep, e, deque())
         if not self.replicas:
             raise NoSamplerLeft(f"no sampler replica is left and no replacement may start (last: {self.last_death}); "

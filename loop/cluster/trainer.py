@@ -34,6 +34,7 @@ from typing import Any
 
 from loop.cluster.train_log import StepLog
 from loop.kernels import fused_kernels, fused_lora
+from verifiers.untrusted import special_tokens, spelled_control_token
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,11 @@ class TrainerWorker:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         tok = AutoTokenizer.from_pretrained(self.model_path)
+        examples, spelled = without_control_spellings(examples, special_tokens(tok))
         model = self._load_base()
         with fused_kernels.applied(model, self.training["fused_kernels"], self.cuda) as kernels:
             metrics = self._train(model, tok, examples, out_dir, init_adapter, seed, tb_dir)
-        metrics.update(fused_kernels=kernels, seconds=time.time() - t0)
+        metrics.update(fused_kernels=kernels, seconds=time.time() - t0, control_token_chains=spelled)
         del model
         if self.cuda:
             torch.cuda.empty_cache()
@@ -183,6 +185,26 @@ class TrainerWorker:
         }
         del trainer
         return metrics
+
+
+def without_control_spellings(examples: list[dict], specials: list[str]) -> tuple[list[dict], list[dict]]:
+    """The examples whose completion spells none of the tokenizer's control tokens, and {sample_id, token}
+    of those left out: encoded with the chat template, `<|im_end|>` written as text becomes the real token,
+    so training on it would teach the policy to end its turn mid-chain (verifiers/untrusted.py)."""
+    kept, left = [], []
+    for ex in examples:
+        c = ex.get("completion")
+        text = c if isinstance(c, str) else "".join(str(m.get("content") or "") for m in c or [])
+        hit = spelled_control_token(text, specials)
+        if hit is None:
+            kept.append(ex)
+        else:
+            left.append({"sample_id": ex.get("sample_id"), "problem_id": ex.get("problem_id"), "token": hit})
+    if examples and not kept:
+        raise ValueError(f"all {len(examples)} training examples spell one of the tokenizer's control tokens "
+                         f"(e.g. {left[0]['token']!r}) as text; trained on, it would become the real token. The "
+                         "chains are in the round's accepted.jsonl: fix the generator or the acceptance policy")
+    return kept, left
 
 
 def _tensorboard() -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 from loop.export.bundle import BundleError, load_bundle
 from loop.run.state import RunDir, read_json
 from verifiers.learned import NO, QUESTION, YES, verification_content
-from verifiers.untrusted import defang
+from verifiers.untrusted import defang, special_tokens
 
 DIR = "verifier"
 FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -102,7 +102,7 @@ def verifier_reward(bundle_dir: str | Path, batch_size: int = 16, max_chain_char
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
                                       str(adapter)).eval()
     yes, no = (tok.encode(w, add_special_tokens=False)[0] for w in (YES, NO))
-    specials = list(tok.all_special_tokens)
+    specials = special_tokens(tok)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

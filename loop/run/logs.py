@@ -18,6 +18,8 @@ import threading
 import time
 import traceback
 import warnings
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ _console: logging.Handler | None = None
 _verbose = False
 _files: dict[str, list] = {}  # process -> [open file, its path, the name it is under]
 _files_lock = threading.Lock()
+_RECENT_ERRORS: deque[str] = deque(maxlen=64)  # the workers' last exception lines
 
 
 OURS = ("loop", "launch", "__main__", "root")  # loggers whose warnings are the user's business
@@ -128,12 +131,26 @@ def _worker_lines(data: dict[str, Any]) -> None:
         return
     if not lines:
         return
+    _RECENT_ERRORS.extend(line for line in lines if "Error: " in line or "Exception: " in line)
     name = data.get("actor_name") or data.get("task_name") or "worker"
     where = "" if data.get("ip") in (None, data.get("localhost")) else f"{data['ip']}-"
     out = logging.getLogger(WORKERS)
     for line in lines:
         out.info("(%s pid=%s) %s", name, pid, line)
     _append(f"{where}{pid}", name, lines)
+
+
+def recent_worker_errors(wait_s: float = 0.0, want: Callable[[list[str]], bool] = bool) -> list[str]:
+    """The last exception lines the workers printed (an engine's root cause is one). Ray streams their output
+    a moment behind: with `wait_s`, wait up to that long until `want(lines)` holds."""
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and not want(list(_RECENT_ERRORS)):
+        time.sleep(0.1)
+    return list(_RECENT_ERRORS)
+
+
+def forget_worker_errors() -> None:
+    _RECENT_ERRORS.clear()
 
 
 def _append(proc: str, name: str, lines: list[str], named: str | None = None) -> None:

@@ -1,0 +1,46 @@
+"""Why a sampler's vLLM engine could not be built, in one line the user can act on.
+
+vLLM builds its engine in a child process (EngineCore); when that fails the actor's own exception says
+only "Engine core initialization failed. See root cause above." The root cause is a line of the engine's
+output, which Ray streams to the driver (loop/run/logs.py keeps the last error lines it saw). This module
+picks the cause out of those lines and the exception, and adds what to do for the causes users meet.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+ERROR_LINE = re.compile(r"\b([A-Z]\w*(?:Error|Exception)): (.+)")
+# Lines that only say that something below failed: never the cause.
+WRAPPERS = ("Engine core initialization failed", "The actor died", "ActorDiedError", "RayActorError",
+            "RayTaskError", "Traceback")
+HINTS = [
+    (("No available memory for the cache blocks", "Free memory on device", "CUDA out of memory",
+      "out of memory"),
+     "the GPU had too little free memory when vLLM sized its cache (another process on the GPU, or another engine "
+     "starting beside it): free the GPU, or give vLLM a larger share (cluster.sampler.gpu_memory_utilization, or "
+     "cluster.gpu_memory_budget_gib), then `python launch.py resume`"),
+    (("VLLM_CPU_KVCACHE_SPACE", "KV cache", "max_model_len"),
+     "the KV cache cannot hold one sequence of model.max_model_len tokens: raise cluster.sampler.kv_cache_gib (CPU) "
+     "or the GPU share, or lower model.max_model_len, then `python launch.py resume`"),
+]
+
+
+def error_lines(text: str) -> list[str]:
+    """`Type: message` for every exception line in `text` that is not a wrapper, in order."""
+    out = []
+    for line in text.splitlines():
+        m = ERROR_LINE.search(line)
+        if m and not any(w in line for w in WRAPPERS):
+            out.append(f"{m.group(1)}: {m.group(2).strip()}")
+    return out
+
+
+def explain(exc: BaseException, worker_errors: Iterable[str] = ()) -> str:
+    """One line: the engine's own error (the last one its output or the exception names), and a hint."""
+    causes = [*error_lines(str(exc)), *[c for w in worker_errors for c in error_lines(w)]]
+    cause = causes[-1] if causes else (str(exc).splitlines() or [type(exc).__name__])[0]
+    hint = next((h for keys, h in HINTS if any(k in cause for k in keys)),
+                "see the engine's own output in the run's run.log and logs/ (the worker files), fix the cause, then "
+                "`python launch.py resume`")
+    return f"the sampler's vLLM engine could not be built: {cause[:400]}. What to do: {hint}"
