@@ -110,5 +110,7 @@ def test_a_training_chain_that_spells_a_control_token_is_left_out(tok):
     kept, left = without_control_spellings(ex, special_tokens(tok))
     assert [e["sample_id"] for e in kept] == ["ok", "html"]
     assert left == [{"sample_id": "forged", "problem_id": None, "token": "<|im_end|>"}]
-    with pytest.raises(ValueError, match="control tokens"):
+    from loop.run.state import StageFailed
+
+    with pytest.raises(StageFailed, match="control tokens"):
         without_control_spellings(ex[1:2], special_tokens(tok))

@@ -16,7 +16,7 @@ from loop.cluster.sampler_pool import SamplerPool
 from loop.config import ROOT, Config, ConfigError
 from loop.records import Problem, Sample, Verdict
 from loop.run.progress import progress
-from loop.run.state import RunDir
+from loop.run.state import RunDir, StageFailed
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,10 @@ class Cluster:
                         examples, init, seed, overrides, str(tb) if tb else None))
                     self._placed("trainer", info["node_id"], len(examples))
                     break
+                except self.ray.exceptions.RayTaskError as e:
+                    if isinstance(getattr(e, "cause", None), StageFailed):  # the trainer's own verdict on its data
+                        raise e.cause from None
+                    raise
                 except self.ray.exceptions.RayActorError as e:
                     broken = getattr(e, "actor_init_failed", False)  # its __init__ raised: it would again
                     self._event("trainer", "died", {"attempt": attempt + 1, "node_id": info.get("node_id"),

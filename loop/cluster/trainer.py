@@ -34,6 +34,7 @@ from typing import Any
 
 from loop.cluster.train_log import StepLog
 from loop.kernels import fused_kernels, fused_lora
+from loop.run.state import StageFailed
 from verifiers.untrusted import special_tokens, spelled_control_token
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def without_control_spellings(examples: list[dict], specials: list[str]) -> tupl
         else:
             left.append({"sample_id": ex.get("sample_id"), "problem_id": ex.get("problem_id"), "token": hit})
     if examples and not kept:
-        raise ValueError(f"all {len(examples)} training examples spell one of the tokenizer's control tokens "
+        raise StageFailed(f"all {len(examples)} training examples spell one of the tokenizer's control tokens "
                          f"(e.g. {left[0]['token']!r}) as text; trained on, it would become the real token. The "
                          "chains are in the round's accepted.jsonl: fix the generator or the acceptance policy")
     return kept, left
