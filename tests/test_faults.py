@@ -139,6 +139,46 @@ def test_a_replica_whose_init_raises_is_not_replaced(local_ray):
     assert not events, "a broken build is reported, not retried"
 
 
+class FullGpuReplica(EchoReplica):
+    """Its first `fail` builds raise what vLLM raised when engines started side by side on one GPU."""
+
+    def __init__(self, marker: str, fail: int = 1):
+        d = Path(marker)
+        d.mkdir(exist_ok=True)
+        n = len(list(d.iterdir()))
+        (d / str(n)).touch()
+        if n < fail:
+            raise ValueError("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+                             "when initializing the engine")
+
+
+def test_an_engine_start_the_gpu_memory_race_broke_is_tried_once_more(local_ray, tmp_path):
+    from loop.cluster.sampler_pool import SamplerPool
+
+    ray, _ = local_ray
+    events = []
+    Actor = ray.remote(num_cpus=0.5, max_restarts=0)(FullGpuReplica)
+    pool = SamplerPool(ray, lambda i: Actor.remote(str(tmp_path / "made")), 1, 3,
+                       lambda kind, info: events.append((kind, info)), start_retry_s=0.1)
+    pool.start()
+    assert [k for k, _ in events] == ["start_retry", "started"] and len(pool.handles()) == 1
+    assert "No available memory for the cache blocks" in events[0][1]["error"]
+    assert pool.replacements_left == 2  # it counted as a replacement
+
+
+def test_a_gpu_that_stays_full_stops_the_run_after_one_more_start(local_ray, tmp_path):
+    from loop.cluster.sampler_pool import EngineStartFailed, SamplerPool
+
+    ray, _ = local_ray
+    events = []
+    Actor = ray.remote(num_cpus=0.5, max_restarts=0)(FullGpuReplica)
+    pool = SamplerPool(ray, lambda i: Actor.remote(str(tmp_path / "made"), fail=99), 1, 3,
+                       lambda kind, info: events.append((kind, info)), start_retry_s=0.1)
+    with pytest.raises(EngineStartFailed, match="No available memory.*cluster.sampler.gpu_memory_utilization"):
+        pool.start()
+    assert [k for k, _ in events] == ["start_retry"]  # one more start, not max_replacements of them
+
+
 def test_an_error_inside_a_live_replica_is_not_a_death(local_ray):
     ray, _ = local_ray
     events = []

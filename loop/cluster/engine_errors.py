@@ -36,11 +36,29 @@ def error_lines(text: str) -> list[str]:
     return out
 
 
-def explain(exc: BaseException, worker_errors: Iterable[str] = ()) -> str:
-    """One line: the engine's own error (the last one its output or the exception names), and a hint."""
+# Causes another process can produce for a moment: engines starting side by side on one GPU each see the
+# others' memory appear while vLLM profiles its own (seen on an H100, 2026-12-07: 11 of 48 starts). Worth one
+# more start after a pause; a GPU that stays full fails the same way again and then stops the run.
+TRANSIENT = ("No available memory for the cache blocks", "Free memory on device", "CUDA out of memory")
+
+
+def cause(exc: BaseException, worker_errors: Iterable[str] = ()) -> str:
+    """The engine's own error: the last one its output or the exception names (else the exception's first line)."""
     causes = [*error_lines(str(exc)), *[c for w in worker_errors for c in error_lines(w)]]
-    cause = causes[-1] if causes else (str(exc).splitlines() or [type(exc).__name__])[0]
-    hint = next((h for keys, h in HINTS if any(k in cause for k in keys)),
+    return causes[-1] if causes else (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def transient(why: str) -> bool:
+    return any(k in why for k in TRANSIENT)
+
+
+def explain(exc: BaseException, worker_errors: Iterable[str] = ()) -> str:
+    """One line: the engine's own error (`cause`) and a hint."""
+    return explain_cause(cause(exc, worker_errors))
+
+
+def explain_cause(why: str) -> str:
+    hint = next((h for keys, h in HINTS if any(k in why for k in keys)),
                 "see the engine's own output in the run's run.log and logs/ (the worker files), fix the cause, then "
                 "`python launch.py resume`")
-    return f"the sampler's vLLM engine could not be built: {cause[:400]}. What to do: {hint}"
+    return f"the sampler's vLLM engine could not be built: {why[:400]}. What to do: {hint}"

@@ -16,6 +16,7 @@ engine starts, the log says every minute how long it has taken so far.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,9 +55,12 @@ class EngineStartFailed(StageFailed):
 
 class SamplerPool:
     def __init__(self, ray: Any, make: Callable[[int], Any], size: int, max_replacements: int,
-                 record: Callable[[str, dict], None], depth: int = 2, start_timeout: float | None = None):
+                 record: Callable[[str, dict], None], depth: int = 2, start_timeout: float | None = None,
+                 start_retry_s: float = 10.0):
         self.ray, self.make, self.size, self.depth = ray, make, size, depth
         self.start_timeout = start_timeout
+        self.start_retry_s = start_retry_s  # pause before another start after a transient start failure
+        self.start_retries_left = 1  # one: a GPU that stays full fails again, and the run should say so soon
         self.last_death = ""
         self.replacements_left = max_replacements
         self.record = record
@@ -94,17 +98,41 @@ class SamplerPool:
                 if getattr(e, "actor_init_failed", False) and not self.ever_ready:
                     # the engine cannot be built (its __init__ raised): not a fault to ride out; the cause is a
                     # line of the engine's own output, which reaches the driver a moment after the error
-                    from loop.cluster.engine_errors import error_lines, explain
-                    from loop.run.logs import recent_worker_errors
+                    from loop.cluster.engine_errors import cause, error_lines, explain_cause, transient
+                    from loop.run.logs import forget_worker_errors, recent_worker_errors
 
                     found = recent_worker_errors(0 if error_lines(str(e)) else 3.0,
                                                  lambda lines: any(error_lines(x) for x in lines))
-                    raise EngineStartFailed(explain(e, found)) from e
+                    why = cause(e, found)
+                    if not (transient(why) and self.replacements_left > 0 and self.start_retries_left > 0):
+                        raise EngineStartFailed(explain_cause(why)) from e
+                    self._retry_start(rep, why)
+                    forget_worker_errors()
+                    continue
                 self._died(rep, e, deque())
         if not self.replicas:
             raise NoSamplerLeft(f"no sampler replica is left and no replacement may start (last: {self.last_death}); "
                                 "see the run's `faults` in manifest.json. Resume the run when the cluster is healthy")
         return [r.info for r in self.replicas]
+
+    def _retry_start(self, rep: Replica, why: str) -> None:
+        """An engine that could not start for a cause another process makes for a moment (engines starting side
+        by side on one GPU): another start, after a pause with jitter so side-by-side starts drift apart; it
+        counts as a replacement (cluster.sampler.max_replacements)."""
+        self.replicas.remove(rep)
+        try:
+            self.ray.kill(rep.handle)
+        except Exception:  # noqa: BLE001 - it is dead already
+            pass
+        self.replacements_left -= 1
+        self.start_retries_left -= 1
+        pause = self.start_retry_s * (1 + random.random())
+        self.record("start_retry", {"replica": rep.index, "error": why[:300], "pause_s": round(pause, 1)})
+        log.warning("sampler replica %d could not start (%s): the GPU's memory may have been taken for a moment "
+                    "(another engine starting beside it); starting it again in %.0f s (%d replacement(s) left)",
+                    rep.index, why[:200], pause, self.replacements_left)
+        time.sleep(pause)
+        self._spawn()
 
     def _wait_s(self, starting: list[Replica]) -> float:
         """How long to wait for a start before the next progress line or deadline."""
