@@ -50,6 +50,20 @@ def test_budget_follows_failure_share_with_a_floor(total):
     assert [c.budget for c in plan_of(ADD, SUB, total=2).categories.values()] == [1, 1]  # the floor first
 
 
+def test_a_category_whose_samples_agree_is_named_as_such():
+    """2 samples a problem: 40 problems solved by both or neither, one by one of two (2 %): the plan says that
+    more of them will mostly repeat what the model solves; with a third solved sometimes it says nothing."""
+    agree = {f"p{i}": float(i % 4 == 0) for i in range(40)} | {"p40": 0.5}
+    mixed = {f"p{i}": (0.5 if i % 3 == 0 else 0.0) for i in range(41)}
+    mul = CategoryStats(key="arithmetic/add", samples=82, problems=41, passed=11, errors={"calculation": 71},
+                        by_difficulty={3: [82, 11]}, problem_pass_rates=agree)
+    assert "only 2% of its 41 problems solved sometimes" in plan_of(mul, SUB).categories["arithmetic/add"].reason
+    mul = mul.model_copy(update={"problem_pass_rates": mixed})
+    assert "solved sometimes" not in plan_of(mul, SUB).categories["arithmetic/add"].reason
+    one = mul.model_copy(update={"problem_pass_rates": agree, "samples": 41})  # one sample a problem
+    assert "solved sometimes" not in plan_of(one, SUB).categories["arithmetic/add"].reason
+
+
 def test_power_sharpens_the_split_and_an_absolute_floor_holds():
     linear = plan_of(ADD, SUB, options={"power": 1.0}).categories["arithmetic/sub"].budget
     squared = plan_of(ADD, SUB).categories["arithmetic/sub"].budget
