@@ -139,14 +139,20 @@ def test_a_replica_whose_init_raises_is_not_replaced(local_ray):
     assert not events, "a broken build is reported, not retried"
 
 
+def _made(marker: str) -> int:
+    """How many replicas were made before this one (each leaves a file in the `marker` directory)."""
+    d = Path(marker)
+    d.mkdir(exist_ok=True)
+    n = len(list(d.iterdir()))
+    (d / str(n)).touch()
+    return n
+
+
 class FullGpuReplica(EchoReplica):
     """Its first `fail` builds raise what vLLM raised when engines started side by side on one GPU."""
 
     def __init__(self, marker: str, fail: int = 1):
-        d = Path(marker)
-        d.mkdir(exist_ok=True)
-        n = len(list(d.iterdir()))
-        (d / str(n)).touch()
+        n = _made(marker)
         if n < fail:
             raise ValueError("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
                              "when initializing the engine")
@@ -295,10 +301,7 @@ class StallingReplica(EchoReplica):
     """The `stall_at`-th replica made (0 = the first) never finishes starting (its `where` blocks)."""
 
     def __init__(self, marker: str, stall_at: int = 0):
-        d = Path(marker)
-        d.mkdir(exist_ok=True)
-        n = len(list(d.iterdir()))
-        (d / str(n)).touch()
+        n = _made(marker)
         self.stall = n == stall_at
 
     def where(self) -> dict:

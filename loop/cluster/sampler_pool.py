@@ -115,15 +115,19 @@ class SamplerPool:
                                 "see the run's `faults` in manifest.json. Resume the run when the cluster is healthy")
         return [r.info for r in self.replicas]
 
-    def _retry_start(self, rep: Replica, why: str) -> None:
-        """An engine that could not start for a cause another process makes for a moment (engines starting side
-        by side on one GPU): another start, after a pause with jitter so side-by-side starts drift apart; it
-        counts as a replacement (cluster.sampler.max_replacements)."""
+    def _drop(self, rep: Replica) -> None:
+        """Out of the pool, and its actor killed (if it is not dead already)."""
         self.replicas.remove(rep)
         try:
             self.ray.kill(rep.handle)
         except Exception:  # noqa: BLE001 - it is dead already
             pass
+
+    def _retry_start(self, rep: Replica, why: str) -> None:
+        """An engine that could not start for a cause another process makes for a moment (engines starting side
+        by side on one GPU): another start, after a pause with jitter so side-by-side starts drift apart; it
+        counts as a replacement (cluster.sampler.max_replacements)."""
+        self._drop(rep)
         self.replacements_left -= 1
         self.start_retries_left -= 1
         pause = self.start_retry_s * (1 + random.random())
@@ -218,11 +222,7 @@ class SamplerPool:
         lost = sorted(rep.inflight.values())
         for c in reversed(lost):
             queue.appendleft(c)
-        self.replicas.remove(rep)
-        try:
-            self.ray.kill(rep.handle)
-        except Exception:  # noqa: BLE001 - it is dead already
-            pass
+        self._drop(rep)
         # A replica whose __init__ raised would fail the same way again; one killed (OOM killer,
         # SIGKILL, its node lost) is worth replacing.
         replace = self.replacements_left > 0 and not getattr(error, "actor_init_failed", False)
