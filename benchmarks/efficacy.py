@@ -52,6 +52,10 @@ WARM_START_DATA = ["policies.acceptance.name=reference", CONTROL_CHAINS, "polici
 
 
 CURRICULUM_ROUNDS = 10
+# The curriculum section was measured on the default of 2026-12-06: both categories at 5 digits, 192 problems each a
+# round. The default since 2026-12-07 starts `add` at 4 digits on half the budget; these keep the curriculum run as it was.
+FIVE_DIGIT_DEFAULT = ["generators.0.categories.add.difficulty=5", "generators.0.categories.add.budget=192",
+                      "generators.0.categories.sub.budget=192"]
 
 
 def plan(seeds: list[int], only: set[str], targeting_seeds: list[int] = (0, 1)) -> dict[str, tuple[str, list[str]]]:
@@ -69,7 +73,7 @@ def plan(seeds: list[int], only: set[str], targeting_seeds: list[int] = (0, 1)) 
                                                   f"run.seed={s}"])
     if "curriculum" in only:  # the default for CURRICULUM_ROUNDS rounds, held out at one more level than it starts
         for s in targeting_seeds:
-            runs[f"curriculum-s{s}"] = (DEFAULT, [f"run.seed={s}", f"loop.rounds={CURRICULUM_ROUNDS}",
+            runs[f"curriculum-s{s}"] = (DEFAULT, [f"run.seed={s}", f"loop.rounds={CURRICULUM_ROUNDS}", *FIVE_DIGIT_DEFAULT,
                                                   *(f"generators.0.categories.{c}.heldout_difficulties=[5,6,7]"
                                                     for c in ("add", "sub"))])
     if "targeting" in only:

@@ -135,7 +135,7 @@ def test_bad_options_are_refused(opts, says):
 
 
 @pytest.mark.parametrize("sets, says", [
-    (["policies.targeting.options.floor=300"], "more than the total budget 384"),
+    (["policies.targeting.options.floor=300"], "more than the total budget 192"),
     (["policies.targeting.options.min_share=0.9"], "lower min_share to at most 0.5"),
     (["policies.targeting.name=error_weighted", "policies.targeting.options={min_share: 0.6}"],
      "floors alone are more than all of it"),
@@ -152,7 +152,8 @@ def test_bad_options_are_refused_when_the_config_loads(sets, says):
 def test_default_config_uses_the_analyst_and_holds_out_the_next_level():
     cfg = load_config(DEFAULT)
     assert cfg.policies.targeting.name == "analyst"
-    assert all(cc.heldout_difficulties == [5, 6] for cc in cfg.generators[0].categories.values())
+    assert all(cc.heldout_difficulties == [cc.difficulty, cc.difficulty + 1]
+               for cc in cfg.generators[0].categories.values())
 
 
 # ---- the loop's side of the plan (no engine needed) ---------------------------------------
@@ -182,7 +183,8 @@ def test_a_plan_without_extras_draws_what_it_always_drew():
     cfg = load_config(DEFAULT)
     plain = steps.initial_plan(cfg)
     mixed = plain.model_copy(deep=True)
-    mixed.categories["arithmetic/add"].mix = {5: 192}
+    add = mixed.categories["arithmetic/add"]
+    add.mix = {add.difficulty: add.budget}
     assert steps.make_problems(cfg, plain, 0) == steps.make_problems(cfg, mixed, 0)
 
 
