@@ -355,6 +355,8 @@ def main() -> None:
                   f"{curves[label]['status']})", flush=True)
     summary = summarize(curves, old.get("seeds", args.seeds) if "loop" not in args.only else args.seeds,
                         args.weakest or None)
+    # Sections no curve here recomputes (results recorded by hand with their command, e.g. an earlier default's) stay.
+    summary = {**{k: v for k, v in old.items() if k not in summary}, **summary}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1) + "\n")
     plot(summary, out.with_suffix(".png"))
