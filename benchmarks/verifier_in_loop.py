@@ -26,6 +26,7 @@ import glob
 import json
 import math
 import random
+import re
 import sys
 import time
 from collections import defaultdict
@@ -74,6 +75,27 @@ def measure(scores: list[float], labels: list[bool], pids: list[str]) -> dict:
     best = sum(max((s, -i, y) for i, (s, y) in enumerate(v))[2] for v in per.values()) / len(per)
     return {"pooled_auc": round(auc(scores, labels), 4), "within_problem_auc": round(sum(within) / len(within), 4),
             "mixed_problems": len(within), "best_of_n": round(best, 4)}
+
+
+def corrupt_numbers(text: str, rng: random.Random) -> str | None:
+    """retrain's `corrupt`: a copy of a chain with one number edited (a digit changed, dropped or doubled), or
+    None when it has no digits: a synthetic hard negative one edit away from a passing chain. Measured on
+    verifier-base-main-s0 (2026-12-07): it made the verifier worse (within-problem AUC 0.50-0.55 against 0.67-0.68
+    without; the tiny verifier does not even fit them, loss 0.52), so the loop does not use it."""
+    spans = [m.span() for m in re.finditer(r"\d+", text)]
+    if not spans:
+        return None
+    a, b = spans[rng.randrange(len(spans))]
+    digits = text[a:b]
+    i = rng.randrange(len(digits))
+    op = rng.random()
+    if op < 0.15 and len(digits) > 1:
+        new = digits[:i] + digits[i + 1:]
+    elif op < 0.3:
+        new = digits[:i] + digits[i] + digits[i:]
+    else:
+        new = digits[:i] + rng.choice([d for d in "0123456789" if d != digits[i]]) + digits[i + 1:]
+    return text[:a] + new + text[b:]
 
 
 class Scorer:
@@ -161,6 +183,16 @@ def retrain(run: Path, train_rounds: list[int], r: int, extra: str | None, confi
         rng = random.Random(seed)
         k = min(len(yes), len(no), cfg.get("max_examples", 1 << 30) // 2)
         data = [(x, True) for x in rng.sample(yes, k)] + [(x, False) for x in rng.sample(no, k)]
+        if cfg.get("corrupt"):  # m copies of each passing chain with one number edited, labelled No
+            for x, y in list(data):
+                for _ in range(cfg["corrupt"] if y else 0):
+                    head_, rest = x[0]["content"].split("\n\nSolution:\n", 1)
+                    chain, question = rest.rsplit("\n\n", 1)
+                    bad = corrupt_numbers(chain, rng)
+                    if bad is not None:
+                        data.append(([{"role": "user", "content": f"{head_}\n\nSolution:\n{bad}\n\n{question}"}], False))
+            if cfg.get("corrupt_balance"):  # repeat the passing chains so both classes weigh the same
+                data += [(x, True) for x, y in list(data) if y] * cfg["corrupt"]
         model = AutoModelForCausalLM.from_pretrained(str(MODEL), dtype=torch.float32).to(device)
         for p in model.parameters():
             p.requires_grad_(False)
@@ -198,7 +230,8 @@ def main() -> None:
     ap.add_argument("--eval-round", type=int, default=0, help="retrain: the round whose held-out chains are scored")
     ap.add_argument("--extra", help="retrain: a glob of other runs' verifier_examples.jsonl to add")
     ap.add_argument("--configs", default=json.dumps([{"lr": 1e-3, "epochs": [2, 4, 6], "batch": 32}]),
-                    help="retrain: JSON list of {lr, epochs: [checkpoints], batch, schedule, max_examples, seed, r (LoRA rank, alpha = 2r)}")
+                    help="retrain: JSON list of {lr, epochs: [checkpoints], batch, schedule, max_examples, seed, r (LoRA rank, "
+                         "alpha = 2r), corrupt (m one-edit copies of each passing chain, labelled No)}")
     ap.add_argument("--device", default="cpu", help="retrain: cpu or cuda")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()

@@ -213,6 +213,14 @@ class LearnedVerifierCfg(Section):
     replay_rounds: int = Field(2, ge=0, description="also train on the verification examples of this many "
                                                     "earlier rounds")
     max_chain_chars: int = Field(1200, ge=100, description="longer chains are cut in the middle in its prompts")
+    lora_r: int | None = Field(None, ge=1, description="the verifier adapter's own LoRA rank (alpha keeps lora's "
+                                                       "alpha/r ratio); null = lora.r. Served as LoRA on a GPU, so at "
+                                                       "most cluster.sampler.max_lora_rank")
+
+    def rank(self, policy: LoraCfg) -> dict:
+        """The verifier adapter's LoRA settings (r, alpha) given the policy's."""
+        r = self.lora_r or policy.r
+        return {"r": r, "alpha": max(1, round(r * policy.alpha / policy.r))}
     extra_problems: float = Field(0.0, ge=0, le=16, description="also draw this many times the round's training "
                                                               "problems anew (same categories and difficulties, new "
                                                               "numbers, never held-out), sample them and use their "

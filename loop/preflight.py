@@ -155,6 +155,11 @@ def check_lora(cfg: Config, problems: list[str]) -> None:
     if cfg.lora.r > rank:
         problems.append(f"lora.r: {cfg.lora.r} is larger than cluster.sampler.max_lora_rank ({rank}), so vLLM could "
                         f"not load the trained adapters; lower lora.r or raise cluster.sampler.max_lora_rank")
+    lv = cfg.learned_verifier
+    if lv.enabled and lv.lora_r is not None and lv.lora_r > rank:  # null follows lora.r, checked above
+        problems.append(f"learned_verifier.lora_r: {lv.lora_r} is larger than "
+                        f"cluster.sampler.max_lora_rank ({rank}), so vLLM could not load the verifier adapter on a "
+                        "GPU; lower learned_verifier.lora_r or raise cluster.sampler.max_lora_rank")
 
 
 def check_adapter(path: Path, field: str, cfg: Config, problems: list[str]) -> None:

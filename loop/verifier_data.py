@@ -287,3 +287,12 @@ def check_adapter(adapter_dir: Path, model_dir: Path, what: str = "verifier adap
         if (".lora_A." in key and shape[1] != want[1]) or (".lora_B." in key and shape[0] != want[0]):
             raise VerifierDataError(f"{what} {d} is not an adapter of this base ({model_dir}): {key} has shape "
                                     f"{shape}, the base's {target} is {want}")
+
+
+def adapter_rank(adapter_dir: Path) -> int | None:
+    """The LoRA rank an adapter directory was saved with (None when its config is missing or unreadable)."""
+    try:
+        r = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8")).get("r")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return r if isinstance(r, int) else None

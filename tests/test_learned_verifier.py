@@ -11,6 +11,7 @@ from loop.config import TINY_MODEL, ConfigError, LoraCfg, QuantCfg, TrainingCfg,
 from loop.records import Message, Problem, Reference, Row, Sample, Verdict
 from loop.verifier_data import (
     VerifierDataError,
+    adapter_rank,
     agreement,
     auc,
     check_adapter,
@@ -242,9 +243,11 @@ def test_a_trained_verifier_adapter_scores_yes_and_no_in_vllm(tmp_path):
                 for a in range(10, 250) if a % 3]
     out = tmp_path / "verifier"
     tr = TrainingCfg(epochs=2, batch_size=8, learning_rate=5e-3, max_seq_len=256).model_dump()
-    m = TrainerWorker(str(TINY_MODEL), QuantCfg().model_dump(), LoraCfg().model_dump(), tr).train(
-        examples, str(out), None, seed=0, overrides={"epochs": 3, "mode": "continue", "loss_on_words": [YES, NO]})
+    trainer = TrainerWorker(str(TINY_MODEL), QuantCfg().model_dump(), LoraCfg().model_dump(), tr)
+    m = trainer.train(examples, str(out), None, seed=0, overrides={"epochs": 3, "mode": "continue", "loss_on_words": [
+        YES, NO], "lora": {"r": 32, "alpha": 64}})  # learned_verifier.lora_r: the verifier's own rank
     assert m["steps"] == 60 and (out / "adapter_model.safetensors").exists()  # the override's 3 epochs, not 2
+    assert adapter_rank(out) == 32 and trainer.lora["r"] == LoraCfg().r and trainer.training["epochs"] == 2
     assert m["loss_tokens"] == len(examples)  # the loss falls on the Yes/No token alone
     check_adapter(out, TINY_MODEL)
     w = SamplerWorker(str(TINY_MODEL), max_model_len=512, dtype="float32", seed=0, max_lora_rank=16, kv_cache_gib=1,

@@ -239,3 +239,18 @@ def test_gpu_asked_for_on_a_machine_without_one():
     else:
         assert out and out[0].startswith("cluster.trainer_num_gpus, training.device: a GPU is asked for")
     assert problems_of(check_devices, cfg()) == []
+
+
+def test_verifier_rank_above_what_vllm_can_serve():
+    from loop.preflight import check_lora
+
+    assert cfg().learned_verifier.rank(cfg().lora)["r"] <= cfg().cluster.sampler.max_lora_rank
+    out = problems_of(check_lora, cfg("learned_verifier.lora_r=128", "cluster.sampler.max_lora_rank=64"))
+    assert len(out) == 1 and "learned_verifier.lora_r: 128" in out[0] and "max_lora_rank" in out[0]
+    assert problems_of(check_lora, cfg("learned_verifier.lora_r=128", "learned_verifier.enabled=false",
+                                       "cluster.sampler.max_lora_rank=64")) == []
+    # alpha keeps the policy's alpha/r ratio; null = the policy's rank
+    assert cfg("learned_verifier.lora_r=64", "lora.r=16", "lora.alpha=32").learned_verifier.rank(
+        cfg("lora.r=16", "lora.alpha=32").lora) == {"r": 64, "alpha": 128}
+    assert cfg("learned_verifier.lora_r=null").learned_verifier.rank(cfg().lora) == {"r": cfg().lora.r,
+                                                                                      "alpha": cfg().lora.alpha}

@@ -88,11 +88,14 @@ class TrainerWorker:
         trained by the same actor with its own epochs and learning rate). `tb_dir`: TensorBoard event
         files of the steps go there (TRL's report_to)."""
         if overrides:
-            saved, self.training = self.training, {**self.training, **overrides}
+            overrides = dict(overrides)
+            lora = overrides.pop("lora", None)  # a new adapter's LoRA settings (the verifier's own rank)
+            saved = self.training, self.lora
+            self.training, self.lora = {**self.training, **overrides}, {**self.lora, **(lora or {})}
             try:
                 return self.train(examples, out_dir, init_adapter, seed, tb_dir=tb_dir)
             finally:
-                self.training = saved
+                self.training, self.lora = saved
         import torch
         from transformers import AutoTokenizer
 
