@@ -239,6 +239,9 @@ class LearnedVerifierCfg(Section):
                                "labelled categories of the same round; all: accept every answerless chain (a control)")
     accept_precision: float = Field(0.9, gt=0, le=1, description="the threshold is the lowest P(Yes) at which the "
                                                                  "labelled chains above it pass at least this often")
+    accept_max_fpr: float = Field(0.1, ge=0, le=1, description="... and at most this share of the labelled failing "
+                                                             "chains score above it (precision alone is met by any "
+                                                             "threshold when the labelled chains mostly pass)")
 
 
 class LoopCfg(Section):

@@ -268,7 +268,8 @@ class Controller:
         lv = self.cfg.learned_verifier
         if not lv.answerless:
             return []
-        took, info = verifier_data.accept_answerless(rows, lv.answerless, lv.answerless_accept, lv.accept_precision)
+        took, info = verifier_data.accept_answerless(rows, lv.answerless, lv.answerless_accept, lv.accept_precision,
+                                                      max_fpr=lv.accept_max_fpr)
         write_json(self.run.round_dir(r) / "answerless.json", info)
         log.info("round %d: %d of %d chains without a gold answer accepted (%s%s)", r, len(took), info["candidates"],
                  lv.answerless_accept, f"; {info['why']}" if info.get("why") else "")

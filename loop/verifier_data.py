@@ -198,28 +198,38 @@ def withhold_answers(problems: list[Problem], categories: Sequence[str]) -> list
             if f"{p.family}/{p.category}" in hide else p for p in problems]
 
 
-def choose_threshold(rows: Sequence[Row], precision: float, min_support: int = 10,
-                     name: str = LEARNED) -> tuple[float | None, str]:
-    """The lowest P(Yes) at which the labelled chains scored at or above it pass at least `precision`
-    of the time (and at least `min_support` of them), or (None, why) when no threshold does."""
+def choose_threshold(rows: Sequence[Row], precision: float, min_support: int = 10, name: str = LEARNED,
+                     max_fpr: float = 0.1) -> tuple[float | None, str]:
+    """The lowest P(Yes) at which the labelled chains scored at or above it pass at least `precision` of the
+    time (at least `min_support` of them) *and* at most `max_fpr` of the labelled failing chains score at or
+    above it; or (None, why) when no threshold does. Precision alone follows the labelled chains' pass rate:
+    where they already pass 93 % of the time, every threshold reaches 0.9 and the lowest one accepts every
+    chain, whatever the verifier says (seen in an answerless run, 2026-12-07). The false-positive bound does not
+    depend on that rate: the verifier must turn away most chains known to be wrong before its word counts."""
     got = sorted(((s, y) for s, y, _ in scored(rows, name)), reverse=True)
+    negatives = sum(not y for _, y in got)
     if len(got) < min_support or not any(y for _, y in got):
         return None, (f"{len(got)} labelled chains scored by the learned verifier ({sum(y for _, y in got)} passing); "
                       f"at least {min_support}, some passing, are needed to choose a threshold")
+    if not negatives:
+        return None, (f"all {len(got)} labelled chains scored by the learned verifier pass, so how often it accepts "
+                      "a wrong chain cannot be measured; no threshold is chosen")
     best, passed = None, 0
     for i, (s, y) in enumerate(got, 1):
         passed += y
         last_of_tie = i == len(got) or got[i][0] != s
-        if last_of_tie and i >= min_support and passed / i >= precision:
-            best = (s, passed / i, i)
+        if last_of_tie and i >= min_support and passed / i >= precision and (i - passed) / negatives <= max_fpr:
+            best = (s, passed / i, i, (i - passed) / negatives)
     if best is None:
-        return None, (f"no P(Yes) threshold reaches precision {precision:g} on the {len(got)} labelled chains "
-                      f"(their pass rate is {sum(y for _, y in got) / len(got):.2f})")
-    return best[0], f"P(Yes) >= {best[0]:.4f}: {best[2]} labelled chains above it, precision {best[1]:.3f}"
+        return None, (f"no P(Yes) threshold reaches precision {precision:g} while accepting at most {max_fpr:.0%} of "
+                      f"the failing ones, on the {len(got)} labelled chains (their pass rate is "
+                      f"{sum(y for _, y in got) / len(got):.2f}, {negatives} fail)")
+    return best[0], (f"P(Yes) >= {best[0]:.4f}: {best[2]} labelled chains above it, precision {best[1]:.3f}, "
+                     f"{best[3]:.0%} of the {negatives} failing ones accepted")
 
 
 def accept_answerless(rows: Sequence[Row], categories: Sequence[str], mode: str, precision: float,
-                      name: str = LEARNED) -> tuple[list[Row], dict]:
+                      name: str = LEARNED, max_fpr: float = 0.1) -> tuple[list[Row], dict]:
     """(rows accepted without a gold answer, what was decided). `learned`: P(Yes) at or above a threshold
     chosen on the labelled rows of the other categories; `all`: every chain (the control)."""
     hide = set(categories)
@@ -228,7 +238,7 @@ def accept_answerless(rows: Sequence[Row], categories: Sequence[str], mode: str,
         return mine, {"mode": "all", "candidates": len(mine), "accepted": len(mine),
                       "sample_ids": [r.sample.id for r in mine]}
     labelled = [r for r in rows if r.category_key not in hide]
-    t, why = choose_threshold(labelled, precision, name=name)
+    t, why = choose_threshold(labelled, precision, name=name, max_fpr=max_fpr)
     if t is None:
         return [], {"mode": "learned", "candidates": len(mine), "accepted": 0, "threshold": None, "why": why,
                     "sample_ids": []}

@@ -25,7 +25,7 @@ from loop.records import (
 )
 from policies.actions import ACTIONS, DEFAULT_ACTIONS
 from policies.base import POLICIES, TargetingPolicy
-from policies.budget import allocate, categories_of, current_difficulty, floor_per_category
+from policies.budget import allocate, categories_of, current_difficulty, floor_per_category, undecided
 
 Ranges = dict[str, tuple[int, int]]
 _CLASSES = [c for c in ERROR_CLASSES if c != "infra"]
@@ -150,10 +150,14 @@ class Analyst(TargetingPolicy):
             st = analysis.categories.get(k)
             if st is None or st.samples == 0:
                 continue
+            if unknown := undecided(st):
+                why[k] = unknown
+                continue
             fails = sum(n for c, n in st.errors.items() if c in o.classes)
             rates[k] = fails / st.samples
             why[k] = f"{fails} of {st.samples} samples ({rates[k]:.0%}) failed for trainable reasons" + _agreeing(st)
         mean = sum(rates.values()) / len(rates) if rates else 1.0
+        why.update({k: f"{w}; weighted at the mean failure rate {mean:.0%}" for k, w in why.items() if k not in rates})
         weights = {k: rates.get(k, mean) ** o.power for k in keys}
         floor = self._floor(total_budget, len(keys))
         budgets = allocate(weights, total_budget, floor)

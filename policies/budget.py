@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from loop.records import Plan, RoundAnalysis
+from loop.records import CategoryStats, Plan, RoundAnalysis
 
 
 def floor_per_category(total: int, n: int, min_share: float) -> int:
@@ -65,3 +65,14 @@ def current_difficulty(key: str, previous: Plan, difficulty_range: dict[str, tup
     if key in previous.categories:
         return clamp(previous.categories[key].difficulty, key, difficulty_range)
     return difficulty_range.get(key, (1, 1))[0]
+
+
+def undecided(st: CategoryStats) -> str | None:
+    """Why a category's failure rate is unknown, or None. Samples that no check could call pass or fail (a
+    category without gold answers, `learned_verifier.answerless`; a verifier that always abstains) are not
+    samples that passed: read as a failure rate of 0 they would take the category down to the floor, and a
+    category the loop cannot check would starve. Such a category is weighted at the mean rate instead."""
+    if st.samples and not st.passed and not st.by_difficulty and not any(st.errors.values()):
+        return (f"none of its {st.samples} samples got a programmatic pass or fail (no gold answers?), so its "
+                "failure rate is unknown")
+    return None

@@ -5,7 +5,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from loop.records import ERROR_CLASSES, TRAINABLE_CLASSES, CategoryPlan, Plan, RoundAnalysis
 from policies.base import POLICIES, TargetingPolicy
-from policies.budget import allocate, categories_of, clamp, current_difficulty, floor_per_category
+from policies.budget import allocate, categories_of, clamp, current_difficulty, floor_per_category, undecided
 
 Ranges = dict[str, tuple[int, int]]
 
@@ -53,6 +53,9 @@ class ErrorWeighted(TargetingPolicy):
             st = analysis.categories.get(k)
             if st is None or st.samples == 0:
                 continue
+            if unknown := undecided(st):
+                notes[k] = unknown
+                continue
             fails = {c: n for c, n in st.errors.items() if c in self.options.classes and n}
             rates[k] = sum(fails.values()) / st.samples
             top = ", ".join(f"{c} {n}" for c, n in sorted(fails.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
@@ -60,6 +63,8 @@ class ErrorWeighted(TargetingPolicy):
                         f"reasons" + (f" ({top})" if top else ""))
         # A category without samples last round is explored at the mean rate.
         mean = sum(rates.values()) / len(rates) if rates else 1.0
+        notes.update({k: f"{w}; explored at the mean failure rate {mean:.0%}"
+                      for k, w in notes.items() if k not in rates})
         weights = {k: rates.get(k, mean) for k in keys}
         floor = floor_per_category(total_budget, len(keys), self.options.min_share)
         budgets = allocate(weights, total_budget, floor)

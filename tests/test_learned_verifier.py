@@ -332,9 +332,9 @@ def test_answerless_chains_are_accepted_above_a_threshold_chosen_on_labelled_one
     from loop.verifier_data import accept_answerless, choose_threshold
 
     labelled, blind = _answerless_rows()
-    t, why = choose_threshold(labelled, precision=0.7)
-    assert t is not None and 0.2 < t <= 0.69 and "precision" in why
-    took, info = accept_answerless(labelled + blind, ["arithmetic/sub"], "learned", 0.7)
+    t, why = choose_threshold(labelled, precision=0.7, max_fpr=0.5)
+    assert t is not None and 0.2 < t <= 0.69 and "precision" in why and "of the 15 failing ones accepted" in why
+    took, info = accept_answerless(labelled + blind, ["arithmetic/sub"], "learned", 0.7, max_fpr=0.5)
     assert [r.sample.text for r in took] == [r.sample.text for r in blind if r.verdicts[-1].score >= t]
     assert info["accepted"] == len(took) and info["candidates"] == 3 and info["sample_ids"] == [r.sample.id for r in took]
     everything, info = accept_answerless(labelled + blind, ["arithmetic/sub"], "all", 0.7)
@@ -351,6 +351,33 @@ def test_a_threshold_that_cannot_be_chosen_accepts_nothing_and_says_why():
     assert took == [] and info["threshold"] is None and info["why"] == why
     took, info = accept_answerless(blind, ["arithmetic/sub"], "learned", 0.7)  # no labelled chains at all
     assert took == [] and "needed to choose a threshold" in info["why"]
+
+
+def test_a_threshold_must_turn_away_wrong_chains_not_just_ride_a_high_pass_rate():
+    """Labelled chains that pass 95 % of the time with scores that say nothing: every threshold has precision
+    0.95, so precision alone took the lowest and accepted every answerless chain (an answerless run, round 2,
+    2026-12-07: 114 of 114 at P(Yes) >= 0.0136). The bound on accepted failing chains refuses that."""
+    from loop.verifier_data import accept_answerless, choose_threshold
+
+    _, blind = _answerless_rows()
+    fail_scores = iter([0.99, 0.95, 0.5, 0.3, 0.1])  # the failing chains among the highest scored, and the lowest
+    noise = [row(p, f"n{i}", "fail" if i % 20 == 0 else "pass", i,
+                 learned=next(fail_scores) if i % 20 == 0 else ((i * 37) % 97) / 100)
+             for i, p in enumerate(train_side(k=100))]
+    t, why = choose_threshold(noise, precision=0.9, max_fpr=1.0)
+    assert t == min(v.score for r in noise for v in r.verdicts if v.verifier == "learned")  # accepts everything
+    t, why = choose_threshold(noise, precision=0.9)  # the default bound, 10 % of the failing ones
+    assert t is None and "accepting at most 10% of the failing ones" in why and "5 fail" in why
+    took, info = accept_answerless(noise + blind, ["arithmetic/sub"], "learned", 0.9)
+    assert took == [] and info["threshold"] is None
+    # a verifier that does separate them gets a threshold above every failing chain
+    sharp = [row(p, f"m{i}", "fail" if i % 20 == 0 else "pass", i, learned=0.05 if i % 20 == 0 else 0.5 + i / 1000)
+             for i, p in enumerate(train_side(k=100))]
+    t, why = choose_threshold(sharp, precision=0.9)
+    assert t is not None and t >= 0.5 and "0% of the 5 failing ones accepted" in why
+    everything_passes = [row(p, f"a{i}", "pass", i, learned=0.9) for i, p in enumerate(train_side(k=20))]
+    t, why = choose_threshold(everything_passes, precision=0.9)
+    assert t is None and "cannot be measured" in why
 
 
 def test_answerless_config_mistakes_are_named():

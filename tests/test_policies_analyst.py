@@ -64,6 +64,22 @@ def test_a_category_whose_samples_agree_is_named_as_such():
     assert "solved sometimes" not in plan_of(one, SUB).categories["arithmetic/add"].reason
 
 
+@pytest.mark.parametrize("policy", ["analyst", "error_weighted"])
+def test_a_category_no_check_could_judge_keeps_the_mean_weight_not_the_floor(policy):
+    """learned_verifier.answerless: a category without gold answers gets abstain, not pass or fail. Read as
+    "0 of 114 samples failed" it was cut to the floor every round (seen in an answerless run, 2026-12-07)."""
+    blind = CategoryStats(key="arithmetic/sub", samples=114, passed=0, errors={}, by_difficulty={})
+    half_failing = stats("arithmetic/add", 512, 256, {"calculation": 256})
+    an = RoundAnalysis(round=0, categories={c.key: c for c in (half_failing, blind)})
+    p = POLICIES.build(policy, {}).plan(an, start(), 512, RANGES)
+    assert p.categories["arithmetic/sub"].budget == p.categories["arithmetic/add"].budget == 256
+    assert "none of its 114 samples got a programmatic pass or fail" in p.categories["arithmetic/sub"].reason
+    assert "mean failure rate 50%" in p.categories["arithmetic/sub"].reason
+    solved = stats("arithmetic/sub", 114, 114)  # all passed: a real 0 % failure rate still goes to the floor
+    an = RoundAnalysis(round=0, categories={c.key: c for c in (half_failing, solved)})
+    assert POLICIES.build(policy, {}).plan(an, start(), 512, RANGES).categories["arithmetic/sub"].budget < 100
+
+
 def test_power_sharpens_the_split_and_an_absolute_floor_holds():
     linear = plan_of(ADD, SUB, options={"power": 1.0}).categories["arithmetic/sub"].budget
     squared = plan_of(ADD, SUB).categories["arithmetic/sub"].budget
