@@ -23,7 +23,7 @@ def main() -> None:
             continue
         ids = set(json.loads((rd / "answerless.json").read_text()).get("sample_ids") or [])
         problems = {p["id"]: p for p in map(json.loads, (rd / "problems.jsonl").read_text().splitlines())}
-        seen = {True: [0, 0], False: [0, 0]}  # accepted? -> [chains, right]
+        took, every = [0, 0], [0, 0]  # [chains, right]: the accepted ones, all of the category's
         for s in map(json.loads, (rd / "samples.jsonl").read_text().splitlines()):
             p = problems.get(s["problem_id"])
             if not p or p["category"] != "sub" or s.get("hinted") or s.get("gold"):
@@ -31,10 +31,9 @@ def main() -> None:
             a, b = map(int, re.search(r"(\d+)-(\d+)", p["prompt"][-1]["content"]).groups())
             got = re.search(r"Answer:\s*(-?\d+)", s["text"])
             right = bool(got) and int(got.group(1)) == a - b
-            for key in {s["id"] in ids, False}:
-                seen[key][0] += 1
-                seen[key][1] += right
-        took, every = seen[True], seen[False]
+            for tally in (took, every) if s["id"] in ids else (every,):
+                tally[0] += 1
+                tally[1] += right
         print(json.dumps({"round": rd.name, "accepted": took[0], "accepted_right": took[1],
                           "accepted_precision": round(took[1] / took[0], 3) if took[0] else None,
                           "chains": every[0], "base_rate": round(every[1] / every[0], 3) if every[0] else None}))

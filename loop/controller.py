@@ -203,17 +203,18 @@ class Controller:
             return {"adapter": prev, "skipped": str(e)}
         out = rd / "verifier"
         init = str(self.run.resolve(prev)) if prev else None
+        lora = lv.rank(self.cfg.lora)  # a new adapter's; a warm start keeps its own
         kept = verifier_data.adapter_rank(Path(init)) if init else None
-        if kept is not None and kept != lv.rank(self.cfg.lora)["r"]:
+        if kept is not None and kept != lora["r"]:
             log.warning("round %d: the learned verifier is warm-started from %s, which has LoRA rank %s; it keeps "
                         "that rank (learned_verifier.lora_r=%s applies to a verifier started anew)", r, prev, kept,
-                        lv.rank(self.cfg.lora)["r"])
+                        lora["r"])
         log.info("round %d: training the learned verifier on %d examples (%d Yes / %d No, %d replayed, %d chains of "
                  "extra problems drawn)%s", r, info["examples"], info["per_class"], info["per_class"], info["replayed"],
                  len(extra), ", warm-started from " + prev if prev else "")
         m = self.cluster.train(examples, out.resolve(), init, steps._seed(self.cfg.run.seed, "verifier", r),
                                overrides={"mode": "continue", "epochs": lv.epochs, "learning_rate": lv.learning_rate,
-                                          "lora": lv.rank(self.cfg.lora),  # a new adapter's; a warm start keeps its own
+                                          "lora": lora,
                                           "loss_on_words": [YES, NO],  # the decision token alone
                                           # its prompt holds the whole chain: never cut off its Yes/No
                                           "max_seq_len": max(self.cfg.training.max_seq_len,
